@@ -1,0 +1,2 @@
+//! sigil: placeholder until the CLI lands.
+fn main() {}

@@ -1,0 +1,1 @@
+//! sigild lib placeholder

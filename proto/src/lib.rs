@@ -1,0 +1,8 @@
+//! Generated wire types for sigild's gRPC API. No logic lives here: conversions to domain
+//! types belong to the crates that own those types.
+#![allow(missing_docs, unreachable_pub, clippy::all)]
+
+/// `sigil.v1`: the narrow key and signing API served on sigild's Unix socket.
+pub mod sigil_v1 {
+    tonic::include_proto!("sigil.v1");
+}
