@@ -5,7 +5,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ed25519_dalek::pkcs8::{DecodePublicKey as _, EncodePublicKey as _};
 use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
 use sha2::{Digest as _, Sha256};
 
@@ -252,6 +251,13 @@ pub fn p256_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
 mod tests {
     use super::*;
     use p256::ecdsa::signature::Signer as _;
+    use rand_core::RngCore as _;
+
+    fn random_seed() -> [u8; 32] {
+        let mut seed = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut seed);
+        seed
+    }
 
     #[test]
     fn p256_raw_and_der_signatures_verify_and_tampering_fails() {
@@ -273,7 +279,7 @@ mod tests {
 
     #[test]
     fn spki_and_pem_round_trip_keep_the_key_id() {
-        let sk = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+        let sk = ed25519_dalek::SigningKey::from_bytes(&random_seed());
         let pk = PublicKey::Ed25519(sk.verifying_key());
         let der = pk.to_spki_der();
         assert_eq!(PublicKey::from_spki_der(&der).expect("der"), pk);
@@ -286,7 +292,7 @@ mod tests {
 
     #[test]
     fn ed25519_refuses_digests() {
-        let sk = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+        let sk = ed25519_dalek::SigningKey::from_bytes(&random_seed());
         let pk = PublicKey::Ed25519(sk.verifying_key());
         assert!(matches!(
             pk.verify_digest(&[0; 32], &[0; 64]),
