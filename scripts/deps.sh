@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# deps.sh: make sure everything `make test` and `make demo` need is installed.
+#
+# Checks each command or file below and installs the Debian packages that are
+# missing, with one `apt-get update` first. Nothing is installed when all is
+# present. Not root and something missing: prints the exact apt-get command
+# and fails. Never skips: a missing tool is an error, not a silent pass.
+set -euo pipefail
+
+say() { printf '==> %s\n' "$*"; }
+die() {
+    printf 'deps: %s\n' "$*" >&2
+    exit 1
+}
+
+# package   what proves it is installed (cmd:NAME, file:PATH or pc:MODULE)
+requirements=(
+    "softhsm2          cmd:softhsm2-util"
+    "softhsm2          file:/usr/lib/softhsm/libsofthsm2.so"
+    "opensc            cmd:pkcs11-tool"
+    "protobuf-compiler cmd:protoc"
+    "pkg-config        cmd:pkg-config"
+    "libpcsclite-dev   pc:libpcsclite"
+    "openssl           cmd:openssl"
+    "notary            cmd:notary"
+    "notary            cmd:notary-server"
+    "notary            cmd:notary-signer"
+    "util-linux        cmd:setpriv"
+    "passwd            cmd:useradd"
+)
+
+present() {
+    local what=$1
+    case $what in
+    cmd:*) command -v "${what#cmd:}" >/dev/null 2>&1 ;;
+    file:*) [[ -e ${what#file:} ]] ;;
+    pc:*) command -v pkg-config >/dev/null 2>&1 &&
+        pkg-config --exists "${what#pc:}" ;;
+    *) die "internal: unknown check '$what'" ;;
+    esac
+}
+
+missing_checks() {
+    local line pkg what
+    for line in "${requirements[@]}"; do
+        read -r pkg what <<<"$line"
+        present "$what" || printf '%s %s\n' "$pkg" "$what"
+    done
+}
+
+# The Rust toolchain is not an apt package here (rustup); say so plainly.
+say "checking the Rust toolchain"
+command -v cargo >/dev/null 2>&1 ||
+    die "cargo not found: install a Rust toolchain (https://rustup.rs) and put ~/.cargo/bin on PATH"
+cargo fmt --version >/dev/null 2>&1 ||
+    die "rustfmt not found: rustup component add rustfmt"
+cargo clippy --version >/dev/null 2>&1 ||
+    die "clippy not found: rustup component add clippy"
+
+say "checking system packages"
+mapfile -t missing < <(missing_checks)
+if ((${#missing[@]} == 0)); then
+    say "all system dependencies present"
+    exit 0
+fi
+
+packages=()
+for line in "${missing[@]}"; do
+    read -r pkg what <<<"$line"
+    printf '    missing %-26s (package %s)\n' "${what#*:}" "$pkg"
+    [[ " ${packages[*]} " == *" $pkg "* ]] || packages+=("$pkg")
+done
+
+install_cmd=(apt-get install -y --no-install-recommends "${packages[@]}")
+if [[ $(id -u) -ne 0 ]]; then
+    printf '\nNot root, so not installing. Run:\n    sudo apt-get update && sudo %s\n' \
+        "${install_cmd[*]}" >&2
+    exit 1
+fi
+command -v apt-get >/dev/null 2>&1 ||
+    die "apt-get not found; install by hand: ${packages[*]}"
+
+export DEBIAN_FRONTEND=noninteractive
+say "apt-get update"
+apt-get update -q
+say "${install_cmd[*]}"
+"${install_cmd[@]}"
+
+# Check again: a package that installs but does not provide what we need
+# (renamed binary, different path) must fail here, not later in a test.
+mapfile -t still < <(missing_checks)
+if ((${#still[@]} > 0)); then
+    printf '    still missing after install: %s\n' "${still[@]}" >&2
+    exit 1
+fi
+say "system dependencies installed"
