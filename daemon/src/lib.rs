@@ -1,1 +1,15 @@
-//! sigild lib placeholder
+//! sigild as a library: configuration, token backends, policy, audit and the signing service,
+//! plus the gRPC adapters. `main.rs` only wires these together, so tests and benchmarks can use
+//! every part directly.
+#![deny(missing_docs)]
+
+pub mod audit;
+pub mod backend;
+pub mod config;
+pub mod dev;
+pub mod keyring;
+pub mod policy;
+pub mod rpc;
+pub mod secret;
+pub mod service;
+pub mod startup;

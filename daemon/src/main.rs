@@ -1,1 +1,133 @@
-fn main() {}
+//! sigild: parse flags, load the configuration, set up logging, open the tokens, serve the
+//! API on the Unix socket, drain on SIGTERM and reload the policy on SIGHUP.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use sigil_daemon::config::Config;
+use sigil_daemon::policy::Policy;
+use sigil_daemon::{dev, rpc, startup};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Keeps signing keys on hardware tokens and lets authorised local users sign with them.
+#[derive(Debug, Parser)]
+#[command(name = "sigild", version, after_help = "\
+The configuration is read from --config, else $SIGIL_CONFIG, else /etc/sigil/sigild.toml.
+See sigild.toml.example for every setting. Signals: SIGTERM/SIGINT stop accepting, finish
+in-flight requests and exit 0; SIGHUP reloads the policy rules.")]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, value_name = "PATH", conflicts_with = "dev")]
+    config: Option<PathBuf>,
+    /// Run on a throwaway SoftHSM token under DIR (created if missing), serving DIR/sigild.sock
+    /// to the invoking user only. For demos and tests, never for production.
+    #[arg(long, value_name = "DIR")]
+    dev: Option<PathBuf>,
+    /// Check the configuration and the tokens, then exit without serving.
+    #[arg(long)]
+    check: bool,
+    /// More logging (-v debug, -vv trace). PINs are never logged at any level.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.verbose);
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sigild: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Dev set-up may re-execute the process, so it runs before any thread exists.
+    let config_path = match &args.dev {
+        Some(dir) => dev::prepare(dir)?,
+        None => Config::resolve_path(args.config.as_deref()),
+    };
+    let config = Config::load(&config_path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sigild-rpc")
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let service = Arc::new(startup::build(&config).await?);
+        tracing::info!(
+            config = %config_path.display(),
+            keys = service.key_count(),
+            backends = config.backends.len(),
+            "tokens open"
+        );
+        if args.check {
+            println!("configuration OK: {}", config_path.display());
+            return Ok(());
+        }
+        let listener = rpc::bind(&config.server)?;
+        tracing::info!(socket = %config.server.socket.display(), "serving");
+        let reloader = tokio::spawn(reload_on_sighup(Arc::clone(&service), config_path.clone()));
+        let served = rpc::serve(
+            service,
+            listener,
+            config.server.max_message_bytes,
+            shutdown_signal(),
+        )
+        .await;
+        reloader.abort();
+        let _ = std::fs::remove_file(&config.server.socket);
+        served?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the daemon can still be stopped, just not gracefully.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// SIGHUP: re-read the configuration and swap in its policy; a bad file keeps the old one.
+async fn reload_on_sighup(service: Arc<sigil_daemon::service::SigningService>, path: PathBuf) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match Config::load(&path).and_then(|c| Policy::from_config(&c.policies)) {
+            Ok(policy) => {
+                tracing::info!(rules = ?policy.rule_names(), "policy reloaded");
+                service.replace_policy(policy);
+            }
+            Err(e) => tracing::error!(error = %e, "policy not reloaded; keeping the old one"),
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! backend::Error: what went wrong at a token, with the failing PKCS#11 function kept next to
+//! its return value. Never carries a PIN.
+
+use std::path::PathBuf;
+
+/// A token-level failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The PKCS#11 module could not be loaded or initialised.
+    #[error("cannot load PKCS#11 module {module}: {source}")]
+    ModuleLoad {
+        /// The module path.
+        module: PathBuf,
+        /// The loader's error.
+        source: cryptoki::error::Error,
+    },
+    /// No slot holds a token matching the configured selector.
+    #[error("backend {backend:?}: no token with {selector} (tokens present: {present})")]
+    TokenNotFound {
+        /// Backend name.
+        backend: String,
+        /// The configured selector.
+        selector: String,
+        /// Labels of the tokens that were found.
+        present: String,
+    },
+    /// The token is gone (unplugged, removed, or the module lost it).
+    #[error("backend {backend:?}: token not present")]
+    TokenNotPresent {
+        /// Backend name.
+        backend: String,
+    },
+    /// The PIN was refused. The daemon never retries it.
+    #[error("backend {backend:?}: PIN incorrect (not retried; fix the PIN file and restart)")]
+    PinIncorrect {
+        /// Backend name.
+        backend: String,
+    },
+    /// The token has locked the PIN.
+    #[error("backend {backend:?}: PIN locked on the token (unlock it with the SO PIN)")]
+    PinLocked {
+        /// Backend name.
+        backend: String,
+    },
+    /// Only one PIN try remains, so the daemon refuses to spend it.
+    #[error("backend {backend:?}: the token allows only one more PIN try; refusing to risk locking it (verify the PIN by hand)")]
+    PinFinalTry {
+        /// Backend name.
+        backend: String,
+    },
+    /// The key is no longer on the token.
+    #[error("key not on the token")]
+    KeyNotFound,
+    /// The module does not offer what was asked for.
+    #[error("backend {backend:?} does not support {what}")]
+    Unsupported {
+        /// Backend name.
+        backend: String,
+        /// What is missing, e.g. the algorithm.
+        what: String,
+    },
+    /// Any other PKCS#11 failure, with the function that failed.
+    #[error("backend {backend:?}: {source}")]
+    Pkcs11 {
+        /// Backend name.
+        backend: String,
+        /// cryptoki's error, which names the function and return value.
+        source: cryptoki::error::Error,
+    },
+    /// The token returned something sigil cannot use (e.g. a malformed public key).
+    #[error("backend {backend:?}: {what}")]
+    BadToken {
+        /// Backend name.
+        backend: String,
+        /// What was wrong.
+        what: String,
+    },
+    /// The backend's worker threads have stopped.
+    #[error("backend {backend:?} is shutting down")]
+    Stopped {
+        /// Backend name.
+        backend: String,
+    },
+}

@@ -1,0 +1,82 @@
+//! Token backends behind one trait, speaking domain types only. The service above never sees
+//! PKCS#11 or PIV details; a backend never sees callers or policy.
+
+pub mod error;
+pub mod pkcs11;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use error::Error;
+pub use sigil_tuf::key::{Algorithm, PublicKey};
+
+/// A boxed future, so that backends can be used as trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a key is for, stored on the token with the key so the key ring can be rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyMeta {
+    /// TUF role, e.g. `root`, `targets`, `targets/releases`.
+    pub role: String,
+    /// Collection name; empty when the key is not bound to one.
+    pub gun: String,
+}
+
+/// Where a backend finds a key's private half again. Opaque to everything but the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyLocator {
+    /// A PKCS#11 token object pair, found by `CKA_ID`.
+    Pkcs11 {
+        /// Private key object handle (valid for the whole application).
+        private: cryptoki::object::ObjectHandle,
+        /// Public key object handle.
+        public: cryptoki::object::ObjectHandle,
+    },
+}
+
+/// A key as a backend reports it.
+#[derive(Debug, Clone)]
+pub struct BackendKey {
+    /// Its public half.
+    pub public: PublicKey,
+    /// Its purpose.
+    pub meta: KeyMeta,
+    /// How the backend finds it.
+    pub locator: KeyLocator,
+}
+
+/// What to sign: a SHA-256 digest for ECDSA and RSA-PSS, the message itself for Ed25519.
+#[derive(Debug, Clone)]
+pub enum SignInput {
+    /// A SHA-256 digest.
+    Digest([u8; 32]),
+    /// A whole message.
+    Message(Vec<u8>),
+}
+
+/// A token that holds non-extractable keys and signs with them.
+pub trait Backend: Send + Sync {
+    /// The configured backend name.
+    fn name(&self) -> &str;
+
+    /// Whether the token answered its last call; false after a removal or a broken session.
+    fn healthy(&self) -> bool;
+
+    /// Every sigil key on the token, read at start-up to build the key ring.
+    fn scan(&self) -> BoxFuture<'_, Result<Vec<BackendKey>, Error>>;
+
+    /// Generates a key pair on the token: sensitive, never extractable.
+    fn generate(&self, algorithm: Algorithm, meta: KeyMeta)
+    -> BoxFuture<'_, Result<BackendKey, Error>>;
+
+    /// Destroys both halves of a key.
+    fn delete(&self, locator: KeyLocator) -> BoxFuture<'_, Result<(), Error>>;
+
+    /// Signs with a key. ECDSA signatures come back raw (`r || s`).
+    fn sign(
+        &self,
+        locator: KeyLocator,
+        algorithm: Algorithm,
+        input: SignInput,
+    ) -> BoxFuture<'_, Result<Vec<u8>, Error>>;
+}

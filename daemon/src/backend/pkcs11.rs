@@ -1,0 +1,636 @@
+//! PKCS#11 backend through cryptoki. A cryptoki `Session` is `Send` but not `Sync`, so each
+//! worker thread owns one session, opened once and logged in once (login state is per
+//! application), and takes jobs from a shared queue. Token calls block, so they never run on
+//! the async reactor: callers await a oneshot reply instead.
+//!
+//! Keys carry `CKA_LABEL = "sigil:<role>:<gun>"` and a random `CKA_ID` shared by both halves,
+//! which is all the key ring needs to be rebuilt from the token at start-up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use tokio::sync::oneshot;
+
+use super::{Algorithm, BackendKey, BoxFuture, Error, KeyLocator, KeyMeta, PublicKey, SignInput};
+use crate::config::{Pkcs11Config, TokenSelector};
+use crate::secret::Pin;
+
+/// DER OID of prime256v1 (NIST P-256), as `CKA_EC_PARAMS` wants it.
+const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// DER OID of id-Ed25519 (1.3.101.112).
+const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+/// Ed25519 named by curve name, which some modules (and pkcs11-tool) use instead of the OID.
+const ED25519_NAME: &[u8] = b"\x13\x0cedwards25519";
+/// Label prefix that marks a key as sigil's.
+const LABEL_PREFIX: &str = "sigil:";
+/// Modulus size of generated RSA keys.
+const RSA_BITS: u64 = 3072;
+
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+enum Job {
+    Scan(Reply<Vec<BackendKey>>),
+    Generate {
+        algorithm: Algorithm,
+        meta: KeyMeta,
+        reply: Reply<BackendKey>,
+    },
+    Delete {
+        private: ObjectHandle,
+        public: ObjectHandle,
+        reply: Reply<()>,
+    },
+    Sign {
+        private: ObjectHandle,
+        algorithm: Algorithm,
+        input: SignInput,
+        reply: Reply<Vec<u8>>,
+    },
+}
+
+/// State the workers share: the module, the slot and the PIN for re-login after a reconnect.
+struct Shared {
+    name: String,
+    ctx: Pkcs11,
+    slot: Slot,
+    pin: Pin,
+    healthy: AtomicBool,
+    /// Set once the token refused the PIN: it is never offered again.
+    pin_refused: AtomicBool,
+}
+
+/// A PKCS#11 token served by a small pool of worker threads, one session each.
+pub struct Pkcs11Backend {
+    shared: Arc<Shared>,
+    jobs: Option<crossbeam_channel::Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pkcs11Backend {
+    /// Loads the module, finds the token, logs in once (a wrong PIN stops here, untried again)
+    /// and starts `workers` threads, each with its own session.
+    pub fn open(config: &Pkcs11Config, pin: Pin, workers: usize) -> Result<Self, Error> {
+        let name = config.name.clone();
+        let selector = config.selector().map_err(|e| Error::BadToken {
+            backend: name.clone(),
+            what: e.to_string(),
+        })?;
+        let ctx = Pkcs11::new(&config.module).map_err(|source| Error::ModuleLoad {
+            module: config.module.clone(),
+            source,
+        })?;
+        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(source) => {
+                return Err(Error::ModuleLoad {
+                    module: config.module.clone(),
+                    source,
+                });
+            }
+        }
+        let slot = find_slot(&ctx, &selector, &name)?;
+        let info = ctx
+            .get_token_info(slot)
+            .map_err(|e| classify(&name, e))?;
+        if info.user_pin_locked() {
+            return Err(Error::PinLocked { backend: name });
+        }
+        if info.user_pin_final_try() {
+            return Err(Error::PinFinalTry { backend: name });
+        }
+        let shared = Arc::new(Shared {
+            name,
+            ctx,
+            slot,
+            pin,
+            healthy: AtomicBool::new(true),
+            pin_refused: AtomicBool::new(false),
+        });
+        let first = shared.open_session()?;
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let mut handles = Vec::with_capacity(workers.max(1));
+        let mut first = Some(first);
+        for i in 0..workers.max(1) {
+            let shared = Arc::clone(&shared);
+            let rx = rx.clone();
+            let session = first.take();
+            let handle = std::thread::Builder::new()
+                .name(format!("pkcs11-{}-{i}", shared.name))
+                .spawn(move || worker(&shared, session, &rx))
+                .map_err(|e| Error::BadToken {
+                    backend: config.name.clone(),
+                    what: format!("cannot start worker thread: {e}"),
+                })?;
+            handles.push(handle);
+        }
+        Ok(Self {
+            shared,
+            jobs: Some(tx),
+            workers: handles,
+        })
+    }
+
+    fn submit<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Job,
+    ) -> BoxFuture<'_, Result<T, Error>> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self
+            .jobs
+            .as_ref()
+            .map(|jobs| jobs.send(make(tx)).is_ok())
+            .unwrap_or(false);
+        let name = self.shared.name.clone();
+        Box::pin(async move {
+            if !sent {
+                return Err(Error::Stopped { backend: name });
+            }
+            rx.await.unwrap_or(Err(Error::Stopped { backend: name }))
+        })
+    }
+}
+
+impl Drop for Pkcs11Backend {
+    fn drop(&mut self) {
+        // Closing the queue ends the workers after the jobs already queued.
+        self.jobs.take();
+        for handle in self.workers.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl super::Backend for Pkcs11Backend {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Relaxed)
+    }
+
+    fn scan(&self) -> BoxFuture<'_, Result<Vec<BackendKey>, Error>> {
+        self.submit(Job::Scan)
+    }
+
+    fn generate(
+        &self,
+        algorithm: Algorithm,
+        meta: KeyMeta,
+    ) -> BoxFuture<'_, Result<BackendKey, Error>> {
+        self.submit(|reply| Job::Generate {
+            algorithm,
+            meta,
+            reply,
+        })
+    }
+
+    fn delete(&self, locator: KeyLocator) -> BoxFuture<'_, Result<(), Error>> {
+        let KeyLocator::Pkcs11 { private, public } = locator;
+        self.submit(|reply| Job::Delete {
+            private,
+            public,
+            reply,
+        })
+    }
+
+    fn sign(
+        &self,
+        locator: KeyLocator,
+        algorithm: Algorithm,
+        input: SignInput,
+    ) -> BoxFuture<'_, Result<Vec<u8>, Error>> {
+        let KeyLocator::Pkcs11 { private, .. } = locator;
+        self.submit(|reply| Job::Sign {
+            private,
+            algorithm,
+            input,
+            reply,
+        })
+    }
+}
+
+fn find_slot(ctx: &Pkcs11, selector: &TokenSelector, backend: &str) -> Result<Slot, Error> {
+    let slots = ctx
+        .get_slots_with_initialized_token()
+        .map_err(|e| classify(backend, e))?;
+    let mut present = Vec::new();
+    for slot in slots {
+        let Ok(info) = ctx.get_token_info(slot) else {
+            continue;
+        };
+        let matches = match selector {
+            TokenSelector::Label(label) => info.label().trim_end() == label,
+            TokenSelector::Serial(serial) => info.serial_number().trim_end() == serial,
+            TokenSelector::Slot(id) => slot.id() == *id,
+        };
+        if matches {
+            return Ok(slot);
+        }
+        present.push(format!("{:?}", info.label().trim_end()));
+    }
+    Err(Error::TokenNotFound {
+        backend: backend.to_owned(),
+        selector: selector.to_string(),
+        present: if present.is_empty() {
+            "none".to_owned()
+        } else {
+            present.join(", ")
+        },
+    })
+}
+
+impl Shared {
+    /// Opens a read-write session and makes sure the application is logged in.
+    fn open_session(&self) -> Result<Session, Error> {
+        if self.pin_refused.load(Ordering::Relaxed) {
+            return Err(Error::PinIncorrect {
+                backend: self.name.clone(),
+            });
+        }
+        let session = self
+            .ctx
+            .open_rw_session(self.slot)
+            .map_err(|e| classify(&self.name, e))?;
+        match session.login(UserType::User, Some(self.pin.as_auth_pin())) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            Err(e) => {
+                let err = classify(&self.name, e);
+                if matches!(err, Error::PinIncorrect { .. } | Error::PinLocked { .. }) {
+                    self.pin_refused.store(true, Ordering::Relaxed);
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// One worker: owns its session, reopens it after the token comes back, runs jobs in order.
+fn worker(shared: &Shared, mut session: Option<Session>, jobs: &crossbeam_channel::Receiver<Job>) {
+    for job in jobs.iter() {
+        if session.is_none() {
+            match shared.open_session() {
+                Ok(s) => session = Some(s),
+                Err(e) => {
+                    shared.healthy.store(false, Ordering::Relaxed);
+                    job.fail(e);
+                    continue;
+                }
+            }
+        }
+        let Some(s) = session.as_ref() else { continue };
+        let keep = run(shared, s, job);
+        shared.healthy.store(keep, Ordering::Relaxed);
+        if !keep {
+            session = None;
+        }
+    }
+}
+
+/// Runs a job and replies; returns whether the session is still worth keeping.
+fn run(shared: &Shared, session: &Session, job: Job) -> bool {
+    let name = &shared.name;
+    fn answer<T>(reply: Reply<T>, result: Result<T, Error>) -> bool {
+        let keep = !matches!(&result, Err(e) if breaks_session(e));
+        let _ = reply.send(result);
+        keep
+    }
+    match job {
+        Job::Sign {
+            private,
+            algorithm,
+            input,
+            reply,
+        } => answer(reply, sign(session, private, algorithm, &input, name)),
+        Job::Scan(reply) => answer(reply, scan(session, name)),
+        Job::Generate {
+            algorithm,
+            meta,
+            reply,
+        } => answer(reply, generate(session, algorithm, &meta, name)),
+        Job::Delete {
+            private,
+            public,
+            reply,
+        } => {
+            let result = session
+                .destroy_object(private)
+                .and_then(|()| session.destroy_object(public))
+                .map_err(|e| classify(name, e));
+            answer(reply, result)
+        }
+    }
+}
+
+impl Job {
+    fn fail(self, err: Error) {
+        match self {
+            Job::Scan(r) => drop(r.send(Err(err))),
+            Job::Generate { reply, .. } => drop(reply.send(Err(err))),
+            Job::Delete { reply, .. } => drop(reply.send(Err(err))),
+            Job::Sign { reply, .. } => drop(reply.send(Err(err))),
+        }
+    }
+}
+
+fn sign(
+    session: &Session,
+    private: ObjectHandle,
+    algorithm: Algorithm,
+    input: &SignInput,
+    name: &str,
+) -> Result<Vec<u8>, Error> {
+    let pss = PkcsPssParams {
+        hash_alg: MechanismType::SHA256,
+        mgf: PkcsMgfType::MGF1_SHA256,
+        s_len: 32.into(),
+    };
+    let (mechanism, data): (Mechanism<'_>, &[u8]) = match (algorithm, input) {
+        (Algorithm::EcdsaP256, SignInput::Digest(d)) => (Mechanism::Ecdsa, d),
+        (Algorithm::Rsa3072Pss, SignInput::Digest(d)) => (Mechanism::RsaPkcsPss(pss), d),
+        (Algorithm::Ed25519, SignInput::Message(m)) => (
+            Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+            m,
+        ),
+        _ => {
+            return Err(Error::Unsupported {
+                backend: name.to_owned(),
+                what: format!("{algorithm} over this kind of input"),
+            });
+        }
+    };
+    session
+        .sign(&mechanism, private, data)
+        .map_err(|e| classify(name, e))
+}
+
+fn generate(
+    session: &Session,
+    algorithm: Algorithm,
+    meta: &KeyMeta,
+    name: &str,
+) -> Result<BackendKey, Error> {
+    let mut id = [0u8; 16];
+    session
+        .generate_random_slice(&mut id)
+        .map_err(|e| classify(name, e))?;
+    let label = format!("{LABEL_PREFIX}{}:{}", meta.role, meta.gun).into_bytes();
+    let mut public = vec![
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Label(label.clone()),
+        Attribute::Id(id.to_vec()),
+    ];
+    // Never extractable, never readable, usable for signing only.
+    let private = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::Label(label),
+        Attribute::Id(id.to_vec()),
+    ];
+    let mechanism = match algorithm {
+        Algorithm::EcdsaP256 => {
+            public.push(Attribute::EcParams(P256_PARAMS.to_vec()));
+            Mechanism::EccKeyPairGen
+        }
+        Algorithm::Ed25519 => {
+            public.push(Attribute::EcParams(ED25519_OID.to_vec()));
+            Mechanism::EccEdwardsKeyPairGen
+        }
+        Algorithm::Rsa3072Pss => {
+            public.push(Attribute::ModulusBits(RSA_BITS.into()));
+            public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
+            Mechanism::RsaPkcsKeyPairGen
+        }
+    };
+    let mut generated = session.generate_key_pair(&mechanism, &public, &private);
+    if algorithm == Algorithm::Ed25519
+        && matches!(
+            generated,
+            Err(CkError::Pkcs11(
+                RvError::DomainParamsInvalid | RvError::CurveNotSupported | RvError::AttributeValueInvalid,
+                _
+            ))
+        )
+    {
+        // Some modules only know Ed25519 by its curve name.
+        if let Some(last) = public.last_mut() {
+            *last = Attribute::EcParams(ED25519_NAME.to_vec());
+        }
+        generated = session.generate_key_pair(&mechanism, &public, &private);
+    }
+    let (pub_handle, priv_handle) = match generated {
+        Ok(pair) => pair,
+        Err(CkError::Pkcs11(
+            RvError::MechanismInvalid | RvError::CurveNotSupported | RvError::DomainParamsInvalid,
+            _,
+        )) => {
+            return Err(Error::Unsupported {
+                backend: name.to_owned(),
+                what: format!("generating {algorithm} keys"),
+            });
+        }
+        Err(e) => return Err(classify(name, e)),
+    };
+    let checked = check_non_extractable(session, priv_handle, name)
+        .and_then(|()| read_public(session, pub_handle, name));
+    match checked {
+        Ok(key) => Ok(BackendKey {
+            public: key,
+            meta: meta.clone(),
+            locator: KeyLocator::Pkcs11 {
+                private: priv_handle,
+                public: pub_handle,
+            },
+        }),
+        Err(e) => {
+            // Leave nothing half-made on the token.
+            let _ = session.destroy_object(priv_handle);
+            let _ = session.destroy_object(pub_handle);
+            Err(e)
+        }
+    }
+}
+
+/// Refuses a token that did not honour the non-extractable template.
+fn check_non_extractable(session: &Session, key: ObjectHandle, name: &str) -> Result<(), Error> {
+    let attrs = session
+        .get_attributes(key, &[AttributeType::Sensitive, AttributeType::Extractable])
+        .map_err(|e| classify(name, e))?;
+    let sensitive = attrs.iter().any(|a| matches!(a, Attribute::Sensitive(true)));
+    let extractable = attrs.iter().any(|a| matches!(a, Attribute::Extractable(true)));
+    if sensitive && !extractable {
+        Ok(())
+    } else {
+        Err(Error::BadToken {
+            backend: name.to_owned(),
+            what: "token did not keep the new key sensitive and non-extractable".to_owned(),
+        })
+    }
+}
+
+fn scan(
+    session: &Session,
+    name: &str,
+) -> Result<Vec<BackendKey>, Error> {
+    let privates = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Token(true),
+        ])
+        .map_err(|e| classify(name, e))?;
+    let mut keys = Vec::new();
+    for private in privates {
+        let attrs = session
+            .get_attributes(private, &[AttributeType::Label, AttributeType::Id])
+            .map_err(|e| classify(name, e))?;
+        let mut label = None;
+        let mut id = None;
+        for a in attrs {
+            match a {
+                Attribute::Label(l) => label = Some(l),
+                Attribute::Id(i) => id = Some(i),
+                _ => {}
+            }
+        }
+        let (Some(meta), Some(id)) = (label.as_deref().and_then(parse_label), id) else {
+            continue; // not one of ours
+        };
+        let publics = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::Id(id),
+            ])
+            .map_err(|e| classify(name, e))?;
+        let Some(&public) = publics.first() else {
+            tracing::warn!(backend = name, role = %meta.role, "sigil private key without its public half; skipped");
+            continue;
+        };
+        keys.push(BackendKey {
+            public: read_public(session, public, name)?,
+            meta,
+            locator: KeyLocator::Pkcs11 { private, public },
+        });
+    }
+    Ok(keys)
+}
+
+/// `sigil:<role>:<gun>`; roles never contain `:`, GUNs may (registry ports).
+fn parse_label(label: &[u8]) -> Option<KeyMeta> {
+    let rest = std::str::from_utf8(label).ok()?.strip_prefix(LABEL_PREFIX)?;
+    let (role, gun) = rest.split_once(':')?;
+    Some(KeyMeta {
+        role: role.to_owned(),
+        gun: gun.to_owned(),
+    })
+}
+
+fn read_public(session: &Session, public: ObjectHandle, name: &str) -> Result<PublicKey, Error> {
+    let bad = |what: String| Error::BadToken {
+        backend: name.to_owned(),
+        what,
+    };
+    let attrs = session
+        .get_attributes(
+            public,
+            &[
+                AttributeType::KeyType,
+                AttributeType::EcParams,
+                AttributeType::EcPoint,
+                AttributeType::Modulus,
+                AttributeType::PublicExponent,
+            ],
+        )
+        .map_err(|e| classify(name, e))?;
+    let (mut key_type, mut params, mut point, mut modulus, mut exponent) =
+        (None, None, None, None, None);
+    for a in attrs {
+        match a {
+            Attribute::KeyType(t) => key_type = Some(t),
+            Attribute::EcParams(p) => params = Some(p),
+            Attribute::EcPoint(p) => point = Some(p),
+            Attribute::Modulus(m) => modulus = Some(m),
+            Attribute::PublicExponent(e) => exponent = Some(e),
+            _ => {}
+        }
+    }
+    let parsed = match (key_type, params.as_deref(), point.as_deref()) {
+        (Some(KeyType::EC), Some(P256_PARAMS), Some(point)) => {
+            PublicKey::from_p256_sec1(unwrap_octet_string(point))
+        }
+        (Some(KeyType::EC_EDWARDS), _, Some(point)) => {
+            PublicKey::from_ed25519_bytes(unwrap_octet_string(point))
+        }
+        (Some(KeyType::RSA), _, _) => match (modulus, exponent) {
+            (Some(n), Some(e)) => PublicKey::from_rsa_components(&n, &e),
+            _ => return Err(bad("RSA public key without modulus or exponent".into())),
+        },
+        (t, _, _) => return Err(bad(format!("unsupported public key type {t:?}"))),
+    };
+    parsed.map_err(|e| bad(e.to_string()))
+}
+
+/// `CKA_EC_POINT` is a DER OCTET STRING around the point in the standard, raw in some modules.
+fn unwrap_octet_string(bytes: &[u8]) -> &[u8] {
+    match bytes {
+        [0x04, len, rest @ ..] if usize::from(*len) == rest.len() && *len < 0x80 => rest,
+        _ => bytes,
+    }
+}
+
+/// Errors after which the session is not worth keeping: the next job opens a new one.
+fn breaks_session(e: &Error) -> bool {
+    match e {
+        Error::TokenNotPresent { .. } | Error::PinIncorrect { .. } | Error::PinLocked { .. } => true,
+        Error::Pkcs11 {
+            source: CkError::Pkcs11(rv, _),
+            ..
+        } => matches!(
+            rv,
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::UserNotLoggedIn
+                | RvError::CryptokiNotInitialized
+        ),
+        _ => false,
+    }
+}
+
+/// Maps a cryptoki error to a backend error the service can act on.
+fn classify(backend: &str, e: CkError) -> Error {
+    let backend = backend.to_owned();
+    match e {
+        CkError::Pkcs11(RvError::PinIncorrect, _) => Error::PinIncorrect { backend },
+        CkError::Pkcs11(RvError::PinLocked, _) => Error::PinLocked { backend },
+        CkError::Pkcs11(
+            RvError::DeviceRemoved
+            | RvError::TokenNotPresent
+            | RvError::TokenNotRecognized
+            | RvError::SlotIdInvalid
+            | RvError::DeviceError,
+            _,
+        ) => Error::TokenNotPresent { backend },
+        CkError::Pkcs11(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid, _) => {
+            Error::KeyNotFound
+        }
+        source => Error::Pkcs11 { backend, source },
+    }
+}

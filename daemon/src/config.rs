@@ -1,0 +1,418 @@
+//! sigild's configuration: strict TOML (unknown keys are refused by name), where it is found,
+//! and the checks that refuse insecure or inconsistent settings before anything is opened.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where the configuration is looked for when neither `--config` nor `$SIGIL_CONFIG` is set.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/sigil/sigild.toml";
+/// The environment variable naming the configuration file.
+pub const CONFIG_ENV_VAR: &str = "SIGIL_CONFIG";
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or mistyped keys.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, which names the offending key and line.
+        message: String,
+    },
+    /// The settings are well formed but not usable together.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Socket, audit and limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Token backends, in the order they are opened.
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<BackendConfig>,
+    /// The optional notary-signer compatible endpoint.
+    pub notary_signer: Option<NotarySignerConfig>,
+    /// Policy rules; with none, nobody may do anything.
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<PolicyConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Unix socket path the API is served on.
+    pub socket: PathBuf,
+    /// Group that owns the socket (clients must be in it to connect).
+    pub socket_group: Option<String>,
+    /// Socket permission bits as an octal string; the policy decides per key anyway.
+    pub socket_mode: String,
+    /// Append-only JSON-lines audit log.
+    pub audit_log: PathBuf,
+    /// Largest `message` a Sign request may carry.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from("/run/sigil/sigild.sock"),
+            socket_group: None,
+            socket_mode: "0660".to_owned(),
+            audit_log: PathBuf::from("/var/lib/sigil/audit.jsonl"),
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The socket mode parsed from its octal string.
+    pub fn socket_mode_bits(&self) -> Result<u32, Error> {
+        let digits = self.socket_mode.trim_start_matches("0o");
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if mode <= 0o777 => Ok(mode),
+            _ => Err(Error::Invalid(format!(
+                "server.socket_mode {:?} is not an octal mode like \"0660\"",
+                self.socket_mode
+            ))),
+        }
+    }
+}
+
+/// `[[backend]]`: one token, selected by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum BackendConfig {
+    /// Any PKCS#11 module, loaded at run time.
+    Pkcs11(Pkcs11Config),
+    /// A YubiKey's PIV applet.
+    Yubikey(YubikeyConfig),
+}
+
+impl BackendConfig {
+    /// The backend's configured name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Pkcs11(c) => &c.name,
+            Self::Yubikey(c) => &c.name,
+        }
+    }
+}
+
+/// A PKCS#11 backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// Name clients use to pick this backend.
+    pub name: String,
+    /// Path of the PKCS#11 module (`.so`).
+    pub module: PathBuf,
+    /// Token label to open.
+    pub token_label: Option<String>,
+    /// Slot id to open.
+    pub slot: Option<u64>,
+    /// Token serial number to open.
+    pub token_serial: Option<String>,
+    /// File holding the user PIN (mode 0600 or stricter).
+    pub pin_file: PathBuf,
+}
+
+/// How a PKCS#11 token is picked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSelector {
+    /// By token label.
+    Label(String),
+    /// By slot id.
+    Slot(u64),
+    /// By token serial number.
+    Serial(String),
+}
+
+impl std::fmt::Display for TokenSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Label(l) => write!(f, "token label {l:?}"),
+            Self::Slot(s) => write!(f, "slot {s}"),
+            Self::Serial(s) => write!(f, "token serial {s:?}"),
+        }
+    }
+}
+
+impl Pkcs11Config {
+    /// The one token selector configured, or an error naming the backend.
+    pub fn selector(&self) -> Result<TokenSelector, Error> {
+        match (&self.token_label, self.slot, &self.token_serial) {
+            (Some(l), None, None) => Ok(TokenSelector::Label(l.clone())),
+            (None, Some(s), None) => Ok(TokenSelector::Slot(s)),
+            (None, None, Some(s)) => Ok(TokenSelector::Serial(s.clone())),
+            _ => Err(Error::Invalid(format!(
+                "backend {:?}: set exactly one of token_label, slot or token_serial",
+                self.name
+            ))),
+        }
+    }
+}
+
+/// A YubiKey PIV backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct YubikeyConfig {
+    /// Name clients use to pick this backend.
+    pub name: String,
+    /// Device serial number.
+    pub serial: u32,
+    /// File holding the PIV PIN.
+    pub pin_file: Option<PathBuf>,
+}
+
+/// `[notary_signer]`: the notary-signer compatible endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotarySignerConfig {
+    /// TCP address to listen on.
+    pub listen: String,
+    /// Server certificate (PEM).
+    pub tls_cert: PathBuf,
+    /// Server private key (PEM).
+    pub tls_key: PathBuf,
+    /// CA that client certificates must chain to.
+    pub client_ca: PathBuf,
+    /// Backend on which per-GUN timestamp and snapshot keys are generated.
+    pub backend: String,
+    /// Client certificate identities (CN or SAN) allowed to connect.
+    #[serde(default)]
+    pub allowed_clients: Vec<String>,
+}
+
+/// An operation a policy rule can allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// Sign with the key.
+    Sign,
+    /// Read the public key.
+    Public,
+    /// See the key in ListKeys.
+    List,
+    /// Generate a key matching the selector.
+    Generate,
+    /// Delete the key from the token.
+    Delete,
+}
+
+impl Op {
+    /// The name used in config and audit lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sign => "sign",
+            Self::Public => "public",
+            Self::List => "list",
+            Self::Generate => "generate",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// `[[policy]]`: who may do what to which keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Rule name, for logs.
+    pub name: String,
+    /// User names the rule applies to.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Numeric uids the rule applies to.
+    #[serde(default)]
+    pub uids: Vec<u32>,
+    /// Group names the rule applies to (primary or supplementary).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Numeric gids the rule applies to.
+    #[serde(default)]
+    pub gids: Vec<u32>,
+    /// Which keys.
+    pub keys: Vec<KeySelectorConfig>,
+    /// Which operations.
+    pub allow: Vec<Op>,
+}
+
+/// One key selector: a key id, or globs over gun and role (absent means `*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySelectorConfig {
+    /// Exact daemon key id.
+    pub key_id: Option<String>,
+    /// Glob over the key's GUN.
+    pub gun: Option<String>,
+    /// Glob over the key's role.
+    pub role: Option<String>,
+}
+
+impl Config {
+    /// Parses and validates a configuration text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, Error> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// The config path: `--config`, else `$SIGIL_CONFIG`, else the default.
+    pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+        flag.map(Path::to_owned)
+            .or_else(|| std::env::var_os(CONFIG_ENV_VAR).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        self.server.socket_mode_bits()?;
+        if self.server.max_message_bytes == 0 {
+            return Err(Error::Invalid(
+                "server.max_message_bytes must be greater than 0".into(),
+            ));
+        }
+        if self.backends.is_empty() {
+            return Err(Error::Invalid(
+                "no [[backend]] configured: sigild needs at least one token".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        for backend in &self.backends {
+            let name = backend.name();
+            if name.is_empty() {
+                return Err(Error::Invalid("a backend has an empty name".into()));
+            }
+            if !names.insert(name) {
+                return Err(Error::Invalid(format!("backend name {name:?} is used twice")));
+            }
+            if let BackendConfig::Pkcs11(c) = backend {
+                c.selector()?;
+            }
+        }
+        if let Some(ns) = &self.notary_signer
+            && !names.contains(ns.backend.as_str())
+        {
+            return Err(Error::Invalid(format!(
+                "notary_signer.backend {:?} is not a configured backend",
+                ns.backend
+            )));
+        }
+        for rule in &self.policies {
+            if rule.users.is_empty()
+                && rule.uids.is_empty()
+                && rule.groups.is_empty()
+                && rule.gids.is_empty()
+            {
+                return Err(Error::Invalid(format!(
+                    "policy {:?} names no users, uids, groups or gids",
+                    rule.name
+                )));
+            }
+            for sel in &rule.keys {
+                if sel.key_id.is_some() && (sel.gun.is_some() || sel.role.is_some()) {
+                    return Err(Error::Invalid(format!(
+                        "policy {:?}: a key selector has either key_id or gun/role, not both",
+                        rule.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[server]
+socket = "/tmp/s.sock"
+audit_log = "/tmp/audit.jsonl"
+
+[[backend]]
+name = "hsm"
+type = "pkcs11"
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "sigil"
+pin_file = "/etc/sigil/pins/hsm"
+
+[[policy]]
+name = "ci"
+users = ["root"]
+keys = [{ gun = "example.com/*", role = "targets/releases" }, { key_id = "ab" }]
+allow = ["sign", "public", "list"]
+"#;
+
+    fn parse(text: &str) -> Result<Config, Error> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let c = parse(MINIMAL).expect("parse");
+        assert_eq!(c.server.max_message_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.server.socket_mode_bits().expect("mode"), 0o660);
+        let BackendConfig::Pkcs11(b) = &c.backends[0] else {
+            panic!("expected pkcs11")
+        };
+        assert_eq!(b.selector().expect("sel"), TokenSelector::Label("sigil".into()));
+        assert_eq!(c.policies[0].allow, vec![Op::Sign, Op::Public, Op::List]);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name_at_every_level() {
+        for (needle, text) in [
+            ("colour", MINIMAL.replace("[server]", "[server]\ncolour = 1")),
+            ("flavour", MINIMAL.replace("type = \"pkcs11\"", "type = \"pkcs11\"\nflavour = 2")),
+            ("pinn", MINIMAL.replace("allow =", "pinn = 1\nallow =")),
+            ("extra", format!("extra = true\n{MINIMAL}")),
+        ] {
+            let err = parse(&text).expect_err(needle).to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn inconsistent_settings_are_refused() {
+        let two_selectors = MINIMAL.replace("token_label = \"sigil\"", "token_label = \"a\"\nslot = 1");
+        assert!(parse(&two_selectors).expect_err("sel").to_string().contains("exactly one"));
+        let bad_op = MINIMAL.replace("\"list\"]", "\"lsit\"]");
+        assert!(parse(&bad_op).expect_err("op").to_string().contains("lsit"));
+        let bad_mode = MINIMAL.replace("[server]", "[server]\nsocket_mode = \"rw\"");
+        assert!(parse(&bad_mode).is_err());
+        let nobody = MINIMAL.replace("users = [\"root\"]", "");
+        assert!(parse(&nobody).expect_err("nobody").to_string().contains("names no users"));
+        let dup = format!("{MINIMAL}\n[[backend]]\nname = \"hsm\"\ntype = \"yubikey\"\nserial = 1\n");
+        assert!(parse(&dup).expect_err("dup").to_string().contains("twice"));
+        let unknown_type = MINIMAL.replace("type = \"pkcs11\"", "type = \"tpm\"");
+        assert!(parse(&unknown_type).expect_err("type").to_string().contains("tpm"));
+    }
+}

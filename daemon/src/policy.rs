@@ -1,0 +1,267 @@
+//! Who may do what with which key, decided from the caller's peer credentials. Deny by
+//! default: a caller matched by no rule can do nothing, and a key no rule grants it is
+//! invisible to it. All rules that match a caller are combined (union).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use globset::{Glob, GlobMatcher};
+use nix::unistd::{Gid, Group, Uid, User};
+
+use crate::config::{Error, Op, PolicyConfig};
+
+/// How long a caller's supplementary groups are cached before they are read again.
+const GROUPS_TTL: Duration = Duration::from_secs(30);
+
+/// The process on the other end of the socket, from `SO_PEERCRED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// Effective uid.
+    pub uid: u32,
+    /// Effective gid.
+    pub gid: u32,
+    /// Process id, when the kernel reports it.
+    pub pid: Option<i32>,
+}
+
+/// The attributes of a key that selectors look at.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyView<'a> {
+    /// Daemon key id (empty for a key that does not exist yet).
+    pub key_id: &'a str,
+    /// GUN (empty when unbound).
+    pub gun: &'a str,
+    /// Role.
+    pub role: &'a str,
+}
+
+/// A set of operations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ops(u8);
+
+impl Ops {
+    fn bit(op: Op) -> u8 {
+        match op {
+            Op::Sign => 1,
+            Op::Public => 2,
+            Op::List => 4,
+            Op::Generate => 8,
+            Op::Delete => 16,
+        }
+    }
+
+    /// Whether `op` is in the set.
+    pub fn contains(self, op: Op) -> bool {
+        self.0 & Self::bit(op) != 0
+    }
+
+    /// Whether the set is empty (the key is invisible).
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+enum Selector {
+    KeyId(String),
+    Glob { gun: GlobMatcher, role: GlobMatcher },
+}
+
+impl Selector {
+    fn matches(&self, key: &KeyView<'_>) -> bool {
+        match self {
+            Self::KeyId(id) => !key.key_id.is_empty() && id == key.key_id,
+            Self::Glob { gun, role } => gun.is_match(key.gun) && role.is_match(key.role),
+        }
+    }
+}
+
+struct Rule {
+    name: String,
+    uids: HashSet<u32>,
+    gids: HashSet<u32>,
+    keys: Vec<Selector>,
+    allow: Ops,
+}
+
+/// The compiled policy.
+pub struct Policy {
+    rules: Vec<Rule>,
+    /// Supplementary groups per uid, only looked up when a rule names groups.
+    groups: Mutex<HashMap<u32, (Instant, Arc<[u32]>)>>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.rules.iter().map(|r| r.name.as_str()).collect();
+        f.debug_struct("Policy").field("rules", &names).finish()
+    }
+}
+
+fn glob(pattern: &str, rule: &str) -> Result<GlobMatcher, Error> {
+    Glob::new(pattern)
+        .map(|g| g.compile_matcher())
+        .map_err(|e| Error::Invalid(format!("policy {rule:?}: bad pattern {pattern:?}: {e}")))
+}
+
+impl Policy {
+    /// Compiles the `[[policy]]` rules, resolving user and group names now.
+    pub fn from_config(rules: &[PolicyConfig]) -> Result<Self, Error> {
+        let mut compiled = Vec::with_capacity(rules.len());
+        for rule in rules {
+            let mut uids: HashSet<u32> = rule.uids.iter().copied().collect();
+            for user in &rule.users {
+                let found = User::from_name(user)
+                    .map_err(|e| Error::Invalid(format!("policy {:?}: user {user:?}: {e}", rule.name)))?
+                    .ok_or_else(|| Error::Invalid(format!("policy {:?}: no such user {user:?}", rule.name)))?;
+                uids.insert(found.uid.as_raw());
+            }
+            let mut gids: HashSet<u32> = rule.gids.iter().copied().collect();
+            for group in &rule.groups {
+                let found = Group::from_name(group)
+                    .map_err(|e| Error::Invalid(format!("policy {:?}: group {group:?}: {e}", rule.name)))?
+                    .ok_or_else(|| Error::Invalid(format!("policy {:?}: no such group {group:?}", rule.name)))?;
+                gids.insert(found.gid.as_raw());
+            }
+            let mut keys = Vec::with_capacity(rule.keys.len());
+            for sel in &rule.keys {
+                keys.push(match &sel.key_id {
+                    Some(id) => Selector::KeyId(id.to_ascii_lowercase()),
+                    None => Selector::Glob {
+                        gun: glob(sel.gun.as_deref().unwrap_or("*"), &rule.name)?,
+                        role: glob(sel.role.as_deref().unwrap_or("*"), &rule.name)?,
+                    },
+                });
+            }
+            let allow = Ops(rule.allow.iter().fold(0, |acc, op| acc | Ops::bit(*op)));
+            compiled.push(Rule {
+                name: rule.name.clone(),
+                uids,
+                gids,
+                keys,
+                allow,
+            });
+        }
+        Ok(Self {
+            rules: compiled,
+            groups: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The operations `caller` may perform on `key`; empty means the key is invisible to it.
+    pub fn ops(&self, caller: &Caller, key: &KeyView<'_>) -> Ops {
+        let mut ops = 0;
+        let mut supplementary: Option<Arc<[u32]>> = None;
+        for rule in &self.rules {
+            if rule.allow.0 & !ops == 0 || !rule.keys.iter().any(|s| s.matches(key)) {
+                continue;
+            }
+            let member = rule.uids.contains(&caller.uid)
+                || rule.gids.contains(&caller.gid)
+                || (!rule.gids.is_empty()
+                    && supplementary
+                        .get_or_insert_with(|| self.supplementary_groups(caller))
+                        .iter()
+                        .any(|g| rule.gids.contains(g)));
+            if member {
+                ops |= rule.allow.0;
+            }
+        }
+        Ops(ops)
+    }
+
+    /// Names of the rules, for the start-up log.
+    pub fn rule_names(&self) -> Vec<&str> {
+        self.rules.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    fn supplementary_groups(&self, caller: &Caller) -> Arc<[u32]> {
+        let mut cache = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, groups)) = cache.get(&caller.uid)
+            && at.elapsed() < GROUPS_TTL
+        {
+            return Arc::clone(groups);
+        }
+        let groups: Arc<[u32]> = lookup_groups(caller.uid, caller.gid).into();
+        cache.insert(caller.uid, (Instant::now(), Arc::clone(&groups)));
+        groups
+    }
+}
+
+/// The groups the user with `uid` belongs to; none when the uid has no passwd entry.
+fn lookup_groups(uid: u32, gid: u32) -> Vec<u32> {
+    let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else {
+        return Vec::new();
+    };
+    let Ok(name) = std::ffi::CString::new(user.name) else {
+        return Vec::new();
+    };
+    nix::unistd::getgrouplist(&name, Gid::from_raw(gid))
+        .map(|gs| gs.into_iter().map(Gid::as_raw).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeySelectorConfig;
+
+    fn rule(name: &str, uids: &[u32], gids: &[u32], sel: KeySelectorConfig, allow: &[Op]) -> PolicyConfig {
+        PolicyConfig {
+            name: name.into(),
+            users: vec![],
+            uids: uids.to_vec(),
+            groups: vec![],
+            gids: gids.to_vec(),
+            keys: vec![sel],
+            allow: allow.to_vec(),
+        }
+    }
+
+    fn globs(gun: &str, role: &str) -> KeySelectorConfig {
+        KeySelectorConfig {
+            key_id: None,
+            gun: Some(gun.into()),
+            role: Some(role.into()),
+        }
+    }
+
+    const CI: Caller = Caller { uid: 1000, gid: 1000, pid: Some(1) };
+    const OTHER: Caller = Caller { uid: 1001, gid: 1001, pid: Some(2) };
+
+    #[test]
+    fn deny_by_default_and_union_of_matching_rules() {
+        let p = Policy::from_config(&[
+            rule("ci", &[1000], &[], globs("example.com/*", "targets/releases"), &[Op::Sign]),
+            rule("ci-read", &[], &[1000], globs("*", "*"), &[Op::List, Op::Public]),
+        ])
+        .expect("policy");
+        let releases = KeyView { key_id: "aa", gun: "example.com/app", role: "targets/releases" };
+        let root = KeyView { key_id: "bb", gun: "example.com/app", role: "root" };
+        let ops = p.ops(&CI, &releases);
+        assert!(ops.contains(Op::Sign) && ops.contains(Op::List) && !ops.contains(Op::Delete));
+        let ops = p.ops(&CI, &root);
+        assert!(!ops.contains(Op::Sign) && ops.contains(Op::Public));
+        assert!(p.ops(&OTHER, &releases).is_empty());
+        assert!(Policy::from_config(&[]).expect("empty").ops(&CI, &root).is_empty());
+    }
+
+    #[test]
+    fn key_id_selectors_match_only_that_key() {
+        let sel = KeySelectorConfig { key_id: Some("AA".into()), gun: None, role: None };
+        let p = Policy::from_config(&[rule("one", &[1000], &[], sel, &[Op::Sign])]).expect("policy");
+        assert!(p.ops(&CI, &KeyView { key_id: "aa", gun: "", role: "root" }).contains(Op::Sign));
+        assert!(p.ops(&CI, &KeyView { key_id: "ab", gun: "", role: "root" }).is_empty());
+        // A key that does not exist yet (generate) never matches a key id selector.
+        assert!(p.ops(&CI, &KeyView { key_id: "", gun: "", role: "root" }).is_empty());
+    }
+
+    #[test]
+    fn unknown_users_and_bad_globs_are_config_errors() {
+        let mut r = rule("x", &[], &[], globs("*", "*"), &[Op::Sign]);
+        r.users = vec!["no-such-user-sigil".into()];
+        assert!(Policy::from_config(&[r]).expect_err("user").to_string().contains("no-such-user-sigil"));
+        let r = rule("y", &[1], &[], globs("[", "*"), &[Op::Sign]);
+        assert!(Policy::from_config(&[r]).is_err());
+    }
+}

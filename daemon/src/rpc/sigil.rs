@@ -1,0 +1,154 @@
+//! The `sigil.v1` API: decode the request, call the signing service, encode the reply.
+//! Nothing else happens here.
+
+use std::sync::Arc;
+
+use sigil_proto::sigil_v1 as pb;
+use sigil_tuf::key::SignatureEncoding;
+use tonic::{Request, Response, Status};
+
+use super::peer::caller;
+use crate::backend::Algorithm;
+use crate::keyring::KeyEntry;
+use crate::service::{self, GenerateRequest, KeyFilter, Payload, SigningService};
+
+/// Serves both `sigil.v1.Keys` and `sigil.v1.Signer`.
+#[derive(Debug, Clone)]
+pub struct SigilApi {
+    service: Arc<SigningService>,
+}
+
+impl SigilApi {
+    /// Wraps the signing service.
+    pub fn new(service: Arc<SigningService>) -> Self {
+        Self { service }
+    }
+}
+
+fn algorithm_to_pb(a: Algorithm) -> pb::Algorithm {
+    match a {
+        Algorithm::EcdsaP256 => pb::Algorithm::EcdsaP256,
+        Algorithm::Ed25519 => pb::Algorithm::Ed25519,
+        Algorithm::Rsa3072Pss => pb::Algorithm::Rsa3072Pss,
+    }
+}
+
+fn algorithm_from_pb(value: i32) -> Result<Algorithm, service::Error> {
+    match pb::Algorithm::try_from(value) {
+        Ok(pb::Algorithm::Unspecified | pb::Algorithm::EcdsaP256) => Ok(Algorithm::EcdsaP256),
+        Ok(pb::Algorithm::Ed25519) => Ok(Algorithm::Ed25519),
+        Ok(pb::Algorithm::Rsa3072Pss) => Ok(Algorithm::Rsa3072Pss),
+        Err(_) => Err(service::Error::BadRequest(format!("unknown algorithm {value}"))),
+    }
+}
+
+fn encoding_from_pb(value: i32) -> Result<SignatureEncoding, service::Error> {
+    match pb::SignatureEncoding::try_from(value) {
+        Ok(pb::SignatureEncoding::Unspecified | pb::SignatureEncoding::Raw) => {
+            Ok(SignatureEncoding::Raw)
+        }
+        Ok(pb::SignatureEncoding::Der) => Ok(SignatureEncoding::Der),
+        Err(_) => Err(service::Error::BadRequest(format!(
+            "unknown signature encoding {value}"
+        ))),
+    }
+}
+
+fn public_key(key: &KeyEntry) -> pb::PublicKey {
+    pb::PublicKey {
+        key_id: key.key_id.clone(),
+        backend: key.backend_name.clone(),
+        role: key.meta.role.clone(),
+        gun: key.meta.gun.clone(),
+        algorithm: algorithm_to_pb(key.algorithm()).into(),
+        spki_der: key.spki_der.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::keys_server::Keys for SigilApi {
+    async fn list_keys(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let filter = KeyFilter {
+            backend: req.backend,
+            gun: req.gun,
+            role: req.role,
+        };
+        let keys = self.service.list_keys(&caller, &filter);
+        Ok(Response::new(pb::ListKeysResponse {
+            keys: keys.iter().map(|k| public_key(k)).collect(),
+        }))
+    }
+
+    async fn get_public_key(
+        &self,
+        request: Request<pb::GetPublicKeyRequest>,
+    ) -> Result<Response<pb::PublicKey>, Status> {
+        let caller = caller(&request)?;
+        let key = self
+            .service
+            .public_key(&caller, &request.get_ref().key_id)?;
+        Ok(Response::new(public_key(&key)))
+    }
+
+    async fn generate_key(
+        &self,
+        request: Request<pb::GenerateKeyRequest>,
+    ) -> Result<Response<pb::PublicKey>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let generate = GenerateRequest {
+            algorithm: algorithm_from_pb(req.algorithm)?,
+            backend: req.backend,
+            role: req.role,
+            gun: req.gun,
+        };
+        let key = self.service.generate(&caller, generate).await?;
+        Ok(Response::new(public_key(&key)))
+    }
+
+    async fn delete_key(
+        &self,
+        request: Request<pb::DeleteKeyRequest>,
+    ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
+        let caller = caller(&request)?;
+        self.service
+            .delete(&caller, &request.get_ref().key_id)
+            .await?;
+        Ok(Response::new(pb::DeleteKeyResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::signer_server::Signer for SigilApi {
+    async fn sign(
+        &self,
+        request: Request<pb::SignRequest>,
+    ) -> Result<Response<pb::SignResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let encoding = encoding_from_pb(req.encoding)?;
+        let payload = req.payload.map(|p| match p {
+            pb::sign_request::Payload::Message(m) => Payload::Message(m),
+            pb::sign_request::Payload::Sha256Digest(d) => Payload::Digest(d),
+        });
+        let signed = self
+            .service
+            .sign(&caller, &req.key_id, payload, encoding)
+            .await?;
+        let encoding = match signed.encoding {
+            SignatureEncoding::Raw => pb::SignatureEncoding::Raw,
+            SignatureEncoding::Der => pb::SignatureEncoding::Der,
+        };
+        Ok(Response::new(pb::SignResponse {
+            signature: signed.bytes,
+            key_id: req.key_id,
+            algorithm: algorithm_to_pb(signed.key.algorithm()).into(),
+            encoding: encoding.into(),
+        }))
+    }
+}

@@ -1,0 +1,583 @@
+//! The signing service: authorise → key ring → backend → audit. Every transport (the sigil
+//! API, later the notary-signer endpoint) is a thin adapter over this one path to the tokens.
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use sha2::{Digest as _, Sha256};
+use sigil_tuf::key::SignatureEncoding;
+
+use crate::audit::{AuditLog, Event};
+use crate::backend::{self, Algorithm, Backend, KeyMeta, SignInput};
+use crate::config::Op;
+use crate::keyring::{KeyEntry, KeyRing};
+use crate::policy::{Caller, KeyView, Policy};
+
+/// Why a request was refused or failed. Messages are safe to send to the caller; `Internal`
+/// keeps its detail for the daemon's log only.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No such key, or one the caller may not see.
+    #[error("key {0} not found")]
+    KeyNotFound(String),
+    /// The caller may see the key but not do this with it.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The message is over `max_message_bytes`.
+    #[error("message is {size} bytes; the limit is {max} bytes (send sha256_digest instead)")]
+    TooLarge {
+        /// Size received.
+        size: usize,
+        /// Configured limit.
+        max: usize,
+    },
+    /// The token is absent or unplugged.
+    #[error("token unavailable: {0}")]
+    Unavailable(String),
+    /// The token is locked or refused the PIN.
+    #[error("{0}")]
+    TokenLocked(String),
+    /// Anything else; the detail is logged, not returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<backend::Error> for Error {
+    fn from(e: backend::Error) -> Self {
+        use backend::Error as B;
+        match e {
+            B::TokenNotPresent { .. } | B::Stopped { .. } => Self::Unavailable(e.to_string()),
+            B::PinIncorrect { .. } | B::PinLocked { .. } | B::PinFinalTry { .. } => {
+                Self::TokenLocked(e.to_string())
+            }
+            B::Unsupported { .. } => Self::BadRequest(e.to_string()),
+            B::KeyNotFound => Self::Internal("key vanished from the token".into()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+/// What to sign, as the caller sent it.
+#[derive(Debug)]
+pub enum Payload {
+    /// The daemon hashes it (or, for Ed25519, signs it whole).
+    Message(Vec<u8>),
+    /// A precomputed SHA-256 digest; must be 32 bytes.
+    Digest(Vec<u8>),
+}
+
+/// A finished signature and the key that made it.
+#[derive(Debug)]
+pub struct Signature {
+    /// Signature bytes in `encoding`.
+    pub bytes: Vec<u8>,
+    /// The signing key.
+    pub key: Arc<KeyEntry>,
+    /// How `bytes` are encoded.
+    pub encoding: SignatureEncoding,
+}
+
+/// Filters for ListKeys; empty strings match anything.
+#[derive(Debug, Default)]
+pub struct KeyFilter {
+    /// Backend name.
+    pub backend: String,
+    /// GUN.
+    pub gun: String,
+    /// Role.
+    pub role: String,
+}
+
+/// What GenerateKey asks for.
+#[derive(Debug)]
+pub struct GenerateRequest {
+    /// Backend name; empty picks the only backend.
+    pub backend: String,
+    /// Role.
+    pub role: String,
+    /// GUN (may be empty).
+    pub gun: String,
+    /// Algorithm.
+    pub algorithm: Algorithm,
+}
+
+/// The one path from a request to a token.
+pub struct SigningService {
+    backends: Vec<Arc<dyn Backend>>,
+    keyring: KeyRing,
+    policy: RwLock<Arc<Policy>>,
+    audit: AuditLog,
+    max_message_bytes: usize,
+}
+
+impl std::fmt::Debug for SigningService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningService")
+            .field("backends", &self.backends.iter().map(|b| b.name()).collect::<Vec<_>>())
+            .field("keys", &self.keyring.len())
+            .finish()
+    }
+}
+
+impl SigningService {
+    /// Builds the service and its key ring from what the tokens hold.
+    pub async fn new(
+        backends: Vec<Arc<dyn Backend>>,
+        policy: Policy,
+        audit: AuditLog,
+        max_message_bytes: usize,
+    ) -> Result<Self, Error> {
+        let keyring = KeyRing::default();
+        for (index, backend) in backends.iter().enumerate() {
+            for key in backend.scan().await? {
+                keyring
+                    .insert(KeyEntry::new(index, backend.name(), key))
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+            }
+        }
+        Ok(Self {
+            backends,
+            keyring,
+            policy: RwLock::new(Arc::new(policy)),
+            audit,
+            max_message_bytes,
+        })
+    }
+
+    /// Number of keys held.
+    pub fn key_count(&self) -> usize {
+        self.keyring.len()
+    }
+
+    /// Whether every backend answered its last call.
+    pub fn healthy(&self) -> bool {
+        self.backends.iter().all(|b| b.healthy())
+    }
+
+    /// Replaces the policy (SIGHUP).
+    pub fn replace_policy(&self, policy: Policy) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    }
+
+    fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Keys the caller may list, filtered.
+    pub fn list_keys(&self, caller: &Caller, filter: &KeyFilter) -> Vec<Arc<KeyEntry>> {
+        let policy = self.policy();
+        self.keyring
+            .all()
+            .into_iter()
+            .filter(|k| {
+                (filter.backend.is_empty() || filter.backend == k.backend_name)
+                    && (filter.gun.is_empty() || filter.gun == k.meta.gun)
+                    && (filter.role.is_empty() || filter.role == k.meta.role)
+                    && policy.ops(caller, &view(k)).contains(Op::List)
+            })
+            .collect()
+    }
+
+    /// A key's public half, if the caller may read it.
+    pub fn public_key(&self, caller: &Caller, key_id: &str) -> Result<Arc<KeyEntry>, Error> {
+        self.authorise(caller, key_id, Op::Public)
+    }
+
+    /// Finds a key and checks `op`: invisible keys are `KeyNotFound`, visible ones without
+    /// the right are `PermissionDenied`.
+    fn authorise(&self, caller: &Caller, key_id: &str, op: Op) -> Result<Arc<KeyEntry>, Error> {
+        check_key_id(key_id)?;
+        let key = self
+            .keyring
+            .get(key_id)
+            .ok_or_else(|| Error::KeyNotFound(key_id.to_owned()))?;
+        let ops = self.policy().ops(caller, &view(&key));
+        if ops.is_empty() {
+            return Err(Error::KeyNotFound(key_id.to_owned()));
+        }
+        if !ops.contains(op) {
+            return Err(Error::PermissionDenied(format!(
+                "policy does not allow uid {} to {} with key {key_id}",
+                caller.uid,
+                op.as_str()
+            )));
+        }
+        Ok(key)
+    }
+
+    /// Signs with a key, auditing the attempt whatever its outcome.
+    pub async fn sign(
+        &self,
+        caller: &Caller,
+        key_id: &str,
+        payload: Option<Payload>,
+        encoding: SignatureEncoding,
+    ) -> Result<Signature, Error> {
+        let started = Instant::now();
+        let mut digest_hex = None;
+        let result = self
+            .sign_inner(caller, key_id, payload, encoding, &mut digest_hex)
+            .await;
+        let key = result.as_ref().ok().map(|s| &s.key);
+        let found = key.cloned().or_else(|| self.keyring.get(key_id));
+        let visible = matches!(&result, Ok(_) | Err(Error::PermissionDenied(_)));
+        self.audit(
+            "sign",
+            caller,
+            key_id,
+            found.as_deref().filter(|_| visible),
+            digest_hex.as_deref(),
+            result.as_ref().err(),
+            started,
+        )?;
+        result
+    }
+
+    async fn sign_inner(
+        &self,
+        caller: &Caller,
+        key_id: &str,
+        payload: Option<Payload>,
+        encoding: SignatureEncoding,
+        digest_hex: &mut Option<String>,
+    ) -> Result<Signature, Error> {
+        let payload = payload.ok_or_else(|| {
+            Error::BadRequest("payload is required: set message or sha256_digest".into())
+        })?;
+        if let Payload::Message(m) = &payload
+            && m.len() > self.max_message_bytes
+        {
+            return Err(Error::TooLarge {
+                size: m.len(),
+                max: self.max_message_bytes,
+            });
+        }
+        if let Payload::Digest(d) = &payload
+            && d.len() != 32
+        {
+            return Err(Error::BadRequest(format!(
+                "sha256_digest must be exactly 32 bytes, got {}",
+                d.len()
+            )));
+        }
+        let key = self.authorise(caller, key_id, Op::Sign)?;
+        let algorithm = key.algorithm();
+        let (input, digest) = match (algorithm.signs_digest(), payload) {
+            (true, Payload::Message(m)) => {
+                let d: [u8; 32] = Sha256::digest(&m).into();
+                (SignInput::Digest(d), d)
+            }
+            (true, Payload::Digest(d)) => {
+                let d: [u8; 32] = d.as_slice().try_into().map_err(|_| {
+                    Error::BadRequest("sha256_digest must be exactly 32 bytes".into())
+                })?;
+                (SignInput::Digest(d), d)
+            }
+            (false, Payload::Message(m)) => {
+                let d: [u8; 32] = Sha256::digest(&m).into();
+                (SignInput::Message(m), d)
+            }
+            (false, Payload::Digest(_)) => {
+                return Err(Error::BadRequest(format!(
+                    "{algorithm} keys sign whole messages: send message, not sha256_digest"
+                )));
+            }
+        };
+        *digest_hex = Some(hex::encode(digest));
+        let backend = self.backend_of(&key)?;
+        let raw = backend
+            .sign(key.locator.clone(), algorithm, input)
+            .await?;
+        let (bytes, encoding) = match (algorithm, encoding) {
+            (Algorithm::EcdsaP256, SignatureEncoding::Der) => (
+                sigil_tuf::key::p256_raw_to_der(&raw)
+                    .map_err(|e| Error::Internal(format!("token returned a bad signature: {e}")))?,
+                SignatureEncoding::Der,
+            ),
+            _ => (raw, SignatureEncoding::Raw),
+        };
+        Ok(Signature {
+            bytes,
+            key,
+            encoding,
+        })
+    }
+
+    /// Generates a key on a backend, if policy allows `generate` for its role and GUN.
+    pub async fn generate(
+        &self,
+        caller: &Caller,
+        req: GenerateRequest,
+    ) -> Result<Arc<KeyEntry>, Error> {
+        let started = Instant::now();
+        let result = self.generate_inner(caller, &req).await;
+        let audited = result.as_ref().ok();
+        let reason = result.as_ref().err().map(ToString::to_string);
+        let event = Event {
+            op: "generate",
+            uid: caller.uid,
+            gid: caller.gid,
+            pid: caller.pid,
+            key_id: audited.map_or("", |k| k.key_id.as_str()),
+            role: &req.role,
+            gun: &req.gun,
+            backend: audited.map_or(req.backend.as_str(), |k| k.backend_name.as_str()),
+            algorithm: Some(req.algorithm.as_str()),
+            sha256: None,
+            outcome: outcome(result.as_ref().err()),
+            reason: reason.as_deref(),
+            latency_us: micros(started),
+        };
+        if let Err(e) = self.audit.record(&event) {
+            // The key exists now but its creation is unrecorded: remove it again.
+            if let Ok(key) = &result {
+                self.keyring.remove(&key.key_id);
+                if let Ok(backend) = self.backend_of(key) {
+                    let _ = backend.delete(key.locator.clone()).await;
+                }
+            }
+            return Err(audit_failed(&e));
+        }
+        result
+    }
+
+    async fn generate_inner(
+        &self,
+        caller: &Caller,
+        req: &GenerateRequest,
+    ) -> Result<Arc<KeyEntry>, Error> {
+        check_role(&req.role)?;
+        check_gun(&req.gun)?;
+        let index = self.pick_backend(&req.backend)?;
+        let ops = self.policy().ops(
+            caller,
+            &KeyView {
+                key_id: "",
+                gun: &req.gun,
+                role: &req.role,
+            },
+        );
+        if !ops.contains(Op::Generate) {
+            return Err(Error::PermissionDenied(format!(
+                "policy does not allow uid {} to generate keys for role {:?} gun {:?}",
+                caller.uid, req.role, req.gun
+            )));
+        }
+        let backend = &self.backends[index];
+        let key = backend
+            .generate(
+                req.algorithm,
+                KeyMeta {
+                    role: req.role.clone(),
+                    gun: req.gun.clone(),
+                },
+            )
+            .await?;
+        self.keyring
+            .insert(KeyEntry::new(index, backend.name(), key))
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// Deletes a key from its token, if policy allows `delete`.
+    pub async fn delete(&self, caller: &Caller, key_id: &str) -> Result<(), Error> {
+        let started = Instant::now();
+        let key = self.authorise(caller, key_id, Op::Delete);
+        let result = match &key {
+            Ok(key) => self.delete_key(key).await,
+            Err(e) => Err(clone_error(e)),
+        };
+        let visible = key.as_ref().ok().cloned().or_else(|| match &result {
+            Err(Error::PermissionDenied(_)) => self.keyring.get(key_id),
+            _ => None,
+        });
+        self.audit(
+            "delete",
+            caller,
+            key_id,
+            visible.as_deref(),
+            None,
+            result.as_ref().err(),
+            started,
+        )?;
+        result
+    }
+
+    async fn delete_key(&self, key: &Arc<KeyEntry>) -> Result<(), Error> {
+        self.backend_of(key)?.delete(key.locator.clone()).await?;
+        self.keyring.remove(&key.key_id);
+        Ok(())
+    }
+
+    fn backend_of(&self, key: &KeyEntry) -> Result<&Arc<dyn Backend>, Error> {
+        self.backends
+            .get(key.backend)
+            .ok_or_else(|| Error::Internal(format!("no backend #{}", key.backend)))
+    }
+
+    fn pick_backend(&self, name: &str) -> Result<usize, Error> {
+        if name.is_empty() {
+            return match self.backends.len() {
+                1 => Ok(0),
+                _ => Err(Error::BadRequest(format!(
+                    "backend is required when several are configured ({})",
+                    self.backend_names()
+                ))),
+            };
+        }
+        self.backends
+            .iter()
+            .position(|b| b.name() == name)
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "unknown backend {name:?} (configured: {})",
+                    self.backend_names()
+                ))
+            })
+    }
+
+    fn backend_names(&self) -> String {
+        self.backends
+            .iter()
+            .map(|b| b.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &self,
+        op: &'static str,
+        caller: &Caller,
+        key_id: &str,
+        key: Option<&KeyEntry>,
+        sha256: Option<&str>,
+        error: Option<&Error>,
+        started: Instant,
+    ) -> Result<(), Error> {
+        let reason = error.map(|e| e.to_string());
+        let event = Event {
+            op,
+            uid: caller.uid,
+            gid: caller.gid,
+            pid: caller.pid,
+            key_id,
+            role: key.map(|k| k.meta.role.as_str()).unwrap_or(""),
+            gun: key.map(|k| k.meta.gun.as_str()).unwrap_or(""),
+            backend: key.map(|k| k.backend_name.as_str()).unwrap_or(""),
+            algorithm: key.map(|k| k.algorithm().as_str()),
+            sha256,
+            outcome: outcome(error),
+            reason: reason.as_deref(),
+            latency_us: micros(started),
+        };
+        self.audit.record(&event).map_err(|e| audit_failed(&e))
+    }
+}
+
+fn audit_failed(e: &std::io::Error) -> Error {
+    Error::Internal(format!("cannot write the audit log, operation refused: {e}"))
+}
+
+fn outcome(error: Option<&Error>) -> &'static str {
+    match error {
+        None => "ok",
+        Some(Error::PermissionDenied(_)) => "denied",
+        Some(Error::KeyNotFound(_)) => "not_found",
+        Some(Error::BadRequest(_) | Error::TooLarge { .. }) => "invalid",
+        Some(_) => "error",
+    }
+}
+
+fn micros(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Service errors hold only strings, so a refusal can be both audited and returned.
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::KeyNotFound(s) => Error::KeyNotFound(s.clone()),
+        Error::PermissionDenied(s) => Error::PermissionDenied(s.clone()),
+        Error::BadRequest(s) => Error::BadRequest(s.clone()),
+        Error::TooLarge { size, max } => Error::TooLarge {
+            size: *size,
+            max: *max,
+        },
+        Error::Unavailable(s) => Error::Unavailable(s.clone()),
+        Error::TokenLocked(s) => Error::TokenLocked(s.clone()),
+        Error::Internal(s) => Error::Internal(s.clone()),
+    }
+}
+
+fn view(key: &KeyEntry) -> KeyView<'_> {
+    KeyView {
+        key_id: &key.key_id,
+        gun: &key.meta.gun,
+        role: &key.meta.role,
+    }
+}
+
+fn check_key_id(key_id: &str) -> Result<(), Error> {
+    if key_id.is_empty() {
+        return Err(Error::BadRequest("key_id is required".into()));
+    }
+    if key_id.len() != 64 || !key_id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(Error::BadRequest(
+            "key_id must be 64 lowercase hex characters (SHA-256 of the public key)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Roles are TUF role names: `root`, `targets`, `targets/releases`, …
+fn check_role(role: &str) -> Result<(), Error> {
+    let ok = !role.is_empty()
+        && role.len() <= 255
+        && !role.starts_with('/')
+        && !role.ends_with('/')
+        && !role.contains("//")
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "role {role:?} is not a valid role name (letters, digits, '/', '_', '-', '.'; e.g. targets/releases)"
+        )))
+    }
+}
+
+/// GUNs are collection names such as `example.com/app` or `localhost:5000/app`.
+fn check_gun(gun: &str) -> Result<(), Error> {
+    if gun.len() > 255 || gun.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Error::BadRequest(format!(
+            "gun {gun:?} is not a valid collection name"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_key_ids_roles_and_guns() {
+        assert!(check_key_id("").is_err());
+        assert!(check_key_id(&"A".repeat(64)).is_err());
+        assert!(check_key_id(&"a".repeat(63)).is_err());
+        assert!(check_key_id(&"a".repeat(64)).is_ok());
+        for good in ["root", "targets", "targets/releases", "snapshot"] {
+            assert!(check_role(good).is_ok(), "{good}");
+        }
+        for bad in ["", "/root", "targets/", "a b", "a:b", "targets//x"] {
+            assert!(check_role(bad).is_err(), "{bad}");
+        }
+        assert!(check_gun("localhost:5000/app").is_ok());
+        assert!(check_gun("").is_ok());
+        assert!(check_gun("a\nb").is_err());
+    }
+}

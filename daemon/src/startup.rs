@@ -1,0 +1,84 @@
+//! Turning a configuration into a running service: read PINs, open tokens, compile the policy,
+//! open the audit log, rebuild the key ring. Any failure here stops sigild before it serves.
+
+use std::sync::Arc;
+
+use crate::audit::AuditLog;
+use crate::backend::{self, Backend, pkcs11::Pkcs11Backend};
+use crate::config::{self, BackendConfig, Config};
+use crate::policy::Policy;
+use crate::secret::{self, read_pin_file};
+use crate::service::{self, SigningService};
+
+/// Why sigild cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    /// A PIN file is unusable.
+    #[error(transparent)]
+    Pin(#[from] secret::PinFileError),
+    /// A token could not be opened.
+    #[error(transparent)]
+    Backend(#[from] backend::Error),
+    /// The audit log could not be opened.
+    #[error("cannot open audit log {path}: {source}")]
+    Audit {
+        /// The audit log path.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The configuration asks for something this build does not do yet.
+    #[error("{0}")]
+    NotSupported(String),
+    /// Rebuilding the key ring failed.
+    #[error("building the key ring: {0}")]
+    Service(#[from] service::Error),
+}
+
+/// Worker threads (one session each) per PKCS#11 backend.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+/// Opens every configured backend. PIN files are read and checked first.
+pub fn open_backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>, Error> {
+    let mut backends: Vec<Arc<dyn Backend>> = Vec::with_capacity(config.backends.len());
+    for backend in &config.backends {
+        match backend {
+            BackendConfig::Pkcs11(c) => {
+                let pin = read_pin_file(&c.pin_file)?;
+                backends.push(Arc::new(Pkcs11Backend::open(c, pin, default_workers())?));
+            }
+            BackendConfig::Yubikey(c) => {
+                return Err(Error::NotSupported(format!(
+                    "backend {:?}: type \"yubikey\" (PIV) is not available in this build yet; \
+                     use the YubiKey through ykcs11 with type \"pkcs11\" instead",
+                    c.name
+                )));
+            }
+        }
+    }
+    Ok(backends)
+}
+
+/// Builds the signing service from a configuration.
+pub async fn build(config: &Config) -> Result<SigningService, Error> {
+    if config.notary_signer.is_some() {
+        return Err(Error::NotSupported(
+            "[notary_signer] is not available in this build yet; remove the section".into(),
+        ));
+    }
+    let policy = Policy::from_config(&config.policies)?;
+    let audit = AuditLog::open(&config.server.audit_log).map_err(|source| Error::Audit {
+        path: config.server.audit_log.clone(),
+        source,
+    })?;
+    let backends = open_backends(config)?;
+    Ok(SigningService::new(backends, policy, audit, config.server.max_message_bytes).await?)
+}
