@@ -164,23 +164,28 @@ refused 1 "$SIGIL" verify --key "$TARGETS_KEY" "$FILE.tampered" "$FILE.sig"
 
 # ---------------------------------------------------------------------------
 step 7 "Another Unix user (uid $NOBODY) sees no keys and cannot sign"
-# uid 65534 must be able to run the client: if the checkout is not
-# traversable by others, use a copy in $DIR.
-as_nobody=(setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups)
-CLIENT=$SIGIL
-if ! "${as_nobody[@]}" test -x "$CLIENT" 2>/dev/null; then
-    CLIENT=$DIR/sigil
-    cp "$SIGIL" "$CLIENT"
-    chmod 755 "$CLIENT"
-    printf '(uid %s cannot reach %s; using a copy at $DIR/sigil)\n' "$NOBODY" "$SIGIL"
+if [[ $(id -u) -ne 0 ]]; then
+    # setpriv can only switch to another user as root. Say so plainly.
+    printf '(SKIPPED: switching to uid %s needs root; run the demo as root to see this step)\n' "$NOBODY"
+else
+    # uid 65534 must be able to run the client: if the checkout is not
+    # traversable by others, use a copy in $DIR.
+    as_nobody=(setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups)
+    CLIENT=$SIGIL
+    if ! "${as_nobody[@]}" test -x "$CLIENT" 2>/dev/null; then
+        CLIENT=$DIR/sigil
+        cp "$SIGIL" "$CLIENT"
+        chmod 755 "$CLIENT"
+        printf '(uid %s cannot reach %s; using a copy at $DIR/sigil)\n' "$NOBODY" "$SIGIL"
+    fi
+    capture NOBODY_KEYS "${as_nobody[@]}" "$CLIENT" --socket "$SIGIL_SOCKET" key list
+    if [[ $NOBODY_KEYS == *"$TARGETS_KEY"* || $NOBODY_KEYS == *"$ROOT_KEY"* ]]; then
+        die "uid $NOBODY can see a key it has no policy for"
+    fi
+    printf '(no key is visible to uid %s)\n' "$NOBODY"
+    # Exit code 3 = NOT_FOUND: a key the caller may not use is invisible to it.
+    refused 3 "${as_nobody[@]}" "$CLIENT" --socket "$SIGIL_SOCKET" sign --key "$TARGETS_KEY" "$FILE"
 fi
-capture NOBODY_KEYS "${as_nobody[@]}" "$CLIENT" --socket "$SIGIL_SOCKET" key list
-if [[ $NOBODY_KEYS == *"$TARGETS_KEY"* || $NOBODY_KEYS == *"$ROOT_KEY"* ]]; then
-    die "uid $NOBODY can see a key it has no policy for"
-fi
-printf '(no key is visible to uid %s)\n' "$NOBODY"
-# Exit code 3 = NOT_FOUND: a key the caller may not use is invisible to it.
-refused 3 "${as_nobody[@]}" "$CLIENT" --socket "$SIGIL_SOCKET" sign --key "$TARGETS_KEY" "$FILE"
 printf '\nThe audit log has a line for every generate and sign, allowed or refused:\n'
 run tail -n 5 "$DIR/audit.jsonl"
 
