@@ -17,6 +17,10 @@ CARGO ?= cargo
 # banner TEXT: one visible line per stage, so logs show where a failure is.
 banner = @printf '\n==> %s\n' '$(1)'
 
+# Stages must run in order (deps before anything that compiles); cargo is
+# parallel on its own.
+.NOTPARALLEL:
+
 .PHONY: help deps build demo test bench test-yubikey fmt fmt-check clippy clean
 
 help:
