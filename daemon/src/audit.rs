@@ -10,7 +10,6 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-
 /// One audit line. Holds digests and identifiers only, never payloads or secrets.
 #[derive(Debug, Serialize)]
 pub struct Event<'a> {

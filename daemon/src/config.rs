@@ -310,7 +310,9 @@ impl Config {
                 return Err(Error::Invalid("a backend has an empty name".into()));
             }
             if !names.insert(name) {
-                return Err(Error::Invalid(format!("backend name {name:?} is used twice")));
+                return Err(Error::Invalid(format!(
+                    "backend name {name:?} is used twice"
+                )));
             }
             if let BackendConfig::Pkcs11(c) = backend {
                 c.selector()?;
@@ -383,15 +385,24 @@ allow = ["sign", "public", "list"]
         let BackendConfig::Pkcs11(b) = &c.backends[0] else {
             panic!("expected pkcs11")
         };
-        assert_eq!(b.selector().expect("sel"), TokenSelector::Label("sigil".into()));
+        assert_eq!(
+            b.selector().expect("sel"),
+            TokenSelector::Label("sigil".into())
+        );
         assert_eq!(c.policies[0].allow, vec![Op::Sign, Op::Public, Op::List]);
     }
 
     #[test]
     fn unknown_keys_are_refused_by_name_at_every_level() {
         for (needle, text) in [
-            ("colour", MINIMAL.replace("[server]", "[server]\ncolour = 1")),
-            ("flavour", MINIMAL.replace("type = \"pkcs11\"", "type = \"pkcs11\"\nflavour = 2")),
+            (
+                "colour",
+                MINIMAL.replace("[server]", "[server]\ncolour = 1"),
+            ),
+            (
+                "flavour",
+                MINIMAL.replace("type = \"pkcs11\"", "type = \"pkcs11\"\nflavour = 2"),
+            ),
             ("pinn", MINIMAL.replace("allow =", "pinn = 1\nallow =")),
             ("extra", format!("extra = true\n{MINIMAL}")),
         ] {
@@ -402,17 +413,34 @@ allow = ["sign", "public", "list"]
 
     #[test]
     fn inconsistent_settings_are_refused() {
-        let two_selectors = MINIMAL.replace("token_label = \"sigil\"", "token_label = \"a\"\nslot = 1");
-        assert!(parse(&two_selectors).expect_err("sel").to_string().contains("exactly one"));
+        let two_selectors =
+            MINIMAL.replace("token_label = \"sigil\"", "token_label = \"a\"\nslot = 1");
+        assert!(
+            parse(&two_selectors)
+                .expect_err("sel")
+                .to_string()
+                .contains("exactly one")
+        );
         let bad_op = MINIMAL.replace("\"list\"]", "\"lsit\"]");
         assert!(parse(&bad_op).expect_err("op").to_string().contains("lsit"));
         let bad_mode = MINIMAL.replace("[server]", "[server]\nsocket_mode = \"rw\"");
         assert!(parse(&bad_mode).is_err());
         let nobody = MINIMAL.replace("users = [\"root\"]", "");
-        assert!(parse(&nobody).expect_err("nobody").to_string().contains("names no users"));
-        let dup = format!("{MINIMAL}\n[[backend]]\nname = \"hsm\"\ntype = \"yubikey\"\nserial = 1\n");
+        assert!(
+            parse(&nobody)
+                .expect_err("nobody")
+                .to_string()
+                .contains("names no users")
+        );
+        let dup =
+            format!("{MINIMAL}\n[[backend]]\nname = \"hsm\"\ntype = \"yubikey\"\nserial = 1\n");
         assert!(parse(&dup).expect_err("dup").to_string().contains("twice"));
         let unknown_type = MINIMAL.replace("type = \"pkcs11\"", "type = \"tpm\"");
-        assert!(parse(&unknown_type).expect_err("type").to_string().contains("tpm"));
+        assert!(
+            parse(&unknown_type)
+                .expect_err("type")
+                .to_string()
+                .contains("tpm")
+        );
     }
 }

@@ -213,5 +213,6 @@ allow = ["sign", "public", "list", "generate", "delete"]
         .mode(0o600)
         .open(config)
         .map_err(io("creating", config))?;
-    file.write_all(text.as_bytes()).map_err(io("writing", config))
+    file.write_all(text.as_bytes())
+        .map_err(io("writing", config))
 }

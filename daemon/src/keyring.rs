@@ -48,7 +48,9 @@ impl KeyEntry {
 
 /// Two tokens reported the same key: a configuration mistake (the same token twice).
 #[derive(Debug, thiserror::Error)]
-#[error("key {key_id} is on both backend {first:?} and backend {second:?}; is the same token configured twice?")]
+#[error(
+    "key {key_id} is on both backend {first:?} and backend {second:?}; is the same token configured twice?"
+)]
 pub struct DuplicateKey {
     /// The key id.
     pub key_id: String,

@@ -13,10 +13,14 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// Keeps signing keys on hardware tokens and lets authorised local users sign with them.
 #[derive(Debug, Parser)]
-#[command(name = "sigild", version, after_help = "\
+#[command(
+    name = "sigild",
+    version,
+    after_help = "\
 The configuration is read from --config, else $SIGIL_CONFIG, else /etc/sigil/sigild.toml.
 See sigild.toml.example for every setting. Signals: SIGTERM/SIGINT stop accepting, finish
-in-flight requests and exit 0; SIGHUP reloads the policy rules.")]
+in-flight requests and exit 0; SIGHUP reloads the policy rules."
+)]
 struct Args {
     /// Configuration file (TOML).
     #[arg(long, value_name = "PATH", conflicts_with = "dev")]

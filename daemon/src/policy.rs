@@ -84,11 +84,14 @@ struct Rule {
     allow: Ops,
 }
 
+/// A uid's supplementary groups and when they were read.
+type CachedGroups = (Instant, Arc<[u32]>);
+
 /// The compiled policy.
 pub struct Policy {
     rules: Vec<Rule>,
     /// Supplementary groups per uid, only looked up when a rule names groups.
-    groups: Mutex<HashMap<u32, (Instant, Arc<[u32]>)>>,
+    groups: Mutex<HashMap<u32, CachedGroups>>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -112,15 +115,23 @@ impl Policy {
             let mut uids: HashSet<u32> = rule.uids.iter().copied().collect();
             for user in &rule.users {
                 let found = User::from_name(user)
-                    .map_err(|e| Error::Invalid(format!("policy {:?}: user {user:?}: {e}", rule.name)))?
-                    .ok_or_else(|| Error::Invalid(format!("policy {:?}: no such user {user:?}", rule.name)))?;
+                    .map_err(|e| {
+                        Error::Invalid(format!("policy {:?}: user {user:?}: {e}", rule.name))
+                    })?
+                    .ok_or_else(|| {
+                        Error::Invalid(format!("policy {:?}: no such user {user:?}", rule.name))
+                    })?;
                 uids.insert(found.uid.as_raw());
             }
             let mut gids: HashSet<u32> = rule.gids.iter().copied().collect();
             for group in &rule.groups {
                 let found = Group::from_name(group)
-                    .map_err(|e| Error::Invalid(format!("policy {:?}: group {group:?}: {e}", rule.name)))?
-                    .ok_or_else(|| Error::Invalid(format!("policy {:?}: no such group {group:?}", rule.name)))?;
+                    .map_err(|e| {
+                        Error::Invalid(format!("policy {:?}: group {group:?}: {e}", rule.name))
+                    })?
+                    .ok_or_else(|| {
+                        Error::Invalid(format!("policy {:?}: no such group {group:?}", rule.name))
+                    })?;
                 gids.insert(found.gid.as_raw());
             }
             let mut keys = Vec::with_capacity(rule.keys.len());
@@ -206,7 +217,13 @@ mod tests {
     use super::*;
     use crate::config::KeySelectorConfig;
 
-    fn rule(name: &str, uids: &[u32], gids: &[u32], sel: KeySelectorConfig, allow: &[Op]) -> PolicyConfig {
+    fn rule(
+        name: &str,
+        uids: &[u32],
+        gids: &[u32],
+        sel: KeySelectorConfig,
+        allow: &[Op],
+    ) -> PolicyConfig {
         PolicyConfig {
             name: name.into(),
             users: vec![],
@@ -226,41 +243,114 @@ mod tests {
         }
     }
 
-    const CI: Caller = Caller { uid: 1000, gid: 1000, pid: Some(1) };
-    const OTHER: Caller = Caller { uid: 1001, gid: 1001, pid: Some(2) };
+    const CI: Caller = Caller {
+        uid: 1000,
+        gid: 1000,
+        pid: Some(1),
+    };
+    const OTHER: Caller = Caller {
+        uid: 1001,
+        gid: 1001,
+        pid: Some(2),
+    };
 
     #[test]
     fn deny_by_default_and_union_of_matching_rules() {
         let p = Policy::from_config(&[
-            rule("ci", &[1000], &[], globs("example.com/*", "targets/releases"), &[Op::Sign]),
-            rule("ci-read", &[], &[1000], globs("*", "*"), &[Op::List, Op::Public]),
+            rule(
+                "ci",
+                &[1000],
+                &[],
+                globs("example.com/*", "targets/releases"),
+                &[Op::Sign],
+            ),
+            rule(
+                "ci-read",
+                &[],
+                &[1000],
+                globs("*", "*"),
+                &[Op::List, Op::Public],
+            ),
         ])
         .expect("policy");
-        let releases = KeyView { key_id: "aa", gun: "example.com/app", role: "targets/releases" };
-        let root = KeyView { key_id: "bb", gun: "example.com/app", role: "root" };
+        let releases = KeyView {
+            key_id: "aa",
+            gun: "example.com/app",
+            role: "targets/releases",
+        };
+        let root = KeyView {
+            key_id: "bb",
+            gun: "example.com/app",
+            role: "root",
+        };
         let ops = p.ops(&CI, &releases);
         assert!(ops.contains(Op::Sign) && ops.contains(Op::List) && !ops.contains(Op::Delete));
         let ops = p.ops(&CI, &root);
         assert!(!ops.contains(Op::Sign) && ops.contains(Op::Public));
         assert!(p.ops(&OTHER, &releases).is_empty());
-        assert!(Policy::from_config(&[]).expect("empty").ops(&CI, &root).is_empty());
+        assert!(
+            Policy::from_config(&[])
+                .expect("empty")
+                .ops(&CI, &root)
+                .is_empty()
+        );
     }
 
     #[test]
     fn key_id_selectors_match_only_that_key() {
-        let sel = KeySelectorConfig { key_id: Some("AA".into()), gun: None, role: None };
-        let p = Policy::from_config(&[rule("one", &[1000], &[], sel, &[Op::Sign])]).expect("policy");
-        assert!(p.ops(&CI, &KeyView { key_id: "aa", gun: "", role: "root" }).contains(Op::Sign));
-        assert!(p.ops(&CI, &KeyView { key_id: "ab", gun: "", role: "root" }).is_empty());
+        let sel = KeySelectorConfig {
+            key_id: Some("AA".into()),
+            gun: None,
+            role: None,
+        };
+        let p =
+            Policy::from_config(&[rule("one", &[1000], &[], sel, &[Op::Sign])]).expect("policy");
+        assert!(
+            p.ops(
+                &CI,
+                &KeyView {
+                    key_id: "aa",
+                    gun: "",
+                    role: "root"
+                }
+            )
+            .contains(Op::Sign)
+        );
+        assert!(
+            p.ops(
+                &CI,
+                &KeyView {
+                    key_id: "ab",
+                    gun: "",
+                    role: "root"
+                }
+            )
+            .is_empty()
+        );
         // A key that does not exist yet (generate) never matches a key id selector.
-        assert!(p.ops(&CI, &KeyView { key_id: "", gun: "", role: "root" }).is_empty());
+        assert!(
+            p.ops(
+                &CI,
+                &KeyView {
+                    key_id: "",
+                    gun: "",
+                    role: "root"
+                }
+            )
+            .is_empty()
+        );
     }
 
     #[test]
     fn unknown_users_and_bad_globs_are_config_errors() {
         let mut r = rule("x", &[], &[], globs("*", "*"), &[Op::Sign]);
         r.users = vec!["no-such-user-sigil".into()];
-        assert!(Policy::from_config(&[r]).expect_err("user").to_string().contains("no-such-user-sigil"));
+        assert!(
+            Policy::from_config(&[r])
+                .expect_err("user")
+                .to_string()
+                .contains("no-such-user-sigil")
+        );
         let r = rule("y", &[1], &[], globs("[", "*"), &[Op::Sign]);
         assert!(Policy::from_config(&[r]).is_err());
     }

@@ -53,7 +53,9 @@ pub enum PinFileError {
         source: std::io::Error,
     },
     /// Group or others may read or write the file.
-    #[error("PIN file {path} has mode {mode:04o}: it must not be accessible by group or others (chmod 600 {path})")]
+    #[error(
+        "PIN file {path} has mode {mode:04o}: it must not be accessible by group or others (chmod 600 {path})"
+    )]
     InsecureMode {
         /// The PIN file.
         path: PathBuf,

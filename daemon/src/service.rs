@@ -116,7 +116,10 @@ pub struct SigningService {
 impl std::fmt::Debug for SigningService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigningService")
-            .field("backends", &self.backends.iter().map(|b| b.name()).collect::<Vec<_>>())
+            .field(
+                "backends",
+                &self.backends.iter().map(|b| b.name()).collect::<Vec<_>>(),
+            )
             .field("keys", &self.keyring.len())
             .finish()
     }
@@ -288,9 +291,7 @@ impl SigningService {
         };
         *digest_hex = Some(hex::encode(digest));
         let backend = self.backend_of(&key)?;
-        let raw = backend
-            .sign(key.locator.clone(), algorithm, input)
-            .await?;
+        let raw = backend.sign(key.locator.clone(), algorithm, input).await?;
         let (bytes, encoding) = match (algorithm, encoding) {
             (Algorithm::EcdsaP256, SignatureEncoding::Der) => (
                 sigil_tuf::key::p256_raw_to_der(&raw)
@@ -478,7 +479,9 @@ impl SigningService {
 }
 
 fn audit_failed(e: &std::io::Error) -> Error {
-    Error::Internal(format!("cannot write the audit log, operation refused: {e}"))
+    Error::Internal(format!(
+        "cannot write the audit log, operation refused: {e}"
+    ))
 }
 
 fn outcome(error: Option<&Error>) -> &'static str {
@@ -523,7 +526,11 @@ fn check_key_id(key_id: &str) -> Result<(), Error> {
     if key_id.is_empty() {
         return Err(Error::BadRequest("key_id is required".into()));
     }
-    if key_id.len() != 64 || !key_id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if key_id.len() != 64
+        || !key_id
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return Err(Error::BadRequest(
             "key_id must be 64 lowercase hex characters (SHA-256 of the public key)".into(),
         ));

@@ -285,7 +285,10 @@ mod tests {
         assert_eq!(PublicKey::from_spki_der(&der).expect("der"), pk);
         let pem = pk.to_pem();
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
-        assert_eq!(PublicKey::from_pem(&pem).expect("pem").key_id(), pk.key_id());
+        assert_eq!(
+            PublicKey::from_pem(&pem).expect("pem").key_id(),
+            pk.key_id()
+        );
         assert_eq!(pk.key_id().len(), 64);
         assert!(PublicKey::from_spki_der(b"junk").is_err());
     }

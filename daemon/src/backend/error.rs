@@ -43,7 +43,9 @@ pub enum Error {
         backend: String,
     },
     /// Only one PIN try remains, so the daemon refuses to spend it.
-    #[error("backend {backend:?}: the token allows only one more PIN try; refusing to risk locking it (verify the PIN by hand)")]
+    #[error(
+        "backend {backend:?}: the token allows only one more PIN try; refusing to risk locking it (verify the PIN by hand)"
+    )]
     PinFinalTry {
         /// Backend name.
         backend: String,

@@ -66,8 +66,11 @@ pub trait Backend: Send + Sync {
     fn scan(&self) -> BoxFuture<'_, Result<Vec<BackendKey>, Error>>;
 
     /// Generates a key pair on the token: sensitive, never extractable.
-    fn generate(&self, algorithm: Algorithm, meta: KeyMeta)
-    -> BoxFuture<'_, Result<BackendKey, Error>>;
+    fn generate(
+        &self,
+        algorithm: Algorithm,
+        meta: KeyMeta,
+    ) -> BoxFuture<'_, Result<BackendKey, Error>>;
 
     /// Destroys both halves of a key.
     fn delete(&self, locator: KeyLocator) -> BoxFuture<'_, Result<(), Error>>;

@@ -98,9 +98,7 @@ impl Pkcs11Backend {
             }
         }
         let slot = find_slot(&ctx, &selector, &name)?;
-        let info = ctx
-            .get_token_info(slot)
-            .map_err(|e| classify(&name, e))?;
+        let info = ctx.get_token_info(slot).map_err(|e| classify(&name, e))?;
         if info.user_pin_locked() {
             return Err(Error::PinLocked { backend: name });
         }
@@ -426,7 +424,9 @@ fn generate(
         && matches!(
             generated,
             Err(CkError::Pkcs11(
-                RvError::DomainParamsInvalid | RvError::CurveNotSupported | RvError::AttributeValueInvalid,
+                RvError::DomainParamsInvalid
+                    | RvError::CurveNotSupported
+                    | RvError::AttributeValueInvalid,
                 _
             ))
         )
@@ -475,8 +475,12 @@ fn check_non_extractable(session: &Session, key: ObjectHandle, name: &str) -> Re
     let attrs = session
         .get_attributes(key, &[AttributeType::Sensitive, AttributeType::Extractable])
         .map_err(|e| classify(name, e))?;
-    let sensitive = attrs.iter().any(|a| matches!(a, Attribute::Sensitive(true)));
-    let extractable = attrs.iter().any(|a| matches!(a, Attribute::Extractable(true)));
+    let sensitive = attrs
+        .iter()
+        .any(|a| matches!(a, Attribute::Sensitive(true)));
+    let extractable = attrs
+        .iter()
+        .any(|a| matches!(a, Attribute::Extractable(true)));
     if sensitive && !extractable {
         Ok(())
     } else {
@@ -487,10 +491,7 @@ fn check_non_extractable(session: &Session, key: ObjectHandle, name: &str) -> Re
     }
 }
 
-fn scan(
-    session: &Session,
-    name: &str,
-) -> Result<Vec<BackendKey>, Error> {
+fn scan(session: &Session, name: &str) -> Result<Vec<BackendKey>, Error> {
     let privates = session
         .find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -515,10 +516,7 @@ fn scan(
             continue; // not one of ours
         };
         let publics = session
-            .find_objects(&[
-                Attribute::Class(ObjectClass::PUBLIC_KEY),
-                Attribute::Id(id),
-            ])
+            .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::Id(id)])
             .map_err(|e| classify(name, e))?;
         let Some(&public) = publics.first() else {
             tracing::warn!(backend = name, role = %meta.role, "sigil private key without its public half; skipped");
@@ -535,7 +533,9 @@ fn scan(
 
 /// `sigil:<role>:<gun>`; roles never contain `:`, GUNs may (registry ports).
 fn parse_label(label: &[u8]) -> Option<KeyMeta> {
-    let rest = std::str::from_utf8(label).ok()?.strip_prefix(LABEL_PREFIX)?;
+    let rest = std::str::from_utf8(label)
+        .ok()?
+        .strip_prefix(LABEL_PREFIX)?;
     let (role, gun) = rest.split_once(':')?;
     Some(KeyMeta {
         role: role.to_owned(),
@@ -599,7 +599,9 @@ fn unwrap_octet_string(bytes: &[u8]) -> &[u8] {
 /// Errors after which the session is not worth keeping: the next job opens a new one.
 fn breaks_session(e: &Error) -> bool {
     match e {
-        Error::TokenNotPresent { .. } | Error::PinIncorrect { .. } | Error::PinLocked { .. } => true,
+        Error::TokenNotPresent { .. } | Error::PinIncorrect { .. } | Error::PinLocked { .. } => {
+            true
+        }
         Error::Pkcs11 {
             source: CkError::Pkcs11(rv, _),
             ..

@@ -72,7 +72,9 @@ pub fn bind(server: &ServerConfig) -> Result<UnixListener, Error> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
             .map_err(io("setting its directory's mode"))?;
     }
-    let dir_mode = std::fs::metadata(dir).map_err(io("reading its directory"))?.mode();
+    let dir_mode = std::fs::metadata(dir)
+        .map_err(io("reading its directory"))?
+        .mode();
     if dir_mode & 0o002 != 0 {
         return Err(refuse(format!(
             "directory {} is writable by others (mode {:04o}); use a private directory",

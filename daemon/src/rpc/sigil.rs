@@ -38,7 +38,9 @@ fn algorithm_from_pb(value: i32) -> Result<Algorithm, service::Error> {
         Ok(pb::Algorithm::Unspecified | pb::Algorithm::EcdsaP256) => Ok(Algorithm::EcdsaP256),
         Ok(pb::Algorithm::Ed25519) => Ok(Algorithm::Ed25519),
         Ok(pb::Algorithm::Rsa3072Pss) => Ok(Algorithm::Rsa3072Pss),
-        Err(_) => Err(service::Error::BadRequest(format!("unknown algorithm {value}"))),
+        Err(_) => Err(service::Error::BadRequest(format!(
+            "unknown algorithm {value}"
+        ))),
     }
 }
 
