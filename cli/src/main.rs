@@ -1,2 +1,60 @@
-//! sigil: placeholder until the CLI lands.
-fn main() {}
+//! `sigil`: the command line for sigild's keys and blob signatures. This file only parses the
+//! command line, sets up logging, dispatches to the command's module and turns its error into
+//! one line on stderr and an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+
+mod cli;
+mod cmd;
+mod daemon_client;
+mod error;
+mod input;
+mod key_ref;
+mod output;
+
+use cli::{Cli, Command};
+use error::Error;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => err.report(),
+    }
+}
+
+/// Runs the command on a single-threaded runtime: one connection, one request at a time.
+fn run(cli: &Cli) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        match &cli.command {
+            Command::Key(command) => command.run(&cli.global).await,
+            Command::Sign(args) => args.run(&cli.global).await,
+            Command::Verify(args) => args.run(&cli.global).await,
+        }
+    })
+}
+
+/// Logs to stderr: warnings by default, more with each `-v`. The HTTP/2 stack stays one level
+/// quieter than sigil itself.
+fn init_tracing(verbose: u8) {
+    let directives = match verbose {
+        0 => "warn",
+        1 => "warn,sigil=info",
+        2 => "info,sigil=debug",
+        _ => "debug,sigil=trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(directives))
+        .with_writer(std::io::stderr)
+        .with_target(verbose >= 2)
+        .without_time()
+        .init();
+}

@@ -1,0 +1,5 @@
+//! One module per command, each holding its clap arguments and its `run()`.
+
+pub(crate) mod key;
+pub(crate) mod sign;
+pub(crate) mod verify;
