@@ -224,14 +224,16 @@ impl SigningService {
         let result = self
             .sign_inner(caller, key_id, payload, encoding, &mut digest_hex)
             .await;
-        let key = result.as_ref().ok().map(|s| &s.key);
-        let found = key.cloned().or_else(|| self.keyring.get(key_id));
-        let visible = matches!(&result, Ok(_) | Err(Error::PermissionDenied(_)));
+        // The audit log is for administrators: it names the key whenever it exists.
+        let key = match &result {
+            Ok(signed) => Some(Arc::clone(&signed.key)),
+            Err(_) => self.keyring.get(key_id),
+        };
         self.audit(
             "sign",
             caller,
             key_id,
-            found.as_deref().filter(|_| visible),
+            key.as_deref(),
             digest_hex.as_deref(),
             result.as_ref().err(),
             started,
@@ -385,20 +387,16 @@ impl SigningService {
     /// Deletes a key from its token, if policy allows `delete`.
     pub async fn delete(&self, caller: &Caller, key_id: &str) -> Result<(), Error> {
         let started = Instant::now();
-        let key = self.authorise(caller, key_id, Op::Delete);
-        let result = match &key {
-            Ok(key) => self.delete_key(key).await,
-            Err(e) => Err(clone_error(e)),
+        let found = self.keyring.get(key_id);
+        let result = match self.authorise(caller, key_id, Op::Delete) {
+            Ok(key) => self.delete_key(&key).await,
+            Err(e) => Err(e),
         };
-        let visible = key.as_ref().ok().cloned().or_else(|| match &result {
-            Err(Error::PermissionDenied(_)) => self.keyring.get(key_id),
-            _ => None,
-        });
         self.audit(
             "delete",
             caller,
             key_id,
-            visible.as_deref(),
+            found.as_deref(),
             None,
             result.as_ref().err(),
             started,
@@ -496,22 +494,6 @@ fn outcome(error: Option<&Error>) -> &'static str {
 
 fn micros(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
-}
-
-/// Service errors hold only strings, so a refusal can be both audited and returned.
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::KeyNotFound(s) => Error::KeyNotFound(s.clone()),
-        Error::PermissionDenied(s) => Error::PermissionDenied(s.clone()),
-        Error::BadRequest(s) => Error::BadRequest(s.clone()),
-        Error::TooLarge { size, max } => Error::TooLarge {
-            size: *size,
-            max: *max,
-        },
-        Error::Unavailable(s) => Error::Unavailable(s.clone()),
-        Error::TokenLocked(s) => Error::TokenLocked(s.clone()),
-        Error::Internal(s) => Error::Internal(s.clone()),
-    }
 }
 
 fn view(key: &KeyEntry) -> KeyView<'_> {

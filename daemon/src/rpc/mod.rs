@@ -146,6 +146,9 @@ pub async fn serve(
         }
     });
     let result = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            oversize_is_resource_exhausted,
+        ))
         .add_service(KeysServer::new(api.clone()).max_decoding_message_size(decode_limit))
         .add_service(SignerServer::new(api).max_decoding_message_size(decode_limit))
         .add_service(health)
@@ -153,4 +156,25 @@ pub async fn serve(
         .await;
     poll.abort();
     result.map_err(Error::from)
+}
+
+/// tonic refuses a request frame over the decoding limit with OUT_OF_RANGE before reading it;
+/// the contract says an oversized Sign payload is RESOURCE_EXHAUSTED, whatever its size.
+fn oversize_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let too_large = headers.get("grpc-status").is_some_and(|v| v == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|m| m.contains("message length too large"));
+    if too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert(
+            "grpc-message",
+            http::HeaderValue::from_static(
+                "message too large for this daemon (send sha256_digest instead)",
+            ),
+        );
+    }
+    response
 }
