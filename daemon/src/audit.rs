@@ -1,5 +1,5 @@
-//! The audit trail: one JSON line per Sign, GenerateKey and DeleteKey, refusals included,
-//! appended to `audit_log`. Writing it is part of the operation: if the line cannot be written,
+//! The audit trail: one JSON line per Sign, GenerateKey and DeleteKey, refusals included, and
+//! one per refused GetPublicKey, appended to `audit_log`. Writing it is part of the operation: if the line cannot be written,
 //! the operation fails (fail closed) and a signature is withheld.
 
 use std::fs::{File, OpenOptions};
@@ -13,7 +13,7 @@ use serde::Serialize;
 /// One audit line. Holds digests and identifiers only, never payloads or secrets.
 #[derive(Debug, Serialize)]
 pub struct Event<'a> {
-    /// `sign`, `generate` or `delete`.
+    /// `sign`, `generate`, `delete`, or `public` (refusals only).
     pub op: &'static str,
     /// The caller's credentials.
     pub uid: u32,

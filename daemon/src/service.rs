@@ -20,8 +20,8 @@ pub enum Error {
     /// No such key, or one the caller may not see.
     #[error("key {0} not found")]
     KeyNotFound(String),
-    /// The caller may see the key but not do this with it.
-    #[error("permission denied: {0}")]
+    /// The caller may see the key but not do this with it (the message says what policy refused).
+    #[error("{0}")]
     PermissionDenied(String),
     /// The request is malformed.
     #[error("{0}")]
@@ -185,8 +185,23 @@ impl SigningService {
     }
 
     /// A key's public half, if the caller may read it.
+    /// Refusals are audited: a caller probing for keys it may not use leaves a trace.
     pub fn public_key(&self, caller: &Caller, key_id: &str) -> Result<Arc<KeyEntry>, Error> {
-        self.authorise(caller, key_id, Op::Public)
+        let started = Instant::now();
+        let result = self.authorise(caller, key_id, Op::Public);
+        if let Err(e) = &result {
+            let key = self.keyring.get(key_id);
+            self.audit(
+                "public",
+                caller,
+                key_id,
+                key.as_deref(),
+                None,
+                Some(e),
+                started,
+            )?;
+        }
+        result
     }
 
     /// Finds a key and checks `op`: invisible keys are `KeyNotFound`, visible ones without
