@@ -206,9 +206,12 @@ impl Error {
                 },
                 None => Self::NotFound { message },
             },
-            Code::PermissionDenied | Code::Unauthenticated => Self::PermissionDenied { message },
+            Code::PermissionDenied | Code::Unauthenticated => Self::PermissionDenied {
+                message: without_prefix(message, "permission denied"),
+            },
             Code::InvalidArgument => Self::InvalidRequest { message },
-            Code::ResourceExhausted => Self::TooLarge { message },
+            // tonic itself answers OUT_OF_RANGE when a message exceeds its decoding limit.
+            Code::ResourceExhausted | Code::OutOfRange => Self::TooLarge { message },
             Code::FailedPrecondition => Self::FailedPrecondition { message },
             Code::Unavailable => Self::Unavailable { message },
             code => Self::Daemon { code, message },
@@ -240,6 +243,22 @@ fn server_message(status: &tonic::Status) -> String {
         status.code().description().to_owned()
     } else {
         message
+    }
+}
+
+/// Drops `prefix` (and a following `:`) from the start of a server message, so that our own
+/// prefix is not printed twice ("permission denied: permission denied: …").
+fn without_prefix(message: String, prefix: &str) -> String {
+    match message.get(..prefix.len()) {
+        Some(head) if head.eq_ignore_ascii_case(prefix) => {
+            let rest = message[prefix.len()..].trim_start_matches(':').trim_start();
+            if rest.is_empty() {
+                message
+            } else {
+                rest.to_owned()
+            }
+        }
+        _ => message,
     }
 }
 
@@ -288,6 +307,24 @@ mod tests {
                 Some(id.as_str()),
                 "permission denied: policy denies sign on key x for uid 1000".to_owned(),
                 exit::PERMISSION_DENIED,
+            ),
+            (
+                Status::permission_denied("Permission denied: policy says no"),
+                None,
+                "permission denied: policy says no".to_owned(),
+                exit::PERMISSION_DENIED,
+            ),
+            (
+                Status::permission_denied("permission denied"),
+                None,
+                "permission denied: permission denied".to_owned(),
+                exit::PERMISSION_DENIED,
+            ),
+            (
+                Status::out_of_range("decoded message length too large"),
+                None,
+                "request too large: decoded message length too large".to_owned(),
+                exit::FAILURE,
             ),
             (
                 Status::invalid_argument("digest must be 32 bytes"),

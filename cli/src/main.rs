@@ -2,6 +2,7 @@
 //! command line, sets up logging, dispatches to the command's module and turns its error into
 //! one line on stderr and an exit code.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -54,6 +55,7 @@ fn init_tracing(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(directives))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(verbose >= 2)
         .without_time()
         .init();

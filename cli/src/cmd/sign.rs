@@ -29,6 +29,14 @@ use crate::output;
 /// standard base64 on stdout (or in the --out file). With --json, stdout gets
 /// {key_id, algorithm, encoding, signature}.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  sigil sign --key $KEY release.tar.gz > release.tar.gz.sig
+  sigil sign --key $KEY --out release.tar.gz.sig release.tar.gz
+  # a DER signature OpenSSL can check:
+  sigil sign --key $KEY --encoding der release.tar.gz | base64 -d > release.der.sig
+  sigil key public $KEY --pem > key.pem
+  openssl dgst -sha256 -verify key.pem -signature release.der.sig release.tar.gz")]
 pub(crate) struct SignArgs {
     /// Key to sign with: its key id (64 hex characters, as `sigil key list` shows it).
     #[arg(long, value_name = "KEY_ID")]
@@ -126,7 +134,16 @@ impl SignArgs {
         // The requested encoding is passed through as given; sigild ignores it for non-ECDSA.
         let response = client
             .sign(&self.key, signed.payload(), self.encoding.to_wire())
-            .await?;
+            .await
+            .map_err(|err| match err {
+                Error::TooLarge { message } if !algorithm.signs_digest() => Error::TooLarge {
+                    message: format!(
+                        "{message}; {algorithm} keys sign the whole file, so use an ECDSA or \
+                         RSA key for files this large"
+                    ),
+                },
+                other => other,
+            })?;
         let signature = check_response(&self.key, algorithm, encoding, response)?;
         signed
             .verify(&key.public_key, &signature)

@@ -35,6 +35,12 @@ const BASE64_LENIENT: GeneralPurpose = GeneralPurpose::new(
 /// Verifying a target of a trusted collection (`sigil verify GUN NAME < FILE`) is not
 /// available yet.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  sigil verify --key $KEY release.tar.gz release.tar.gz.sig
+  # without sigild, e.g. on another machine:
+  sigil key public $KEY --pem > key.pem
+  sigil verify --public-key key.pem release.tar.gz release.tar.gz.sig")]
 #[command(
     override_usage = "sigil verify (--key <KEY_ID> | --public-key <PEM_FILE>) <FILE> <SIG>\n       \
                             sigil verify <GUN> <NAME> < FILE   (trusted collections: not available yet)"
