@@ -236,6 +236,21 @@ impl Error {
     }
 }
 
+/// A clap parse error as one line, like every other failure: the error, possible values and
+/// tips joined, without the usage block (`--help` has it).
+pub(crate) fn usage_line(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let parts: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    let text = parts.join("; ");
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    format!("{} (see --help)", one_line(text))
+}
+
 /// The status message made safe to print on one line; the code's name when it is empty.
 fn server_message(status: &tonic::Status) -> String {
     let message = one_line(status.message());
@@ -404,6 +419,34 @@ mod tests {
             bad.to_string(),
             "signature does NOT verify (key k, ed25519)"
         );
+    }
+
+    #[test]
+    fn clap_errors_become_one_line_with_their_tips() {
+        use crate::cli::Cli;
+        use clap::Parser as _;
+        let err =
+            Cli::try_parse_from(["sigil", "key", "generate", "--rol", "x"]).expect_err("typo");
+        assert_eq!(
+            usage_line(&err),
+            "unexpected argument '--rol' found; tip: a similar argument exists: '--role' (see --help)"
+        );
+        let err = Cli::try_parse_from([
+            "sigil",
+            "key",
+            "generate",
+            "--role",
+            "t",
+            "--algorithm",
+            "dsa",
+        ])
+        .expect_err("bad value");
+        let line = usage_line(&err);
+        assert!(
+            line.starts_with("invalid value 'dsa' for '--algorithm <ALGORITHM>'; [possible values: ecdsa-p256, ed25519, rsa-3072]"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
     }
 
     #[test]

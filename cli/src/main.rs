@@ -17,14 +17,36 @@ mod key_ref;
 mod output;
 
 use cli::{Cli, Command};
-use error::Error;
+use error::{Error, exit};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err),
+    };
     init_tracing(cli.global.verbose);
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => err.report(),
+    }
+}
+
+/// Help and version go out as clap prints them; real parse errors become one line on stderr
+/// and exit code 2, like every other failure.
+fn usage_error(err: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // Printing help can only fail on a closed stdout; there is nothing left to tell.
+            let _ = err.print();
+            ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(exit::USAGE))
+        }
+        _ => {
+            eprintln!("sigil: error: {}", error::usage_line(err));
+            ExitCode::from(exit::USAGE)
+        }
     }
 }
 
