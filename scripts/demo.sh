@@ -186,7 +186,7 @@ else
     # Exit code 3 = NOT_FOUND: a key the caller may not use is invisible to it.
     refused 3 "${as_nobody[@]}" "$CLIENT" --socket "$SIGIL_SOCKET" sign --key "$TARGETS_KEY" "$FILE"
 fi
-printf '\nThe audit log has a line for every generate and sign, allowed or refused:\n'
+printf '\nThe audit log has a line for every generate and sign, and for every refusal:\n'
 run tail -n 5 "$DIR/audit.jsonl"
 
 # ---------------------------------------------------------------------------
