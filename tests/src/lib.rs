@@ -655,6 +655,20 @@ impl Daemon {
         connect(&self.socket).await
     }
 
+    /// Waits until `needle` has appeared at least `count` times in its stderr; panics with the
+    /// log after [`DAEMON_TIMEOUT`].
+    pub fn wait_for_log(&self, needle: &str, count: usize) {
+        let started = Instant::now();
+        while self.stderr().matches(needle).count() < count {
+            assert!(
+                started.elapsed() < DAEMON_TIMEOUT,
+                "sigild did not log {needle:?} {count} time(s):\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether it is still running; reaps it if not.
     pub fn is_running(&mut self) -> bool {
         self.try_wait().is_none()
@@ -737,20 +751,28 @@ impl Drop for Daemon {
     }
 }
 
-/// Both sigil.v1 clients on one connection.
+/// The sigil.v1 clients and the gRPC health client, on one connection.
 #[derive(Debug, Clone)]
 pub struct Client {
     /// `sigil.v1.Keys`.
     pub keys: KeysClient<Channel>,
     /// `sigil.v1.Signer`.
     pub signer: SignerClient<Channel>,
+    /// `grpc.health.v1.Health`.
+    pub health: tonic_health::pb::health_client::HealthClient<Channel>,
 }
+
+/// Deadline for any one RPC, so a hung daemon fails a test instead of stalling the suite
+/// (an RSA-3072 key generation on SoftHSM takes well under this).
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Opens a gRPC connection over the Unix socket at `socket`.
 pub async fn try_connect(socket: &Path) -> Result<Client, tonic::transport::Error> {
     let path = socket.to_owned();
     // The URI is required by the API but unused: the connector dials the socket.
     let channel = Endpoint::try_from("http://[::]:50051")?
+        .timeout(RPC_TIMEOUT)
+        .connect_timeout(DAEMON_TIMEOUT)
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move {
@@ -762,7 +784,8 @@ pub async fn try_connect(socket: &Path) -> Result<Client, tonic::transport::Erro
         .await?;
     Ok(Client {
         keys: KeysClient::new(channel.clone()),
-        signer: SignerClient::new(channel),
+        signer: SignerClient::new(channel.clone()),
+        health: tonic_health::pb::health_client::HealthClient::new(channel),
     })
 }
 

@@ -6,13 +6,15 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sigil_e2e::{
     Client, DEV_BACKEND, DevDir, openssl, parse_public, read_audit, sha256, write_pem,
 };
 use sigil_proto::sigil_v1 as pb;
 use sigil_tuf::key::{Algorithm, PublicKey};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const RAW: pb::SignatureEncoding = pb::SignatureEncoding::Raw;
 const DER: pb::SignatureEncoding = pb::SignatureEncoding::Der;
@@ -195,6 +197,37 @@ async fn every_algorithm_generates_lists_and_signs_verifiably() {
         client.list().await.is_empty(),
         "a fresh token holds no keys"
     );
+
+    // gRPC health: the server and both API services report SERVING (the daemon folds
+    // backend health in shortly after it starts), and an unknown name is NOT_FOUND.
+    for service in ["", "sigil.v1.Keys", "sigil.v1.Signer"] {
+        let waited = Instant::now();
+        loop {
+            let answer = client
+                .health
+                .check(HealthCheckRequest {
+                    service: service.to_owned(),
+                })
+                .await
+                .map(|r| r.into_inner().status());
+            if let Ok(ServingStatus::Serving) = answer {
+                break;
+            }
+            assert!(
+                waited.elapsed() < Duration::from_secs(5),
+                "health of {service:?}: {answer:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let unknown = client
+        .health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .expect_err("unknown health service");
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
 
     let specs = [
         (pb::Algorithm::EcdsaP256, "targets", "example.com/app"),

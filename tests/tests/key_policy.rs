@@ -415,3 +415,74 @@ async fn the_owner_deletes_a_key_for_good() {
         .verify(b"kept", &resp.signature)
         .expect("verifies");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_policy_and_a_bad_file_keeps_the_old_one() {
+    let dir = DevDir::new();
+    let daemon = dir.start();
+    let mut client = daemon.client().await;
+    let app = client
+        .generate("targets", "example.com/app", pb::Algorithm::EcdsaP256)
+        .await;
+    let other = client
+        .generate("targets", "example.com/other", pb::Algorithm::EcdsaP256)
+        .await;
+    drop(client);
+    assert!(daemon.stop().success());
+
+    let owner_only = dir.config();
+    let granted = dir.config().append(&format!(
+        "[[policy]]\nname = \"stranger-signs-app\"\nuids = [{OTHER_UID}]\n\
+         keys = [{{ gun = \"example.com/app\", role = \"targets\" }}]\n\
+         allow = [\"list\", \"public\", \"sign\"]\n"
+    ));
+    let config = owner_only.write("hup.toml");
+    let daemon = dir.sigild_config(&config).spawn();
+    let socket = daemon.socket();
+    let stranger = Stranger::new(client_exe!());
+    let sees = |stranger: &Stranger| stranger.run(socket, &Rpc::List).key_ids;
+    assert!(sees(&stranger).is_empty());
+    assert_eq!(
+        stranger.run(socket, &sign(&app.key_id)).code(),
+        Code::NotFound
+    );
+
+    // Grant, reload: the stranger now sees and signs with exactly that key.
+    granted.write("hup.toml");
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log("policy reloaded", 1);
+    assert_eq!(sees(&stranger), vec![app.key_id.clone()]);
+    let signed = stranger.run(socket, &sign(&app.key_id));
+    assert_eq!(signed.code(), Code::Ok, "{signed:?}");
+    let signature = hex::decode(&signed.signature_hex).expect("hex signature");
+    parse_public(&app)
+        .verify(b"a stranger's message", &signature)
+        .expect("the stranger's signature verifies");
+    assert_eq!(
+        stranger.run(socket, &sign(&other.key_id)).code(),
+        Code::NotFound
+    );
+
+    // A broken file is refused and the policy in force stays.
+    std::fs::write(&config, format!("{}\nbogus_key = 1\n", granted.text())).expect("rewrite");
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log("policy not reloaded", 1);
+    assert_eq!(sees(&stranger), vec![app.key_id.clone()], "old policy kept");
+
+    // Revoke, reload: gone again.
+    owner_only.write("hup.toml");
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log("policy reloaded", 2);
+    assert!(sees(&stranger).is_empty());
+    assert_eq!(
+        stranger.run(socket, &sign(&app.key_id)).code(),
+        Code::NotFound
+    );
+
+    let audit = read_audit(daemon.audit_log());
+    let outcomes: Vec<&str> = stranger_lines(&audit, "sign", &app.key_id)
+        .iter()
+        .map(|r| r.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes, vec!["not_found", "ok", "not_found"], "{audit:#?}");
+}
