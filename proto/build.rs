@@ -9,7 +9,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     {
         return Err("protoc not found: run `apt-get install -y protobuf-compiler` (or `make deps`), or set PROTOC".into());
     }
-    let protos = ["sigil/v1/keys.proto", "sigil/v1/signer.proto"];
+    let protos = [
+        "sigil/v1/keys.proto",
+        "sigil/v1/signer.proto",
+        "notary/signer.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -6,3 +6,9 @@
 pub mod sigil_v1 {
     tonic::include_proto!("sigil.v1");
 }
+
+/// `proto`: notary-signer's API (package name fixed by notary-server), served by sigild's
+/// optional notary-signer compatible endpoint.
+pub mod notary {
+    tonic::include_proto!("proto");
+}
