@@ -9,18 +9,47 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::Serialize;
+use serde::ser::SerializeMap as _;
+
+use crate::policy::Caller;
+
+/// Who asked: a local process (peer credentials) or a TLS client (certificate identity).
+#[derive(Debug, Clone, Copy)]
+pub enum Who<'a> {
+    /// A caller on the Unix socket.
+    Unix(&'a Caller),
+    /// A notary-signer client, named by its certificate's CN or SAN.
+    TlsClient(&'a str),
+}
+
+/// Serialises as `"who": {"uid":…,"gid":…,"pid":…}` or `"who": {"client":"…"}`.
+impl Serialize for Who<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Who::Unix(c) => {
+                let mut map = serializer.serialize_map(Some(3))?;
+                map.serialize_entry("uid", &c.uid)?;
+                map.serialize_entry("gid", &c.gid)?;
+                map.serialize_entry("pid", &c.pid)?;
+                map.end()
+            }
+            Who::TlsClient(name) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("client", name)?;
+                map.end()
+            }
+        }
+    }
+}
 
 /// One audit line. Holds digests and identifiers only, never payloads or secrets.
 #[derive(Debug, Serialize)]
 pub struct Event<'a> {
     /// `sign`, `generate`, `delete`, or `public` (refusals only).
     pub op: &'static str,
-    /// The caller's credentials.
-    pub uid: u32,
-    /// The caller's gid.
-    pub gid: u32,
-    /// The caller's pid, when known.
-    pub pid: Option<i32>,
+    /// The caller, flattened into the line: `uid`/`gid`/`pid`, or `client`.
+    #[serde(flatten)]
+    pub who: Who<'a>,
     /// Key id (as requested when the key was not found).
     pub key_id: &'a str,
     /// Key role.

@@ -443,4 +443,12 @@ allow = ["sign", "public", "list"]
                 .contains("tpm")
         );
     }
+
+    #[test]
+    fn the_shipped_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/sigild.toml.example");
+        let config = Config::load(&path).expect("daemon/dist/sigild.toml.example must parse");
+        assert!(!config.backends.is_empty());
+        assert!(!config.policies.is_empty());
+    }
 }

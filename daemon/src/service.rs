@@ -7,8 +7,8 @@ use std::time::Instant;
 use sha2::{Digest as _, Sha256};
 use sigil_tuf::key::SignatureEncoding;
 
-use crate::audit::{AuditLog, Event};
-use crate::backend::{self, Algorithm, Backend, KeyMeta, SignInput};
+use crate::audit::{AuditLog, Event, Who};
+use crate::backend::{self, Algorithm, Backend, KeyMeta, KeyOwner, SignInput};
 use crate::config::Op;
 use crate::keyring::{KeyEntry, KeyRing};
 use crate::policy::{Caller, KeyView, Policy};
@@ -193,7 +193,7 @@ impl SigningService {
             let key = self.keyring.get(key_id);
             self.audit(
                 "public",
-                caller,
+                Who::Unix(caller),
                 key_id,
                 key.as_deref(),
                 None,
@@ -246,7 +246,7 @@ impl SigningService {
         };
         self.audit(
             "sign",
-            caller,
+            Who::Unix(caller),
             key_id,
             key.as_deref(),
             digest_hex.as_deref(),
@@ -267,23 +267,35 @@ impl SigningService {
         let payload = payload.ok_or_else(|| {
             Error::BadRequest("payload is required: set message or sha256_digest".into())
         })?;
-        if let Payload::Message(m) = &payload
-            && m.len() > self.max_message_bytes
-        {
-            return Err(Error::TooLarge {
+        self.check_payload(&payload)?;
+        let key = self.authorise(caller, key_id, Op::Sign)?;
+        self.sign_with(key, payload, encoding, digest_hex).await
+    }
+
+    /// Size and shape checks that need no key: they run before any lookup.
+    fn check_payload(&self, payload: &Payload) -> Result<(), Error> {
+        match payload {
+            Payload::Message(m) if m.len() > self.max_message_bytes => Err(Error::TooLarge {
                 size: m.len(),
                 max: self.max_message_bytes,
-            });
-        }
-        if let Payload::Digest(d) = &payload
-            && d.len() != 32
-        {
-            return Err(Error::BadRequest(format!(
+            }),
+            Payload::Digest(d) if d.len() != 32 => Err(Error::BadRequest(format!(
                 "sha256_digest must be exactly 32 bytes, got {}",
                 d.len()
-            )));
+            ))),
+            _ => Ok(()),
         }
-        let key = self.authorise(caller, key_id, Op::Sign)?;
+    }
+
+    /// The signing core shared by every front door: hash as the algorithm needs, sign on the
+    /// token, encode. `digest_hex` receives what the audit line records.
+    async fn sign_with(
+        &self,
+        key: Arc<KeyEntry>,
+        payload: Payload,
+        encoding: SignatureEncoding,
+        digest_hex: &mut Option<String>,
+    ) -> Result<Signature, Error> {
         let algorithm = key.algorithm();
         let (input, digest) = match (algorithm.signs_digest(), payload) {
             (true, Payload::Message(m)) => {
@@ -332,34 +344,8 @@ impl SigningService {
     ) -> Result<Arc<KeyEntry>, Error> {
         let started = Instant::now();
         let result = self.generate_inner(caller, &req).await;
-        let audited = result.as_ref().ok();
-        let reason = result.as_ref().err().map(ToString::to_string);
-        let event = Event {
-            op: "generate",
-            uid: caller.uid,
-            gid: caller.gid,
-            pid: caller.pid,
-            key_id: audited.map_or("", |k| k.key_id.as_str()),
-            role: &req.role,
-            gun: &req.gun,
-            backend: audited.map_or(req.backend.as_str(), |k| k.backend_name.as_str()),
-            algorithm: Some(req.algorithm.as_str()),
-            sha256: None,
-            outcome: outcome(result.as_ref().err()),
-            reason: reason.as_deref(),
-            latency_us: micros(started),
-        };
-        if let Err(e) = self.audit.record(&event) {
-            // The key exists now but its creation is unrecorded: remove it again.
-            if let Ok(key) = &result {
-                self.keyring.remove(&key.key_id);
-                if let Ok(backend) = self.backend_of(key) {
-                    let _ = backend.delete(key.locator.clone()).await;
-                }
-            }
-            return Err(audit_failed(&e));
-        }
-        result
+        self.audit_generate(Who::Unix(caller), &req, result, started)
+            .await
     }
 
     async fn generate_inner(
@@ -384,19 +370,153 @@ impl SigningService {
                 caller.uid, req.role, req.gun
             )));
         }
+        self.generate_on(index, req, KeyOwner::Sigil).await
+    }
+
+    async fn generate_on(
+        &self,
+        index: usize,
+        req: &GenerateRequest,
+        owner: KeyOwner,
+    ) -> Result<Arc<KeyEntry>, Error> {
         let backend = &self.backends[index];
-        let key = backend
-            .generate(
-                req.algorithm,
-                KeyMeta {
-                    role: req.role.clone(),
-                    gun: req.gun.clone(),
-                },
-            )
-            .await?;
+        let meta = KeyMeta {
+            role: req.role.clone(),
+            gun: req.gun.clone(),
+            owner,
+        };
+        let key = backend.generate(req.algorithm, meta).await?;
         self.keyring
             .insert(KeyEntry::new(index, backend.name(), key))
             .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// Audits a generation; an unrecordable new key is removed again (fail closed).
+    async fn audit_generate(
+        &self,
+        who: Who<'_>,
+        req: &GenerateRequest,
+        result: Result<Arc<KeyEntry>, Error>,
+        started: Instant,
+    ) -> Result<Arc<KeyEntry>, Error> {
+        let audited = result.as_ref().ok();
+        let reason = result.as_ref().err().map(ToString::to_string);
+        let event = Event {
+            op: "generate",
+            who,
+            key_id: audited.map_or("", |k| k.key_id.as_str()),
+            role: &req.role,
+            gun: &req.gun,
+            backend: audited.map_or(req.backend.as_str(), |k| k.backend_name.as_str()),
+            algorithm: Some(req.algorithm.as_str()),
+            sha256: None,
+            outcome: outcome(result.as_ref().err()),
+            reason: reason.as_deref(),
+            latency_us: micros(started),
+        };
+        if let Err(e) = self.audit.record(&event) {
+            if let Ok(key) = &result {
+                self.keyring.remove(&key.key_id);
+                if let Ok(backend) = self.backend_of(key) {
+                    let _ = backend.delete(key.locator.clone()).await;
+                }
+            }
+            return Err(audit_failed(&e));
+        }
+        result
+    }
+
+    /// notary-signer CreateKey: a timestamp or snapshot key for a GUN, generated on the
+    /// configured backend and visible only to the notary-signer endpoint.
+    pub async fn notary_create_key(
+        &self,
+        client: &str,
+        backend: &str,
+        req: GenerateRequest,
+    ) -> Result<Arc<KeyEntry>, Error> {
+        let started = Instant::now();
+        let result = async {
+            if !matches!(req.role.as_str(), "timestamp" | "snapshot") {
+                return Err(Error::PermissionDenied(format!(
+                    "the notary-signer endpoint only creates timestamp and snapshot keys, not {:?}",
+                    req.role
+                )));
+            }
+            check_gun(&req.gun)?;
+            let index = self.pick_backend(backend)?;
+            self.generate_on(index, &req, KeyOwner::NotarySigner).await
+        }
+        .await;
+        self.audit_generate(Who::TlsClient(client), &req, result, started)
+            .await
+    }
+
+    /// notary-signer GetKeyInfo: only keys created through that endpoint exist for it.
+    pub fn notary_key(&self, notary_id: &str) -> Result<Arc<KeyEntry>, Error> {
+        self.keyring
+            .get_notary(notary_id)
+            .ok_or_else(|| Error::KeyNotFound(notary_id.to_owned()))
+    }
+
+    /// notary-signer Sign: SHA-256 of `content` (ECDSA, raw r||s) or Ed25519 over it, audited
+    /// with the client certificate's identity as the caller.
+    pub async fn notary_sign(
+        &self,
+        client: &str,
+        notary_id: &str,
+        content: Vec<u8>,
+    ) -> Result<Signature, Error> {
+        let started = Instant::now();
+        let mut digest_hex = None;
+        let key = self.notary_key(notary_id);
+        let result = match &key {
+            Ok(key) => {
+                let payload = Payload::Message(content);
+                match self.check_payload(&payload) {
+                    Ok(()) => {
+                        self.sign_with(
+                            Arc::clone(key),
+                            payload,
+                            SignatureEncoding::Raw,
+                            &mut digest_hex,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(_) => Err(Error::KeyNotFound(notary_id.to_owned())),
+        };
+        self.audit(
+            "sign",
+            Who::TlsClient(client),
+            key.as_ref().map_or(notary_id, |k| k.key_id.as_str()),
+            key.as_deref().ok(),
+            digest_hex.as_deref(),
+            result.as_ref().err(),
+            started,
+        )?;
+        result
+    }
+
+    /// notary-signer DeleteKey (notary-server 0.7.0 never calls it).
+    pub async fn notary_delete(&self, client: &str, notary_id: &str) -> Result<(), Error> {
+        let started = Instant::now();
+        let key = self.notary_key(notary_id);
+        let result = match &key {
+            Ok(key) => self.delete_key(key).await,
+            Err(_) => Err(Error::KeyNotFound(notary_id.to_owned())),
+        };
+        self.audit(
+            "delete",
+            Who::TlsClient(client),
+            key.as_ref().map_or(notary_id, |k| k.key_id.as_str()),
+            key.as_deref().ok(),
+            None,
+            result.as_ref().err(),
+            started,
+        )?;
+        result
     }
 
     /// Deletes a key from its token, if policy allows `delete`.
@@ -409,7 +529,7 @@ impl SigningService {
         };
         self.audit(
             "delete",
-            caller,
+            Who::Unix(caller),
             key_id,
             found.as_deref(),
             None,
@@ -464,7 +584,7 @@ impl SigningService {
     fn audit(
         &self,
         op: &'static str,
-        caller: &Caller,
+        who: Who<'_>,
         key_id: &str,
         key: Option<&KeyEntry>,
         sha256: Option<&str>,
@@ -474,9 +594,7 @@ impl SigningService {
         let reason = error.map(|e| e.to_string());
         let event = Event {
             op,
-            uid: caller.uid,
-            gid: caller.gid,
-            pid: caller.pid,
+            who,
             key_id,
             role: key.map(|k| k.meta.role.as_str()).unwrap_or(""),
             gun: key.map(|k| k.meta.gun.as_str()).unwrap_or(""),

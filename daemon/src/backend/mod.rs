@@ -20,6 +20,19 @@ pub struct KeyMeta {
     pub role: String,
     /// Collection name; empty when the key is not bound to one.
     pub gun: String,
+    /// Which front door created the key, and so which one may use it.
+    pub owner: KeyOwner,
+}
+
+/// The interface a key was created through. Keys made for notary-server (timestamp and
+/// snapshot) live in their own namespace: the notary-signer endpoint sees only those, so a
+/// compromised notary-server can never reach root, targets or delegation keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOwner {
+    /// Created through the sigil API.
+    Sigil,
+    /// Created by notary-server through the notary-signer compatible endpoint.
+    NotarySigner,
 }
 
 /// Where a backend finds a key's private half again. Opaque to everything but the backend.

@@ -3,8 +3,9 @@
 //! application), and takes jobs from a shared queue. Token calls block, so they never run on
 //! the async reactor: callers await a oneshot reply instead.
 //!
-//! Keys carry `CKA_LABEL = "sigil:<role>:<gun>"` and a random `CKA_ID` shared by both halves,
-//! which is all the key ring needs to be rebuilt from the token at start-up.
+//! Keys carry `CKA_LABEL = "sigil:<role>:<gun>"` (`sigil-notary:` for keys made through the
+//! notary-signer endpoint) and a random `CKA_ID` shared by both halves, which is all the key
+//! ring needs to be rebuilt from the token at start-up.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +21,9 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use tokio::sync::oneshot;
 
-use super::{Algorithm, BackendKey, BoxFuture, Error, KeyLocator, KeyMeta, PublicKey, SignInput};
+use super::{
+    Algorithm, BackendKey, BoxFuture, Error, KeyLocator, KeyMeta, KeyOwner, PublicKey, SignInput,
+};
 use crate::config::{Pkcs11Config, TokenSelector};
 use crate::secret::Pin;
 
@@ -32,6 +35,8 @@ const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 const ED25519_NAME: &[u8] = b"\x13\x0cedwards25519";
 /// Label prefix that marks a key as sigil's.
 const LABEL_PREFIX: &str = "sigil:";
+/// Label prefix of keys created through the notary-signer endpoint.
+const NOTARY_LABEL_PREFIX: &str = "sigil-notary:";
 /// Modulus size of generated RSA keys.
 const RSA_BITS: u64 = 3072;
 
@@ -381,7 +386,11 @@ fn generate(
     session
         .generate_random_slice(&mut id)
         .map_err(|e| classify(name, e))?;
-    let label = format!("{LABEL_PREFIX}{}:{}", meta.role, meta.gun).into_bytes();
+    let prefix = match meta.owner {
+        KeyOwner::Sigil => LABEL_PREFIX,
+        KeyOwner::NotarySigner => NOTARY_LABEL_PREFIX,
+    };
+    let label = format!("{prefix}{}:{}", meta.role, meta.gun).into_bytes();
     let mut public = vec![
         Attribute::Token(true),
         Attribute::Private(false),
@@ -531,15 +540,23 @@ fn scan(session: &Session, name: &str) -> Result<Vec<BackendKey>, Error> {
     Ok(keys)
 }
 
-/// `sigil:<role>:<gun>`; roles never contain `:`, GUNs may (registry ports).
+/// `sigil:<role>:<gun>` or `sigil-notary:<role>:<gun>`; roles never contain `:`, GUNs may
+/// (registry ports).
 fn parse_label(label: &[u8]) -> Option<KeyMeta> {
-    let rest = std::str::from_utf8(label)
-        .ok()?
-        .strip_prefix(LABEL_PREFIX)?;
+    let label = std::str::from_utf8(label).ok()?;
+    let (owner, rest) = if let Some(rest) = label.strip_prefix(LABEL_PREFIX) {
+        (KeyOwner::Sigil, rest)
+    } else {
+        (
+            KeyOwner::NotarySigner,
+            label.strip_prefix(NOTARY_LABEL_PREFIX)?,
+        )
+    };
     let (role, gun) = rest.split_once(':')?;
     Some(KeyMeta {
         role: role.to_owned(),
         gun: gun.to_owned(),
+        owner,
     })
 }
 
@@ -634,5 +651,23 @@ fn classify(backend: &str, e: CkError) -> Error {
             Error::KeyNotFound
         }
         source => Error::Pkcs11 { backend, source },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_round_trip_role_gun_and_owner() {
+        let meta = parse_label(b"sigil:targets/releases:localhost:5000/app").expect("sigil");
+        assert_eq!(meta.role, "targets/releases");
+        assert_eq!(meta.gun, "localhost:5000/app");
+        assert_eq!(meta.owner, KeyOwner::Sigil);
+        let meta = parse_label(b"sigil-notary:timestamp:example.com/app").expect("notary");
+        assert_eq!(meta.owner, KeyOwner::NotarySigner);
+        assert_eq!(meta.role, "timestamp");
+        assert!(parse_label(b"p256-sign").is_none());
+        assert!(parse_label(b"sigil:rootonly").is_none());
     }
 }
