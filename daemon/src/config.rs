@@ -318,13 +318,20 @@ impl Config {
                 c.selector()?;
             }
         }
-        if let Some(ns) = &self.notary_signer
-            && !names.contains(ns.backend.as_str())
-        {
-            return Err(Error::Invalid(format!(
-                "notary_signer.backend {:?} is not a configured backend",
-                ns.backend
-            )));
+        if let Some(ns) = &self.notary_signer {
+            if !names.contains(ns.backend.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "notary_signer.backend {:?} is not a configured backend",
+                    ns.backend
+                )));
+            }
+            if ns.allowed_clients.is_empty() {
+                return Err(Error::Invalid(
+                    "notary_signer.allowed_clients is empty: name the client certificates \
+                     (CN or SAN) that may use the endpoint"
+                        .into(),
+                ));
+            }
         }
         for rule in &self.policies {
             if rule.users.is_empty()

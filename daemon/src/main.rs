@@ -91,13 +91,37 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let listener = rpc::bind(&config.server)?;
         tracing::info!(socket = %config.server.socket.display(), "serving");
         let reloader = tokio::spawn(reload_on_sighup(Arc::clone(&service), config_path.clone()));
-        let served = rpc::serve(
+        // One signal stops every listener; each drains its own in-flight requests.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let signals = tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let notary = config.notary_signer.as_ref().map(|ns| {
+            tracing::info!(listen = %ns.listen, backend = %ns.backend, "serving notary-signer API");
+            rpc::notary::serve(
+                Arc::clone(&service),
+                ns,
+                config.server.max_message_bytes,
+                until_stopped(stopped.clone()),
+            )
+        });
+        let unix = rpc::serve(
             service,
             listener,
             config.server.max_message_bytes,
-            shutdown_signal(),
-        )
-        .await;
+            until_stopped(stopped),
+        );
+        // A listener that fails (e.g. its port is taken) stops the daemon rather than leaving
+        // it half up.
+        let served = match notary {
+            Some(notary) => tokio::try_join!(unix, notary).map(|_| ()),
+            None => unix.await,
+        };
+        signals.abort();
         reloader.abort();
         let _ = std::fs::remove_file(&config.server.socket);
         served?;

@@ -45,7 +45,7 @@ impl fmt::Debug for Pin {
 #[derive(Debug, thiserror::Error)]
 pub enum PinFileError {
     /// The file could not be opened or read.
-    #[error("cannot read PIN file {path}: {source}")]
+    #[error("cannot read secret file {path}: {source}")]
     Read {
         /// The PIN file.
         path: PathBuf,
@@ -68,6 +68,24 @@ pub enum PinFileError {
         /// The PIN file.
         path: PathBuf,
     },
+}
+
+/// Refuses a secret file (PIN, TLS key) that group or others can access.
+pub fn check_private_file(path: &Path) -> Result<(), PinFileError> {
+    let mode = std::fs::metadata(path)
+        .map_err(|source| PinFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(PinFileError::InsecureMode {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 /// Reads a PIN from `path`, refusing files that group or others can access. One trailing

@@ -160,6 +160,15 @@ impl SigningService {
         self.backends.iter().all(|b| b.healthy())
     }
 
+    /// Asks every backend's token whether it is usable now.
+    pub async fn probe(&self) -> bool {
+        let mut all = true;
+        for backend in &self.backends {
+            all &= backend.probe().await;
+        }
+        all
+    }
+
     /// Replaces the policy (SIGHUP).
     pub fn replace_policy(&self, policy: Policy) {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);

@@ -69,10 +69,9 @@ pub fn open_backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>, Error> {
 
 /// Builds the signing service from a configuration.
 pub async fn build(config: &Config) -> Result<SigningService, Error> {
-    if config.notary_signer.is_some() {
-        return Err(Error::NotSupported(
-            "[notary_signer] is not available in this build yet; remove the section".into(),
-        ));
+    if let Some(ns) = &config.notary_signer {
+        // The TLS key guards the endpoint like a PIN guards the token.
+        secret::check_private_file(&ns.tls_key)?;
     }
     let policy = Policy::from_config(&config.policies)?;
     let audit = AuditLog::open(&config.server.audit_log).map_err(|source| Error::Audit {

@@ -75,6 +75,9 @@ pub trait Backend: Send + Sync {
     /// Whether the token answered its last call; false after a removal or a broken session.
     fn healthy(&self) -> bool;
 
+    /// Asks the token whether it is there and usable (a cheap call), updating `healthy`.
+    fn probe(&self) -> BoxFuture<'_, bool>;
+
     /// Every sigil key on the token, read at start-up to build the key ring.
     fn scan(&self) -> BoxFuture<'_, Result<Vec<BackendKey>, Error>>;
 

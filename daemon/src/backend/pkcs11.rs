@@ -43,6 +43,7 @@ const RSA_BITS: u64 = 3072;
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 enum Job {
+    Probe(Reply<()>),
     Scan(Reply<Vec<BackendKey>>),
     Generate {
         algorithm: Algorithm,
@@ -181,6 +182,16 @@ impl super::Backend for Pkcs11Backend {
         self.shared.healthy.load(Ordering::Relaxed)
     }
 
+    fn probe(&self) -> BoxFuture<'_, bool> {
+        let answer = self.submit(Job::Probe);
+        Box::pin(async move {
+            answer
+                .await
+                .inspect_err(|e| tracing::debug!(error = %e, "token probe failed"))
+                .is_ok()
+        })
+    }
+
     fn scan(&self) -> BoxFuture<'_, Result<Vec<BackendKey>, Error>> {
         self.submit(Job::Scan)
     }
@@ -260,6 +271,8 @@ impl Shared {
                 backend: self.name.clone(),
             });
         }
+        // Listing slots makes modules rescan for tokens that came back since the last call.
+        let _ = self.ctx.get_slots_with_token();
         let session = self
             .ctx
             .open_rw_session(self.slot)
@@ -315,6 +328,7 @@ fn run(shared: &Shared, session: &Session, job: Job) -> bool {
             reply,
         } => answer(reply, sign(session, private, algorithm, &input, name)),
         Job::Scan(reply) => answer(reply, scan(session, name)),
+        Job::Probe(reply) => answer(reply, probe(shared, session)),
         Job::Generate {
             algorithm,
             meta,
@@ -337,11 +351,31 @@ fn run(shared: &Shared, session: &Session, job: Job) -> bool {
 impl Job {
     fn fail(self, err: Error) {
         match self {
+            Job::Probe(r) | Job::Delete { reply: r, .. } => drop(r.send(Err(err))),
             Job::Scan(r) => drop(r.send(Err(err))),
             Job::Generate { reply, .. } => drop(reply.send(Err(err))),
-            Job::Delete { reply, .. } => drop(reply.send(Err(err))),
             Job::Sign { reply, .. } => drop(reply.send(Err(err))),
         }
+    }
+}
+
+/// The token is present, the session alive and still logged in.
+fn probe(shared: &Shared, session: &Session) -> Result<(), Error> {
+    let name = &shared.name;
+    shared
+        .ctx
+        .get_token_info(shared.slot)
+        .map_err(|e| classify(name, e))?;
+    let info = session.get_session_info().map_err(|e| classify(name, e))?;
+    match info.session_state() {
+        cryptoki::session::SessionState::RwUser | cryptoki::session::SessionState::RoUser => Ok(()),
+        _ => Err(Error::Pkcs11 {
+            backend: name.clone(),
+            source: CkError::Pkcs11(
+                RvError::UserNotLoggedIn,
+                cryptoki::context::Function::GetSessionInfo,
+            ),
+        }),
     }
 }
 

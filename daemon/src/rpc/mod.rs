@@ -1,6 +1,9 @@
 //! Listeners. The sigil API is served on a Unix socket only, so every request carries the
-//! caller's kernel-verified credentials; the socket's mode and group are a second fence.
+//! caller's kernel-verified credentials; the socket's mode and group are a second fence. The
+//! optional notary-signer endpoint is TCP with mutual TLS ([`notary`]).
 
+pub mod health;
+pub mod notary;
 pub mod peer;
 pub mod sigil;
 pub mod status;
@@ -9,21 +12,17 @@ use std::future::Future;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use sigil_proto::sigil_v1::keys_server::KeysServer;
 use sigil_proto::sigil_v1::signer_server::SignerServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic_health::ServingStatus;
 
 use crate::config::ServerConfig;
 use crate::service::SigningService;
 
 /// Names under which health is reported, besides the server-wide "".
-const HEALTH_NAMES: [&str; 2] = ["sigil.v1.Keys", "sigil.v1.Signer"];
-/// How often backend health is folded into the health service.
-const HEALTH_POLL: Duration = Duration::from_millis(500);
+const HEALTH_NAMES: &[&str] = &["sigil.v1.Keys", "sigil.v1.Signer"];
 
 /// Why the listener could not be set up or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -127,24 +126,7 @@ pub async fn serve(
     // Room for the request's other fields, so that an oversized message reaches the service
     // and gets RESOURCE_EXHAUSTED with a clear message rather than a transport error.
     let decode_limit = max_message_bytes.saturating_add(64 * 1024);
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let poll = tokio::spawn(async move {
-        let mut last = None;
-        loop {
-            let status = if service.healthy() {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            if last != Some(status) {
-                for name in std::iter::once("").chain(HEALTH_NAMES) {
-                    reporter.set_service_status(name, status).await;
-                }
-                last = Some(status);
-            }
-            tokio::time::sleep(HEALTH_POLL).await;
-        }
-    });
+    let (health, poll) = health::spawn(service, HEALTH_NAMES);
     let result = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
             oversize_is_resource_exhausted,

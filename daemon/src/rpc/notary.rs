@@ -1,0 +1,285 @@
+//! notary-signer's contract (`proto.KeyManagement`, `proto.Signer`) over mutual TLS, so an
+//! unchanged notary-server keeps its timestamp and snapshot keys on a token. A thin adapter:
+//! identify the client by its certificate, call the signing service, encode the reply. It sees
+//! only keys created through it; root, targets and delegation keys do not exist for it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use sigil_proto::notary as pb;
+use sigil_proto::notary::key_management_server::{KeyManagement, KeyManagementServer};
+use sigil_proto::notary::signer_server::{Signer, SignerServer};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+use x509_cert::der::Decode as _;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::ext::pkix::name::GeneralName;
+
+use super::{Error, health};
+use crate::backend::{Algorithm, PublicKey};
+use crate::config::NotarySignerConfig;
+use crate::keyring::KeyEntry;
+use crate::service::{self, GenerateRequest, SigningService};
+
+/// The names notary-server polls (`grpc.health.v1.Health.Overall` checks both).
+const HEALTH_NAMES: &[&str] = &[
+    "grpc.health.v1.Health.KeyManagement",
+    "grpc.health.v1.Health.Signer",
+];
+
+/// Serves both notary-signer services for the allowed clients.
+#[derive(Debug, Clone)]
+pub struct NotarySignerApi {
+    service: Arc<SigningService>,
+    backend: String,
+    allowed: Arc<[String]>,
+}
+
+impl NotarySignerApi {
+    /// Wraps the signing service; keys are created on `backend`, for `allowed` clients only.
+    pub fn new(service: Arc<SigningService>, backend: String, allowed: Vec<String>) -> Self {
+        Self {
+            service,
+            backend,
+            allowed: allowed.into(),
+        }
+    }
+
+    /// The client's identity: the first certificate name (CN, then DNS/IP/URI/email SANs)
+    /// that is in `allowed_clients`. The handshake already proved the chain to `client_ca`.
+    fn client<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let names = certificate_names(leaf.as_ref())
+            .map_err(|_| Status::unauthenticated("unreadable client certificate"))?;
+        names
+            .iter()
+            .find(|n| self.allowed.iter().any(|a| a == *n))
+            .cloned()
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "client certificate ({}) is not in notary_signer.allowed_clients",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+/// Subject common names and subject-alternative names of a DER certificate.
+fn certificate_names(der: &[u8]) -> Result<Vec<String>, x509_cert::der::Error> {
+    let cert = x509_cert::Certificate::from_der(der)?;
+    let mut names = Vec::new();
+    for rdn in cert.tbs_certificate.subject.0.iter() {
+        for atv in rdn.0.iter() {
+            if atv.oid == const_oid::db::rfc4519::CN
+                && let Ok(s) = atv
+                    .value
+                    .decode_as::<x509_cert::der::asn1::Utf8StringRef<'_>>()
+            {
+                names.push(s.as_str().to_owned());
+            } else if atv.oid == const_oid::db::rfc4519::CN
+                && let Ok(s) = atv
+                    .value
+                    .decode_as::<x509_cert::der::asn1::PrintableStringRef<'_>>()
+            {
+                names.push(s.as_str().to_owned());
+            }
+        }
+    }
+    if let Ok(Some((_, san))) = cert.tbs_certificate.get::<SubjectAltName>() {
+        for name in san.0 {
+            match name {
+                GeneralName::DnsName(s) => names.push(s.as_str().to_owned()),
+                GeneralName::Rfc822Name(s) => names.push(s.as_str().to_owned()),
+                GeneralName::UniformResourceIdentifier(s) => names.push(s.as_str().to_owned()),
+                GeneralName::IpAddress(ip) => {
+                    let b = ip.as_bytes();
+                    if let Ok(v4) = <[u8; 4]>::try_from(b) {
+                        names.push(std::net::Ipv4Addr::from(v4).to_string());
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(b) {
+                        names.push(std::net::Ipv6Addr::from(v6).to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Notary's key algorithm names.
+fn key_algorithm(key: &KeyEntry) -> &'static str {
+    match key.public {
+        PublicKey::EcdsaP256(_) => "ecdsa",
+        PublicKey::Ed25519(_) => "ed25519",
+        PublicKey::Rsa(_) => "rsa",
+    }
+}
+
+/// Notary's signature method names.
+fn signature_method(key: &KeyEntry) -> &'static str {
+    match key.algorithm() {
+        Algorithm::EcdsaP256 => "ecdsa",
+        Algorithm::Ed25519 => "eddsa",
+        Algorithm::Rsa3072Pss => "rsapss",
+    }
+}
+
+fn key_info(key: &KeyEntry) -> Result<pb::KeyInfo, Status> {
+    let id = key
+        .notary_id
+        .clone()
+        .ok_or_else(|| Status::not_found("key not found"))?;
+    Ok(pb::KeyInfo {
+        key_id: Some(pb::KeyId { id }),
+        algorithm: Some(pb::Algorithm {
+            algorithm: key_algorithm(key).to_owned(),
+        }),
+    })
+}
+
+fn requested_id(key_id: Option<pb::KeyId>) -> Result<String, Status> {
+    match key_id {
+        Some(pb::KeyId { id }) if !id.is_empty() => Ok(id),
+        _ => Err(Status::invalid_argument("keyID is required")),
+    }
+}
+
+#[tonic::async_trait]
+impl KeyManagement for NotarySignerApi {
+    async fn create_key(
+        &self,
+        request: Request<pb::CreateKeyRequest>,
+    ) -> Result<Response<pb::PublicKey>, Status> {
+        let client = self.client(&request)?;
+        let req = request.into_inner();
+        let algorithm = match req.algorithm.as_str() {
+            "ecdsa" => Algorithm::EcdsaP256,
+            "ed25519" => Algorithm::Ed25519,
+            other => {
+                return Err(service::Error::BadRequest(format!(
+                    "CreateKey: unsupported algorithm {other:?} (sigild creates ecdsa and ed25519 keys)"
+                ))
+                .into());
+            }
+        };
+        let generate = GenerateRequest {
+            backend: self.backend.clone(),
+            role: req.role,
+            gun: req.gun,
+            algorithm,
+        };
+        let key = self
+            .service
+            .notary_create_key(&client, &self.backend, generate)
+            .await?;
+        Ok(Response::new(pb::PublicKey {
+            key_info: Some(key_info(&key)?),
+            public_key: key.notary_public_bytes(),
+        }))
+    }
+
+    async fn delete_key(&self, request: Request<pb::KeyId>) -> Result<Response<pb::Void>, Status> {
+        let client = self.client(&request)?;
+        let id = requested_id(Some(request.into_inner()))?;
+        self.service.notary_delete(&client, &id).await?;
+        Ok(Response::new(pb::Void {}))
+    }
+
+    async fn get_key_info(
+        &self,
+        request: Request<pb::KeyId>,
+    ) -> Result<Response<pb::GetKeyInfoResponse>, Status> {
+        self.client(&request)?;
+        let id = requested_id(Some(request.into_inner()))?;
+        let key = self.service.notary_key(&id)?;
+        Ok(Response::new(pb::GetKeyInfoResponse {
+            key_info: Some(key_info(&key)?),
+            public_key: key.notary_public_bytes(),
+            role: key.meta.role.clone(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Signer for NotarySignerApi {
+    async fn sign(
+        &self,
+        request: Request<pb::SignatureRequest>,
+    ) -> Result<Response<pb::Signature>, Status> {
+        let client = self.client(&request)?;
+        let req = request.into_inner();
+        let id = requested_id(req.key_id)?;
+        let signed = self.service.notary_sign(&client, &id, req.content).await?;
+        Ok(Response::new(pb::Signature {
+            key_info: Some(key_info(&signed.key)?),
+            algorithm: Some(pb::Algorithm {
+                algorithm: signature_method(&signed.key).to_owned(),
+            }),
+            content: signed.bytes,
+        }))
+    }
+}
+
+fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|source| Error::Socket {
+        path: path.to_owned(),
+        what,
+        source,
+    })
+}
+
+/// Serves the notary-signer endpoint on TCP with mutual TLS until `shutdown` resolves.
+pub async fn serve(
+    service: Arc<SigningService>,
+    config: &NotarySignerConfig,
+    max_message_bytes: usize,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let addr: SocketAddr = config.listen.parse().map_err(|_| Error::Refused {
+        path: config.listen.clone().into(),
+        reason: "notary_signer.listen is not an address like 127.0.0.1:7899".into(),
+    })?;
+    let identity = Identity::from_pem(
+        read(&config.tls_cert, "reading the TLS certificate")?,
+        read(&config.tls_key, "reading the TLS key")?,
+    );
+    // A client CA makes client certificates mandatory: no certificate, no handshake.
+    let tls = ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(Certificate::from_pem(read(
+            &config.client_ca,
+            "reading the client CA",
+        )?));
+    let api = NotarySignerApi::new(
+        Arc::clone(&service),
+        config.backend.clone(),
+        config.allowed_clients.clone(),
+    );
+    let limit = max_message_bytes.saturating_add(64 * 1024);
+    let (health, poll) = health::spawn(service, HEALTH_NAMES);
+    let result = tonic::transport::Server::builder()
+        .tls_config(tls)?
+        .add_service(KeyManagementServer::new(api.clone()).max_decoding_message_size(limit))
+        .add_service(SignerServer::new(api).max_decoding_message_size(limit))
+        .add_service(health)
+        .serve_with_shutdown(addr, shutdown)
+        .await;
+    poll.abort();
+    result.map_err(Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_not_a_certificate() {
+        assert!(certificate_names(b"not a certificate").is_err());
+    }
+}
