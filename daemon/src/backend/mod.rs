@@ -35,15 +35,14 @@ pub enum KeyOwner {
     NotarySigner,
 }
 
-/// Where a backend finds a key's private half again. Opaque to everything but the backend.
+/// Where a backend finds a key's private half again. Opaque to everything but the backend,
+/// and stable across restarts and token resets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyLocator {
-    /// A PKCS#11 token object pair, found by `CKA_ID`.
+    /// A PKCS#11 key pair, found by the `CKA_ID` both halves share.
     Pkcs11 {
-        /// Private key object handle (valid for the whole application).
-        private: cryptoki::object::ObjectHandle,
-        /// Public key object handle.
-        public: cryptoki::object::ObjectHandle,
+        /// The `CKA_ID`.
+        id: std::sync::Arc<[u8]>,
     },
 }
 

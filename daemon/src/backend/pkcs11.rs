@@ -3,12 +3,18 @@
 //! application), and takes jobs from a shared queue. Token calls block, so they never run on
 //! the async reactor: callers await a oneshot reply instead.
 //!
+//! Tokens disappear (unplugged, or a module that lost its store). The health probe then resets
+//! the module (`C_Finalize`, `C_Initialize`, login, re-scan) while no job runs, so the daemon
+//! recovers without a restart. Object handles do not survive a reset, so keys are located by
+//! their `CKA_ID` and resolved to handles of the current incarnation of the token.
+//!
 //! Keys carry `CKA_LABEL = "sigil:<role>:<gun>"` (`sigil-notary:` for keys made through the
 //! notary-signer endpoint) and a random `CKA_ID` shared by both halves, which is all the key
 //! ring needs to be rebuilt from the token at start-up.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -51,27 +57,45 @@ enum Job {
         reply: Reply<BackendKey>,
     },
     Delete {
-        private: ObjectHandle,
-        public: ObjectHandle,
+        id: Arc<[u8]>,
         reply: Reply<()>,
     },
     Sign {
-        private: ObjectHandle,
+        id: Arc<[u8]>,
         algorithm: Algorithm,
         input: SignInput,
         reply: Reply<Vec<u8>>,
     },
 }
 
-/// State the workers share: the module, the slot and the PIN for re-login after a reconnect.
+/// Private and public object handles of a key, valid for one incarnation of the token.
+type Handles = HashMap<Arc<[u8]>, (ObjectHandle, ObjectHandle)>;
+
+/// One incarnation of the token as the module sees it; a reset replaces it.
+struct Token {
+    /// Bumped by every reset; sessions from older generations are dead.
+    generation: u64,
+    /// The token's slot, `None` while it is missing.
+    slot: Option<Slot>,
+    /// `CKA_ID` → handles. Jobs add and remove keys while holding the token for reading.
+    handles: RwLock<Handles>,
+    /// An idle session held for the incarnation's lifetime: modules (SoftHSM among them)
+    /// invalidate object handles when a slot's last session closes.
+    keeper: Option<std::sync::Mutex<Session>>,
+}
+
+/// State the workers share: the module, how to find the token again, and the PIN for the
+/// login after a reset.
 struct Shared {
     name: String,
     ctx: Pkcs11,
-    slot: Slot,
+    selector: TokenSelector,
     pin: Pin,
     healthy: AtomicBool,
     /// Set once the token refused the PIN: it is never offered again.
     pin_refused: AtomicBool,
+    /// Jobs hold it for reading; a reset holds it for writing, so it never races a job.
+    token: RwLock<Token>,
 }
 
 /// A PKCS#11 token served by a small pool of worker threads, one session each.
@@ -79,6 +103,30 @@ pub struct Pkcs11Backend {
     shared: Arc<Shared>,
     jobs: Option<crossbeam_channel::Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
+}
+
+fn initialize(ctx: &Pkcs11) -> Result<(), CkError> {
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Finds the token and refuses to spend a last PIN try or to use a locked PIN.
+fn locate(ctx: &Pkcs11, selector: &TokenSelector, name: &str) -> Result<Slot, Error> {
+    let slot = find_slot(ctx, selector, name)?;
+    let info = ctx.get_token_info(slot).map_err(|e| classify(name, e))?;
+    if info.user_pin_locked() {
+        return Err(Error::PinLocked {
+            backend: name.to_owned(),
+        });
+    }
+    if info.user_pin_final_try() {
+        return Err(Error::PinFinalTry {
+            backend: name.to_owned(),
+        });
+    }
+    Ok(slot)
 }
 
 impl Pkcs11Backend {
@@ -90,43 +138,40 @@ impl Pkcs11Backend {
             backend: name.clone(),
             what: e.to_string(),
         })?;
-        let ctx = Pkcs11::new(&config.module).map_err(|source| Error::ModuleLoad {
+        let module_err = |source| Error::ModuleLoad {
             module: config.module.clone(),
             source,
-        })?;
-        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(source) => {
-                return Err(Error::ModuleLoad {
-                    module: config.module.clone(),
-                    source,
-                });
-            }
-        }
-        let slot = find_slot(&ctx, &selector, &name)?;
-        let info = ctx.get_token_info(slot).map_err(|e| classify(&name, e))?;
-        if info.user_pin_locked() {
-            return Err(Error::PinLocked { backend: name });
-        }
-        if info.user_pin_final_try() {
-            return Err(Error::PinFinalTry { backend: name });
-        }
+        };
+        let ctx = Pkcs11::new(&config.module).map_err(module_err)?;
+        initialize(&ctx).map_err(module_err)?;
+        let slot = locate(&ctx, &selector, &name)?;
         let shared = Arc::new(Shared {
             name,
             ctx,
-            slot,
+            selector,
             pin,
             healthy: AtomicBool::new(true),
             pin_refused: AtomicBool::new(false),
+            token: RwLock::new(Token {
+                generation: 0,
+                slot: Some(slot),
+                handles: RwLock::new(HashMap::new()),
+                keeper: None,
+            }),
         });
-        let first = shared.open_session()?;
+        // Logging in here makes a wrong PIN stop start-up, before any worker exists.
+        let keeper = shared.open_session(&shared.read_token())?;
+        shared
+            .token
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .keeper = Some(std::sync::Mutex::new(keeper));
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let mut handles = Vec::with_capacity(workers.max(1));
-        let mut first = Some(first);
         for i in 0..workers.max(1) {
             let shared = Arc::clone(&shared);
             let rx = rx.clone();
-            let session = first.take();
+            let session = None;
             let handle = std::thread::Builder::new()
                 .name(format!("pkcs11-{}-{i}", shared.name))
                 .spawn(move || worker(&shared, session, &rx))
@@ -173,6 +218,11 @@ impl Drop for Pkcs11Backend {
     }
 }
 
+fn pkcs11_id(locator: &KeyLocator) -> Arc<[u8]> {
+    let KeyLocator::Pkcs11 { id } = locator;
+    Arc::clone(id)
+}
+
 impl super::Backend for Pkcs11Backend {
     fn name(&self) -> &str {
         &self.shared.name
@@ -209,12 +259,8 @@ impl super::Backend for Pkcs11Backend {
     }
 
     fn delete(&self, locator: KeyLocator) -> BoxFuture<'_, Result<(), Error>> {
-        let KeyLocator::Pkcs11 { private, public } = locator;
-        self.submit(|reply| Job::Delete {
-            private,
-            public,
-            reply,
-        })
+        let id = pkcs11_id(&locator);
+        self.submit(|reply| Job::Delete { id, reply })
     }
 
     fn sign(
@@ -223,9 +269,9 @@ impl super::Backend for Pkcs11Backend {
         algorithm: Algorithm,
         input: SignInput,
     ) -> BoxFuture<'_, Result<Vec<u8>, Error>> {
-        let KeyLocator::Pkcs11 { private, .. } = locator;
+        let id = pkcs11_id(&locator);
         self.submit(|reply| Job::Sign {
-            private,
+            id,
             algorithm,
             input,
             reply,
@@ -263,19 +309,29 @@ fn find_slot(ctx: &Pkcs11, selector: &TokenSelector, backend: &str) -> Result<Sl
     })
 }
 
+/// A worker's session, tagged with the token generation it belongs to.
+type WorkerSession = Option<(u64, Session)>;
+
 impl Shared {
-    /// Opens a read-write session and makes sure the application is logged in.
-    fn open_session(&self) -> Result<Session, Error> {
+    fn read_token(&self) -> RwLockReadGuard<'_, Token> {
+        // Token state is replaced whole under the write lock; a panic cannot leave it torn.
+        self.token.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a read-write session on the current token and makes sure the application is
+    /// logged in. A PIN the token refused once is never offered again.
+    fn open_session(&self, token: &Token) -> Result<Session, Error> {
         if self.pin_refused.load(Ordering::Relaxed) {
             return Err(Error::PinIncorrect {
                 backend: self.name.clone(),
             });
         }
-        // Listing slots makes modules rescan for tokens that came back since the last call.
-        let _ = self.ctx.get_slots_with_token();
+        let slot = token.slot.ok_or_else(|| Error::TokenNotPresent {
+            backend: self.name.clone(),
+        })?;
         let session = self
             .ctx
-            .open_rw_session(self.slot)
+            .open_rw_session(slot)
             .map_err(|e| classify(&self.name, e))?;
         match session.login(UserType::User, Some(self.pin.as_auth_pin())) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
@@ -288,63 +344,155 @@ impl Shared {
             }
         }
     }
-}
 
-/// One worker: owns its session, reopens it after the token comes back, runs jobs in order.
-fn worker(shared: &Shared, mut session: Option<Session>, jobs: &crossbeam_channel::Receiver<Job>) {
-    for job in jobs.iter() {
-        if session.is_none() {
-            match shared.open_session() {
-                Ok(s) => session = Some(s),
-                Err(e) => {
-                    shared.healthy.store(false, Ordering::Relaxed);
-                    job.fail(e);
-                    continue;
-                }
+    /// The worker's session for the current generation, opened if needed.
+    fn session_for<'s>(
+        &self,
+        token: &Token,
+        session: &'s mut WorkerSession,
+    ) -> Result<&'s Session, Error> {
+        if session
+            .as_ref()
+            .is_some_and(|(g, _)| *g != token.generation)
+        {
+            // After a reset the module may hand the old handle number to another session:
+            // closing it would close someone else's. Forget it instead.
+            if let Some((_, stale)) = session.take() {
+                std::mem::forget(stale);
             }
         }
-        let Some(s) = session.as_ref() else { continue };
-        let keep = run(shared, s, job);
-        shared.healthy.store(keep, Ordering::Relaxed);
+        if session.is_none() {
+            *session = Some((token.generation, self.open_session(token)?));
+        }
+        match session {
+            Some((_, s)) => Ok(s),
+            None => Err(Error::TokenNotPresent {
+                backend: self.name.clone(),
+            }),
+        }
+    }
+
+    /// Checks the token; when it is gone or broken, resets the module to pick it up again.
+    fn probe(&self, session: &mut WorkerSession) -> Result<(), Error> {
+        let checked = {
+            let token = self.read_token();
+            self.session_for(&token, session)
+                .and_then(|s| probe(self, &token, s))
+        };
+        let result = match checked {
+            Ok(()) => Ok(()),
+            // Re-login would offer a refused PIN again.
+            Err(e) if self.pin_refused.load(Ordering::Relaxed) => Err(e),
+            Err(e) => {
+                tracing::debug!(backend = %self.name, error = %e, "token unusable; resetting the module");
+                self.reset()
+            }
+        };
+        self.healthy.store(result.is_ok(), Ordering::Relaxed);
+        result
+    }
+
+    /// `C_Finalize` + `C_Initialize`, find the token, log in, and re-resolve every key's
+    /// handles, with every worker kept out meanwhile.
+    fn reset(&self) -> Result<(), Error> {
+        let mut token = self.token.write().unwrap_or_else(|p| p.into_inner());
+        token.generation += 1;
+        token.slot = None;
+        if let Some(stale) = token.keeper.take() {
+            std::mem::forget(stale);
+        }
+        let handles = token.handles.get_mut().unwrap_or_else(|p| p.into_inner());
+        handles.clear();
+        // Ends every session of every worker: they are forgotten, never closed, afterwards.
+        let _ = self.ctx.clone().finalize();
+        initialize(&self.ctx).map_err(|e| classify(&self.name, e))?;
+        let slot = locate(&self.ctx, &self.selector, &self.name)?;
+        token.slot = Some(slot);
+        let session = self.open_session(&token)?;
+        let keys = scan(&session, &token, &self.name)?;
+        token.keeper = Some(std::sync::Mutex::new(session));
+        tracing::info!(backend = %self.name, keys = keys.len(), "token reopened");
+        Ok(())
+    }
+}
+
+/// One worker: owns its session, reopens it when the token comes back, runs jobs in order.
+fn worker(shared: &Shared, mut session: WorkerSession, jobs: &crossbeam_channel::Receiver<Job>) {
+    for job in jobs.iter() {
+        if let Job::Probe(reply) = job {
+            let _ = reply.send(shared.probe(&mut session));
+            continue;
+        }
+        let token = shared.read_token();
+        let s = match shared.session_for(&token, &mut session) {
+            Ok(s) => s,
+            Err(e) => {
+                shared.healthy.store(false, Ordering::Relaxed);
+                job.fail(e);
+                continue;
+            }
+        };
+        let keep = run(shared, &token, s, job);
         if !keep {
+            shared.healthy.store(false, Ordering::Relaxed);
+            // Same generation: closing it is safe.
             session = None;
         }
     }
 }
 
 /// Runs a job and replies; returns whether the session is still worth keeping.
-fn run(shared: &Shared, session: &Session, job: Job) -> bool {
+fn run(shared: &Shared, token: &Token, session: &Session, job: Job) -> bool {
     let name = &shared.name;
     fn answer<T>(reply: Reply<T>, result: Result<T, Error>) -> bool {
         let keep = !matches!(&result, Err(e) if breaks_session(e));
         let _ = reply.send(result);
         keep
     }
+    let handles = |id: &[u8]| {
+        token
+            .handles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied()
+            .ok_or(Error::KeyNotFound)
+    };
     match job {
         Job::Sign {
-            private,
+            id,
             algorithm,
             input,
             reply,
-        } => answer(reply, sign(session, private, algorithm, &input, name)),
-        Job::Scan(reply) => answer(reply, scan(session, name)),
-        Job::Probe(reply) => answer(reply, probe(shared, session)),
+        } => {
+            let result = handles(&id)
+                .and_then(|(private, _)| sign(session, private, algorithm, &input, name));
+            answer(reply, result)
+        }
+        Job::Scan(reply) => answer(reply, scan(session, token, name)),
         Job::Generate {
             algorithm,
             meta,
             reply,
-        } => answer(reply, generate(session, algorithm, &meta, name)),
-        Job::Delete {
-            private,
-            public,
-            reply,
-        } => {
-            let result = session
-                .destroy_object(private)
-                .and_then(|()| session.destroy_object(public))
-                .map_err(|e| classify(name, e));
+        } => answer(reply, generate(session, token, algorithm, &meta, name)),
+        Job::Delete { id, reply } => {
+            let result = handles(&id).and_then(|(private, public)| {
+                session
+                    .destroy_object(private)
+                    .and_then(|()| session.destroy_object(public))
+                    .map_err(|e| classify(name, e))
+            });
+            if result.is_ok() {
+                token
+                    .handles
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+            }
             answer(reply, result)
         }
+        // Handled by the worker loop itself (it may reset the module).
+        Job::Probe(reply) => answer(reply, Ok(())),
     }
 }
 
@@ -360,11 +508,14 @@ impl Job {
 }
 
 /// The token is present, the session alive and still logged in.
-fn probe(shared: &Shared, session: &Session) -> Result<(), Error> {
+fn probe(shared: &Shared, token: &Token, session: &Session) -> Result<(), Error> {
     let name = &shared.name;
+    let slot = token.slot.ok_or_else(|| Error::TokenNotPresent {
+        backend: name.clone(),
+    })?;
     shared
         .ctx
-        .get_token_info(shared.slot)
+        .get_token_info(slot)
         .map_err(|e| classify(name, e))?;
     let info = session.get_session_info().map_err(|e| classify(name, e))?;
     match info.session_state() {
@@ -412,6 +563,7 @@ fn sign(
 
 fn generate(
     session: &Session,
+    token: &Token,
     algorithm: Algorithm,
     meta: &KeyMeta,
     name: &str,
@@ -496,14 +648,19 @@ fn generate(
     let checked = check_non_extractable(session, priv_handle, name)
         .and_then(|()| read_public(session, pub_handle, name));
     match checked {
-        Ok(key) => Ok(BackendKey {
-            public: key,
-            meta: meta.clone(),
-            locator: KeyLocator::Pkcs11 {
-                private: priv_handle,
-                public: pub_handle,
-            },
-        }),
+        Ok(key) => {
+            let id: Arc<[u8]> = id.into();
+            token
+                .handles
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(Arc::clone(&id), (priv_handle, pub_handle));
+            Ok(BackendKey {
+                public: key,
+                meta: meta.clone(),
+                locator: KeyLocator::Pkcs11 { id },
+            })
+        }
         Err(e) => {
             // Leave nothing half-made on the token.
             let _ = session.destroy_object(priv_handle);
@@ -534,7 +691,8 @@ fn check_non_extractable(session: &Session, key: ObjectHandle, name: &str) -> Re
     }
 }
 
-fn scan(session: &Session, name: &str) -> Result<Vec<BackendKey>, Error> {
+/// Every sigil key on the token; also records their handles for this incarnation.
+fn scan(session: &Session, token: &Token, name: &str) -> Result<Vec<BackendKey>, Error> {
     let privates = session
         .find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -542,6 +700,7 @@ fn scan(session: &Session, name: &str) -> Result<Vec<BackendKey>, Error> {
         ])
         .map_err(|e| classify(name, e))?;
     let mut keys = Vec::new();
+    let mut found = Handles::new();
     for private in privates {
         let attrs = session
             .get_attributes(private, &[AttributeType::Label, AttributeType::Id])
@@ -559,18 +718,26 @@ fn scan(session: &Session, name: &str) -> Result<Vec<BackendKey>, Error> {
             continue; // not one of ours
         };
         let publics = session
-            .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::Id(id)])
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::Id(id.clone()),
+            ])
             .map_err(|e| classify(name, e))?;
         let Some(&public) = publics.first() else {
             tracing::warn!(backend = name, role = %meta.role, "sigil private key without its public half; skipped");
             continue;
         };
+        let id: Arc<[u8]> = id.into();
         keys.push(BackendKey {
             public: read_public(session, public, name)?,
             meta,
-            locator: KeyLocator::Pkcs11 { private, public },
+            locator: KeyLocator::Pkcs11 {
+                id: Arc::clone(&id),
+            },
         });
+        found.insert(id, (private, public));
     }
+    *token.handles.write().unwrap_or_else(|p| p.into_inner()) = found;
     Ok(keys)
 }
 
