@@ -238,11 +238,15 @@ async fn a_list_and_public_grant_shows_one_key_and_still_refuses_signing() {
     drop(client);
     assert!(daemon.stop().success());
 
+    // Besides the glob grant, `sign` alone on `root` by (upper-case) key id: usable, unlisted.
     let config = dir
         .config()
         .append(&format!(
             "[[policy]]\nname = \"stranger-reads-app\"\nuids = [{OTHER_UID}]\n\
-             keys = [{{ gun = \"example.com/app*\" }}]\nallow = [\"list\", \"public\"]\n"
+             keys = [{{ gun = \"example.com/app*\" }}]\nallow = [\"list\", \"public\"]\n\n\
+             [[policy]]\nname = \"stranger-signs-root\"\ngids = [{OTHER_GID}]\n\
+             keys = [{{ key_id = \"{root_id}\" }}]\nallow = [\"sign\"]\n",
+            root_id = root.key_id.to_ascii_uppercase()
         ))
         .write("grant.toml");
     let daemon = dir.sigild_config(&config).spawn();
@@ -281,7 +285,12 @@ async fn a_list_and_public_grant_shows_one_key_and_still_refuses_signing() {
             },
             Code::NotFound,
         ),
-        (sign(&root.key_id), Code::NotFound),
+        (
+            Rpc::Public {
+                key_id: root.key_id.clone(),
+            },
+            Code::PermissionDenied,
+        ),
         (
             Rpc::Generate {
                 role: "targets".into(),
@@ -298,7 +307,18 @@ async fn a_list_and_public_grant_shows_one_key_and_still_refuses_signing() {
         );
     }
 
+    // `sign` without `list`: the key is not listed, yet signs for its group.
+    let signed = stranger.run(socket, &sign(&root.key_id));
+    assert_eq!(signed.code(), Code::Ok, "{signed:?}");
+    let signature = hex::decode(&signed.signature_hex).expect("hex");
+    parse_public(&root)
+        .verify(b"a stranger's message", &signature)
+        .expect("the stranger's Ed25519 signature verifies");
+
     let audit = read_audit(daemon.audit_log());
+    let root_signs = stranger_lines(&audit, "sign", &root.key_id);
+    assert_eq!(root_signs.len(), 1, "{audit:#?}");
+    assert_eq!(root_signs[0].outcome, "ok");
     let denied = stranger_lines(&audit, "sign", &app.key_id);
     assert_eq!(denied.len(), 1, "{audit:#?}");
     let line = denied[0];
