@@ -1,11 +1,30 @@
 //! Pure TUF / Notary logic for sigil. No sockets and no tokens live here, so everything in this
 //! crate can be tested with in-memory keys and reused by the CLI, the daemon and the tests.
 //!
-//! It starts with public keys ([`key`]): parsing, the daemon's key ids and local signature
-//! verification. The Notary metadata model and its canonical JSON come next, shaped so that a
-//! TUF 1.0 serialisation can sit beside the Notary one.
+//! - [`key`]: public keys, the daemon's key ids, local signature checks.
+//! - [`cjson`]: canonical JSON exactly as Notary writes it (what signatures cover).
+//! - [`schema`]: the Notary metadata model (root, targets with delegations, snapshot,
+//!   timestamp, TUF keys and key ids); dialect specifics live in [`schema::notary`].
+//! - [`verify`]: a client's full update walk, producing a [`VerifiedCollection`].
+//! - [`sign`] and [`editor`]: edits signed through the async [`Signer`] trait; only a
+//!   [`SignedCollection`] can be published.
+//! - [`changelist`]: staged changes in the notary trust dir layout.
+//! - [`x509`]: root key certificates (built with a remote signer) and certificate parsing.
 #![deny(missing_docs)]
 
+pub mod changelist;
+pub mod cjson;
+pub mod editor;
+pub mod error;
 pub mod key;
+pub mod schema;
+pub mod sign;
+pub mod verify;
+pub mod x509;
 
+pub use editor::{CollectionEditor, CollectionKeys, SignedCollection};
+pub use error::{Error, Result, SignError};
 pub use key::{Algorithm, KeyError, PublicKey, SignatureEncoding};
+pub use schema::{FileMeta, Metadata, RoleType, Signed, TufKey};
+pub use sign::Signer;
+pub use verify::{CollectionFiles, PriorVersions, RootTrust, Updater, VerifiedCollection};

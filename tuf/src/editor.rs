@@ -1,0 +1,708 @@
+//! Editing a collection and signing the result, with a typestate: a [`CollectionEditor`]
+//! holds unsigned changes and has no way to produce publishable bytes; only
+//! [`CollectionEditor::sign`] turns it into a [`SignedCollection`], which does.
+//!
+//! Signing follows the notary client: each changed role gets version + 1 and a fresh default
+//! expiry; a changed root is signed by its new root keys *and* the previous root's keys (so
+//! clients can follow the rotation); snapshot is re-signed when anything it lists changed and a
+//! signer for its key is at hand, and otherwise left to the server (server-managed snapshot).
+//! The client never signs timestamp: notary-server does.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use crate::changelist::{Change, ChangeKind, DelegationChange};
+use crate::cjson;
+use crate::error::{Error, Result};
+use crate::schema::notary;
+use crate::schema::targets::PathRule;
+use crate::schema::{
+    DelegatedRole, Expires, FileMeta, Metadata, RoleKeys, RoleType, Root, Signed, Snapshot,
+    Targets, Timestamp, TufKey, check_delegation_name, check_targets_role, parent_role,
+};
+use crate::sign::{Signer, distinct_keys, match_signers, sign_message, sign_role};
+use crate::verify::VerifiedCollection;
+
+/// The keys of a new collection's top-level roles (threshold 1 each, as `notary init`).
+#[derive(Debug, Clone)]
+pub struct CollectionKeys {
+    /// Root keys: certificates for the GUN (see [`crate::x509::build_root_certificate`]).
+    pub root: Vec<TufKey>,
+    /// Targets keys.
+    pub targets: Vec<TufKey>,
+    /// Snapshot keys (the server's `snapshot.key` for a server-managed snapshot).
+    pub snapshot: Vec<TufKey>,
+    /// Timestamp keys (always the server's `timestamp.key`).
+    pub timestamp: Vec<TufKey>,
+}
+
+#[derive(Debug, Clone)]
+struct TargetsState {
+    body: Targets,
+    dirty: bool,
+}
+
+/// Unsigned edits to a collection.
+#[derive(Debug, Clone)]
+pub struct CollectionEditor {
+    gun: String,
+    now: SystemTime,
+    root: Root,
+    root_dirty: bool,
+    /// Root keys and threshold of the published root; they must also sign a changed root.
+    previous_root: Option<(Vec<(String, TufKey)>, u64)>,
+    targets: BTreeMap<String, TargetsState>,
+    snapshot: Option<Snapshot>,
+    snapshot_dirty: bool,
+    /// Current bytes of roles that are not re-signed (for snapshot meta).
+    files: BTreeMap<String, Vec<u8>>,
+    removed: BTreeSet<String>,
+}
+
+fn check_root_keys(gun: &str, keys: &[TufKey], now: SystemTime) -> Result<()> {
+    if keys.is_empty() {
+        return Err(Error::key("root", "a root needs at least one key"));
+    }
+    for key in keys {
+        let cert = key.certificate()?.ok_or_else(|| {
+            Error::key(
+                &key.id(),
+                "root keys must be certificates (ecdsa-x509 or rsa-x509)",
+            )
+        })?;
+        cert.check_root_leaf(gun, Some(now))
+            .map_err(|r| Error::key(&key.id(), r))?;
+    }
+    Ok(())
+}
+
+impl CollectionEditor {
+    /// A new collection (`init`): root, an empty targets and snapshot, each to be signed at
+    /// version 1.
+    pub fn create(gun: &str, keys: &CollectionKeys, now: SystemTime) -> Result<Self> {
+        crate::changelist::check_gun(gun)?;
+        check_root_keys(gun, &keys.root, now)?;
+        let mut root = Root::new(0, Expires::after(now, notary::ROOT_EXPIRY)?);
+        for (role, role_keys) in [
+            (RoleType::Root, &keys.root),
+            (RoleType::Targets, &keys.targets),
+            (RoleType::Snapshot, &keys.snapshot),
+            (RoleType::Timestamp, &keys.timestamp),
+        ] {
+            if role_keys.is_empty() {
+                return Err(Error::key(role.as_str(), "no key given for this role"));
+            }
+            root.set_role_keys(role, role_keys);
+        }
+        let mut targets = BTreeMap::new();
+        targets.insert(
+            "targets".to_owned(),
+            TargetsState {
+                body: Targets::new(0, Expires::after(now, notary::TARGETS_EXPIRY)?),
+                dirty: true,
+            },
+        );
+        Ok(Self {
+            gun: gun.to_owned(),
+            now,
+            root,
+            root_dirty: true,
+            previous_root: None,
+            targets,
+            snapshot: Some(Snapshot::new(
+                0,
+                Expires::after(now, notary::SNAPSHOT_EXPIRY)?,
+            )),
+            snapshot_dirty: false,
+            files: BTreeMap::new(),
+            removed: BTreeSet::new(),
+        })
+    }
+
+    /// Edits of a verified collection (`add`, `remove`, `delegation ...`, `key rotate`).
+    pub fn from_collection(collection: &VerifiedCollection, now: SystemTime) -> Self {
+        let root = collection.root().body().clone();
+        let previous_root = Some((
+            root.role_keys(RoleType::Root)
+                .into_iter()
+                .map(|(id, k)| (id.to_owned(), k.clone()))
+                .collect(),
+            root.role(RoleType::Root).map_or(1, |r| r.threshold),
+        ));
+        let mut targets = BTreeMap::new();
+        let mut files = BTreeMap::new();
+        for (name, bytes) in collection.files() {
+            if name != "timestamp" && name != "snapshot" {
+                files.insert(name, bytes.to_vec());
+            }
+        }
+        targets.insert(
+            "targets".to_owned(),
+            TargetsState {
+                body: collection.targets().body().clone(),
+                dirty: false,
+            },
+        );
+        for (name, m) in collection.delegations() {
+            targets.insert(
+                name.clone(),
+                TargetsState {
+                    body: m.body().clone(),
+                    dirty: false,
+                },
+            );
+        }
+        Self {
+            gun: collection.gun().to_owned(),
+            now,
+            root,
+            root_dirty: false,
+            previous_root,
+            targets,
+            snapshot: Some(collection.snapshot().body().clone()),
+            snapshot_dirty: false,
+            files,
+            removed: BTreeSet::new(),
+        }
+    }
+
+    /// The GUN.
+    pub fn gun(&self) -> &str {
+        &self.gun
+    }
+
+    /// The root as edited so far.
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
+    /// A targets role as edited so far.
+    pub fn targets_role(&self, role: &str) -> Option<&Targets> {
+        self.targets.get(role).map(|s| &s.body)
+    }
+
+    /// The effective path rule of `role` under the current delegations.
+    pub fn path_rule(&self, role: &str) -> Result<PathRule> {
+        if role == "targets" {
+            return Ok(PathRule::everything());
+        }
+        check_delegation_name(role)?;
+        let parent = parent_role(role);
+        let parent_rule = self.path_rule(parent)?;
+        let entry = self
+            .targets
+            .get(parent)
+            .and_then(|p| p.body.delegation(role))
+            .ok_or_else(|| Error::NoSuchRole {
+                role: role.to_owned(),
+                reason: format!("not delegated by {parent}"),
+            })?;
+        Ok(parent_rule.restrict(entry.0))
+    }
+
+    /// The editable state of a targets role, created empty for a delegation that exists in
+    /// its parent but was never published.
+    fn targets_mut(&mut self, role: &str) -> Result<&mut TargetsState> {
+        check_targets_role(role)?;
+        if !self.targets.contains_key(role) {
+            if role == "targets" {
+                return Err(Error::NoSuchRole {
+                    role: role.into(),
+                    reason: "the collection has no targets metadata".into(),
+                });
+            }
+            self.path_rule(role)?;
+            let body = Targets::new(0, Expires::after(self.now, notary::TARGETS_EXPIRY)?);
+            self.targets
+                .insert(role.to_owned(), TargetsState { body, dirty: true });
+        }
+        self.targets.get_mut(role).ok_or_else(|| Error::NoSuchRole {
+            role: role.into(),
+            reason: String::new(),
+        })
+    }
+
+    /// Adds (or replaces) a target. A delegated role may only list paths delegated to it.
+    pub fn add_target(&mut self, role: &str, name: &str, meta: FileMeta) -> Result<()> {
+        if !self.path_rule(role)?.allows(name) {
+            return Err(Error::PathNotDelegated {
+                role: role.to_owned(),
+                target: name.to_owned(),
+            });
+        }
+        meta.check_hashes_structure()
+            .map_err(|r| Error::TargetMismatch {
+                name: name.to_owned(),
+                role: role.to_owned(),
+                reason: r,
+            })?;
+        let state = self.targets_mut(role)?;
+        state.body.targets.insert(name.to_owned(), meta);
+        state.dirty = true;
+        Ok(())
+    }
+
+    /// Removes a target; returns whether it was listed.
+    pub fn remove_target(&mut self, role: &str, name: &str) -> Result<bool> {
+        let state = self.targets_mut(role)?;
+        let removed = state.body.targets.remove(name).is_some();
+        state.dirty |= removed;
+        Ok(removed)
+    }
+
+    /// Creates a delegation or edits it, with notary's semantics: add keys (ids computed),
+    /// remove keys by TUF or canonical id, set the threshold when non-zero, clear/add/remove
+    /// path prefixes. The role must keep at least `threshold` keys.
+    pub fn update_delegation(&mut self, role: &str, change: &DelegationChange) -> Result<()> {
+        check_delegation_name(role)?;
+        if !change.new_name.is_empty() && change.new_name != role {
+            return Err(Error::InvalidRoleName {
+                role: change.new_name.clone(),
+                reason: "renaming delegations is not supported".into(),
+            });
+        }
+        let parent = parent_role(role).to_owned();
+        let state = self.targets_mut(&parent)?;
+        let delegations = state.body.delegations.get_or_insert_with(Default::default);
+        let index = match delegations.roles.iter().position(|r| r.name == role) {
+            Some(i) => i,
+            None => {
+                delegations
+                    .roles
+                    .push(DelegatedRole::new(role, Vec::new(), 1, Vec::new()));
+                delegations.roles.len() - 1
+            }
+        };
+        let mut entry = delegations.roles[index].clone();
+        for key in &change.add_keys {
+            key.to_public_key()?;
+            let id = key.id();
+            delegations.keys.insert(id.clone(), key.clone());
+            if !entry.keyids.contains(&id) {
+                entry.keyids.push(id);
+            }
+        }
+        if !change.remove_keys.is_empty() {
+            let keys = &delegations.keys;
+            entry.keyids.retain(|id| {
+                let canonical = keys.get(id).and_then(|k| k.canonical_id().ok());
+                !change
+                    .remove_keys
+                    .iter()
+                    .any(|r| r == id || Some(r) == canonical.as_ref())
+            });
+        }
+        if change.threshold > 0 {
+            entry.threshold = change.threshold;
+        }
+        let mut paths = if change.clear_paths {
+            Vec::new()
+        } else {
+            entry.paths().to_vec()
+        };
+        for p in &change.add_paths {
+            if !paths.contains(p) {
+                paths.push(p.clone());
+            }
+        }
+        paths.retain(|p| !change.remove_paths.contains(p));
+        entry.paths = Some(paths);
+        if entry.keyids.is_empty() || (entry.keyids.len() as u64) < entry.threshold {
+            return Err(Error::Invalid {
+                role: parent,
+                version: state.body.version,
+                reason: format!(
+                    "delegation {role} would have {} key(s) for threshold {}",
+                    entry.keyids.len(),
+                    entry.threshold
+                ),
+            });
+        }
+        delegations.roles[index] = entry;
+        delegations.prune_keys();
+        state.dirty = true;
+        self.removed.remove(role);
+        Ok(())
+    }
+
+    /// Removes a delegation and everything delegated under it.
+    pub fn remove_delegation(&mut self, role: &str) -> Result<()> {
+        check_delegation_name(role)?;
+        let parent = parent_role(role).to_owned();
+        let state = self.targets_mut(&parent)?;
+        let Some(d) = state.body.delegations.as_mut() else {
+            return Err(Error::NoSuchRole {
+                role: role.into(),
+                reason: format!("not delegated by {parent}"),
+            });
+        };
+        let before = d.roles.len();
+        d.roles.retain(|r| r.name != role);
+        if d.roles.len() == before {
+            return Err(Error::NoSuchRole {
+                role: role.into(),
+                reason: format!("not delegated by {parent}"),
+            });
+        }
+        d.prune_keys();
+        state.dirty = true;
+        let prefix = format!("{role}/");
+        let gone: Vec<String> = self
+            .targets
+            .keys()
+            .chain(self.files.keys())
+            .chain(self.snapshot.iter().flat_map(|s| s.meta.keys()))
+            .filter(|n| *n == role || n.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.targets.remove(&name);
+            self.files.remove(&name);
+            self.removed.insert(name);
+        }
+        Ok(())
+    }
+
+    /// Replaces the keys of a top-level role (`key rotate`). The threshold stays. Root keys
+    /// must be certificates for the GUN; a rotated targets or snapshot key re-signs that role.
+    pub fn rotate_keys(&mut self, role: RoleType, keys: &[TufKey]) -> Result<()> {
+        if role == RoleType::Root {
+            check_root_keys(&self.gun, keys, self.now)?;
+        }
+        for key in keys {
+            key.to_public_key()?;
+        }
+        let threshold = self.root.role(role).map_or(1, |r| r.threshold);
+        if keys.is_empty() || (keys.len() as u64) < threshold {
+            return Err(Error::invalid(
+                "root",
+                self.root.version,
+                format!("{role} needs at least {threshold} key(s)"),
+            ));
+        }
+        self.root.set_role_keys(role, keys);
+        self.root_dirty = true;
+        match role {
+            RoleType::Targets => self.witness("targets")?,
+            RoleType::Snapshot => self.snapshot_dirty = true,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Sets the threshold of a top-level role.
+    pub fn set_threshold(&mut self, role: RoleType, threshold: u64) -> Result<()> {
+        let entry = self
+            .root
+            .roles
+            .entry(role.as_str().to_owned())
+            .or_insert_with(|| RoleKeys::new(Vec::new(), 1));
+        if threshold < 1 || threshold > entry.keyids.len() as u64 {
+            return Err(Error::invalid(
+                "root",
+                self.root.version,
+                format!(
+                    "{role} threshold {threshold} with {} key(s)",
+                    entry.keyids.len()
+                ),
+            ));
+        }
+        entry.threshold = threshold;
+        self.root_dirty = true;
+        Ok(())
+    }
+
+    /// Marks a role to be re-signed unchanged (new version and expiry).
+    pub fn witness(&mut self, role: &str) -> Result<()> {
+        match role {
+            "root" => self.root_dirty = true,
+            "snapshot" => self.snapshot_dirty = true,
+            _ => self.targets_mut(role)?.dirty = true,
+        }
+        Ok(())
+    }
+
+    /// Applies one staged change.
+    pub fn apply(&mut self, change: &ChangeKind) -> Result<()> {
+        match change {
+            ChangeKind::AddTarget { role, name, meta } => self.add_target(role, name, meta.clone()),
+            // As the notary client: removing a target that is not there is not an error.
+            ChangeKind::RemoveTarget { role, name } => self.remove_target(role, name).map(|_| ()),
+            ChangeKind::CreateDelegation { role, change }
+            | ChangeKind::UpdateDelegation { role, change } => self.update_delegation(role, change),
+            ChangeKind::DeleteDelegation { role } => self.remove_delegation(role),
+            ChangeKind::RotateKeys { role, keys } => self.rotate_keys(*role, keys),
+            ChangeKind::Witness { role } => self.witness(role),
+        }
+    }
+
+    /// Applies staged changes in order; `what` names each in errors.
+    pub fn apply_changes<'a>(
+        &mut self,
+        changes: impl IntoIterator<Item = (String, &'a Change)>,
+    ) -> Result<()> {
+        for (what, change) in changes {
+            self.apply(&change.decode(&what)?)?;
+        }
+        Ok(())
+    }
+
+    /// Whether anything would be published.
+    pub fn is_dirty(&self) -> bool {
+        self.root_dirty
+            || self.snapshot_dirty
+            || !self.removed.is_empty()
+            || self.targets.values().any(|s| s.dirty)
+    }
+
+    /// Signs every changed role with the signers at hand and returns the publishable
+    /// collection. Fails, before signing anything, when a changed role (or a changed root's
+    /// previous keys) cannot reach its threshold.
+    pub async fn sign(self, signers: &[&dyn Signer]) -> Result<SignedCollection> {
+        let Self {
+            gun,
+            now,
+            mut root,
+            root_dirty,
+            previous_root,
+            mut targets,
+            snapshot,
+            snapshot_dirty,
+            mut files,
+            removed,
+        } = self;
+        let mut updates: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+
+        // Check every threshold first so a missing token fails fast, not half-way.
+        let dirty_targets: Vec<String> = targets
+            .iter()
+            .filter(|(_, s)| s.dirty)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut plans = Vec::new();
+        for name in &dirty_targets {
+            let (keys, threshold) = if name == "targets" {
+                (
+                    owned(root.role_keys(RoleType::Targets)),
+                    root.role(RoleType::Targets).map_or(0, |r| r.threshold),
+                )
+            } else {
+                let parent = parent_role(name);
+                let (entry, keys) = targets
+                    .get(parent)
+                    .and_then(|p| p.body.delegation(name))
+                    .ok_or_else(|| Error::NoSuchRole {
+                        role: name.clone(),
+                        reason: format!("not delegated by {parent}"),
+                    })?;
+                (owned(keys), entry.threshold)
+            };
+            require(name, &keys, threshold, signers)?;
+            plans.push((name.clone(), keys, threshold));
+        }
+        if root_dirty {
+            let mut probe = root.clone();
+            probe.version += 1;
+            probe.validate()?;
+            require(
+                "root",
+                &owned(root.role_keys(RoleType::Root)),
+                root.role(RoleType::Root).map_or(0, |r| r.threshold),
+                signers,
+            )?;
+            if let Some((keys, threshold)) = &previous_root {
+                require("root (previous keys)", keys, *threshold, signers)?;
+            }
+        }
+
+        for (name, keys, threshold) in plans {
+            let Some(state) = targets.get_mut(&name) else {
+                continue;
+            };
+            let mut body = state.body.clone();
+            body.version += 1;
+            body.expires = Expires::after(now, notary::TARGETS_EXPIRY)?;
+            let signed = sign_role(&name, body, &refs(&keys), threshold, signers).await?;
+            let bytes = signed.to_vec()?;
+            state.body = signed.signed;
+            state.dirty = false;
+            files.insert(name.clone(), bytes.clone());
+            updates.insert(name, bytes);
+        }
+
+        if root_dirty {
+            root.version += 1;
+            root.expires = Expires::after(now, notary::ROOT_EXPIRY)?;
+            root.validate()?;
+            let mut keys = owned(root.role_keys(RoleType::Root));
+            if let Some((old, _)) = &previous_root {
+                for (id, k) in old {
+                    if !keys.iter().any(|(i, _)| i == id) {
+                        keys.push((id.clone(), k.clone()));
+                    }
+                }
+            }
+            let message = cjson::to_vec(&root)?;
+            let matched = match_signers(&refs(&keys), signers);
+            let signatures = sign_message("root", &message, &matched).await?;
+            let signed = Signed {
+                signed: root.clone(),
+                signatures,
+            };
+            let bytes = signed.to_vec()?;
+            files.insert("root".into(), bytes.clone());
+            updates.insert("root".into(), bytes);
+        }
+
+        // Snapshot: re-sign when anything it lists changed and we hold its key.
+        let mut new_snapshot = None;
+        if !updates.is_empty() || snapshot_dirty || !removed.is_empty() {
+            let keys = owned(root.role_keys(RoleType::Snapshot));
+            let threshold = root.role(RoleType::Snapshot).map_or(0, |r| r.threshold);
+            let matched = match_signers(&refs(&keys), signers);
+            // No signer at all for the snapshot key: the server holds it. Some but too few is
+            // an error, not a silent hand-over.
+            if !matched.is_empty() {
+                require("snapshot", &keys, threshold, signers)?;
+                let mut body = match snapshot {
+                    Some(s) => s,
+                    None => Snapshot::new(0, Expires::after(now, notary::SNAPSHOT_EXPIRY)?),
+                };
+                body.meta.retain(|name, _| !removed.contains(name));
+                for (name, bytes) in &files {
+                    body.meta.insert(name.clone(), FileMeta::from_bytes(bytes));
+                }
+                body.version += 1;
+                body.expires = Expires::after(now, notary::SNAPSHOT_EXPIRY)?;
+                body.validate()?;
+                let signed = sign_role("snapshot", body, &refs(&keys), threshold, signers).await?;
+                let bytes = signed.to_vec()?;
+                updates.insert("snapshot".into(), bytes.clone());
+                new_snapshot = Some(Metadata::from_bytes("snapshot", bytes)?);
+            }
+        }
+
+        Ok(SignedCollection {
+            gun,
+            updates,
+            files,
+            snapshot: new_snapshot,
+            removed,
+        })
+    }
+}
+
+fn owned(keys: Vec<(&str, &TufKey)>) -> Vec<(String, TufKey)> {
+    keys.into_iter()
+        .map(|(i, k)| (i.to_owned(), k.clone()))
+        .collect()
+}
+
+fn refs(keys: &[(String, TufKey)]) -> Vec<(&str, &TufKey)> {
+    keys.iter().map(|(i, k)| (i.as_str(), k)).collect()
+}
+
+fn require(
+    role: &str,
+    keys: &[(String, TufKey)],
+    threshold: u64,
+    signers: &[&dyn Signer],
+) -> Result<()> {
+    let available = distinct_keys(&match_signers(&refs(keys), signers));
+    if threshold < 1 || (available as u64) < threshold {
+        return Err(Error::MissingSigners {
+            role: role.to_owned(),
+            available,
+            threshold,
+        });
+    }
+    Ok(())
+}
+
+/// A signed, publishable set of changes: what to POST to notary-server, and what the trust
+/// dir should hold once the server accepted it.
+#[derive(Debug, Clone)]
+pub struct SignedCollection {
+    gun: String,
+    updates: BTreeMap<String, Vec<u8>>,
+    files: BTreeMap<String, Vec<u8>>,
+    snapshot: Option<Metadata<Snapshot>>,
+    removed: BTreeSet<String>,
+}
+
+impl SignedCollection {
+    /// The GUN.
+    pub fn gun(&self) -> &str {
+        &self.gun
+    }
+
+    /// Role name → file to publish, one multipart part each (`filename` = role name). Empty
+    /// when nothing changed.
+    pub fn updates(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.updates
+    }
+
+    /// Whether the client signed snapshot (else the server must hold the snapshot key).
+    pub fn snapshot_signed(&self) -> bool {
+        self.snapshot.is_some()
+    }
+
+    /// Root, targets and delegation files as they stand after this change (for the cache).
+    pub fn files(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.files
+    }
+
+    /// Delegations removed by this change (their cached files should go).
+    pub fn removed(&self) -> &BTreeSet<String> {
+        &self.removed
+    }
+}
+
+/// What notary-server does after a publish: a timestamp over `snapshot` (its exact bytes),
+/// signed by the timestamp key. Useful for tests and for a sigil-run server.
+pub async fn sign_timestamp(
+    root: &Root,
+    snapshot: &[u8],
+    version: u64,
+    now: SystemTime,
+    signers: &[&dyn Signer],
+) -> Result<Signed<Timestamp>> {
+    let body = Timestamp::for_snapshot(
+        version,
+        Expires::after(now, notary::TIMESTAMP_EXPIRY)?,
+        snapshot,
+    );
+    let threshold = root.role(RoleType::Timestamp).map_or(0, |r| r.threshold);
+    sign_role(
+        "timestamp",
+        body,
+        &root.role_keys(RoleType::Timestamp),
+        threshold,
+        signers,
+    )
+    .await
+}
+
+/// What notary-server does when it holds the snapshot key: a snapshot over the given role
+/// files, signed by the snapshot key.
+pub async fn sign_snapshot(
+    root: &Root,
+    files: &BTreeMap<String, Vec<u8>>,
+    version: u64,
+    now: SystemTime,
+    signers: &[&dyn Signer],
+) -> Result<Signed<Snapshot>> {
+    let mut body = Snapshot::new(version, Expires::after(now, notary::SNAPSHOT_EXPIRY)?);
+    for (name, bytes) in files {
+        body.meta.insert(name.clone(), FileMeta::from_bytes(bytes));
+    }
+    let threshold = root.role(RoleType::Snapshot).map_or(0, |r| r.threshold);
+    sign_role(
+        "snapshot",
+        body,
+        &root.role_keys(RoleType::Snapshot),
+        threshold,
+        signers,
+    )
+    .await
+}

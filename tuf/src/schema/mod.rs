@@ -1,0 +1,609 @@
+//! The TUF metadata model as Notary serves it: the signed envelope, signatures, role documents,
+//! file metadata and role names. Unknown fields are kept everywhere (`extra`), because a
+//! signature covers the canonical form of the whole document, including fields we do not know.
+
+pub mod key;
+pub mod notary;
+pub mod root;
+pub mod snapshot;
+pub mod targets;
+pub mod timestamp;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256, Sha512};
+use time::OffsetDateTime;
+
+use crate::cjson;
+use crate::error::{Error, Result};
+
+pub use key::{KeyType, KeyVal, TufKey};
+pub use root::{RoleKeys, Root};
+pub use snapshot::Snapshot;
+pub use targets::{DelegatedRole, Delegations, Targets};
+pub use timestamp::Timestamp;
+
+/// Unknown fields of a JSON object, kept so the canonical form (and so signatures) survive.
+pub type Extra = BTreeMap<String, Value>;
+
+/// The four top-level roles named in root.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RoleType {
+    /// `root`: names every top-level key.
+    Root,
+    /// `targets`: lists targets and delegates.
+    Targets,
+    /// `snapshot`: pins the versions (hashes) of root, targets and delegations.
+    Snapshot,
+    /// `timestamp`: pins the snapshot; re-signed often by the server.
+    Timestamp,
+}
+
+impl RoleType {
+    /// All four, in the order a client loads them after root.
+    pub const ALL: [RoleType; 4] = [Self::Root, Self::Timestamp, Self::Snapshot, Self::Targets];
+
+    /// The role's name in root.json, file names and URLs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Root => "root",
+            Self::Targets => "targets",
+            Self::Snapshot => "snapshot",
+            Self::Timestamp => "timestamp",
+        }
+    }
+}
+
+impl fmt::Display for RoleType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RoleType {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| Error::InvalidRoleName {
+                role: s.to_owned(),
+                reason: "not one of root, targets, snapshot, timestamp".into(),
+            })
+    }
+}
+
+/// Whether `name` is a valid delegated role name as Notary defines it: `targets/` followed by
+/// `[-a-z0-9_/]`, shorter than 256 bytes, and already clean (no `//`, `.`/`..` or trailing `/`).
+pub fn is_delegation(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("targets/") else {
+        return false;
+    };
+    name.len() < 256
+        && !rest.is_empty()
+        && name
+            .bytes()
+            .all(|b| matches!(b, b'-' | b'_' | b'/' | b'a'..=b'z' | b'0'..=b'9'))
+        && rest.split('/').all(|seg| !seg.is_empty())
+}
+
+/// Checks that `name` is a delegation name, with a reason when it is not.
+pub fn check_delegation_name(name: &str) -> Result<()> {
+    if is_delegation(name) {
+        Ok(())
+    } else {
+        Err(Error::InvalidRoleName {
+            role: name.to_owned(),
+            reason: "a delegation is targets/NAME[/NAME...] using only a-z, 0-9, '-', '_'".into(),
+        })
+    }
+}
+
+/// Checks that targets can be listed in `name`: `targets` itself or a delegation.
+pub fn check_targets_role(name: &str) -> Result<()> {
+    if name == "targets" {
+        Ok(())
+    } else {
+        check_delegation_name(name)
+    }
+}
+
+/// The role that delegates to `name`: `targets/a/b` → `targets/a`, `targets/a` → `targets`.
+pub fn parent_role(name: &str) -> &str {
+    name.rsplit_once('/').map_or("", |(parent, _)| parent)
+}
+
+/// What every role document (`signed` body) offers.
+pub trait Role: Serialize + DeserializeOwned + Clone {
+    /// The `_type` value in this dialect.
+    const TYPE: &'static str;
+    /// Version, starting at 1.
+    fn version(&self) -> u64;
+    /// Expiry.
+    fn expires(&self) -> &Expires;
+}
+
+/// An `expires` time: the text exactly as written (so re-serialisation is byte-identical) and
+/// the instant it denotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expires {
+    text: String,
+    at: OffsetDateTime,
+}
+
+impl Expires {
+    /// Parses an RFC 3339 time (Notary writes up to nine fractional digits).
+    pub fn parse(text: &str) -> Result<Self> {
+        let at = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| Error::Time {
+                value: text.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            text: text.to_owned(),
+            at,
+        })
+    }
+
+    /// The given instant, written as Notary writes it.
+    pub fn from_system_time(t: SystemTime) -> Result<Self> {
+        let at = OffsetDateTime::from(t);
+        Ok(Self {
+            text: notary::format_time(at),
+            at,
+        })
+    }
+
+    /// `now + lifetime`.
+    pub fn after(now: SystemTime, lifetime: Duration) -> Result<Self> {
+        let t = now.checked_add(lifetime).ok_or_else(|| Error::Time {
+            value: format!("now + {lifetime:?}"),
+            reason: "out of range".into(),
+        })?;
+        Self::from_system_time(t)
+    }
+
+    /// The text as written in the metadata.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The instant.
+    pub fn to_system_time(&self) -> SystemTime {
+        SystemTime::from(self.at)
+    }
+
+    /// Whether the metadata is expired at `now` (expiry instant itself counts as expired).
+    pub fn is_expired_at(&self, now: SystemTime) -> bool {
+        OffsetDateTime::from(now) >= self.at
+    }
+}
+
+impl fmt::Display for Expires {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for Expires {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Expires {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a signature was made, as named in `method`. Parsing lower-cases, as Notary does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SignatureMethod {
+    /// `ecdsa`: ECDSA over SHA-256, raw `r || s`.
+    Ecdsa,
+    /// `rsapss`: RSASSA-PSS, SHA-256, MGF1-SHA-256, salt length 32.
+    RsaPss,
+    /// `eddsa`: Ed25519 over the message.
+    Ed25519,
+    /// `rsapkcs1v15`: RSA PKCS#1 v1.5 over SHA-256 (accepted when verifying).
+    RsaPkcs1v15,
+    /// Anything else; never verifies.
+    Other(String),
+}
+
+impl SignatureMethod {
+    /// The name written in metadata.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Ecdsa => "ecdsa",
+            Self::RsaPss => "rsapss",
+            Self::Ed25519 => "eddsa",
+            Self::RsaPkcs1v15 => "rsapkcs1v15",
+            Self::Other(s) => s,
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s.to_ascii_lowercase().as_str() {
+            "ecdsa" => Self::Ecdsa,
+            "rsapss" => Self::RsaPss,
+            "eddsa" => Self::Ed25519,
+            "rsapkcs1v15" => Self::RsaPkcs1v15,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for SignatureMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for SignatureMethod {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SignatureMethod {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::parse(&String::deserialize(d)?))
+    }
+}
+
+/// One signature over the canonical `signed` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    /// TUF key id of the signing key.
+    pub keyid: String,
+    /// Signature scheme.
+    pub method: SignatureMethod,
+    /// Signature bytes (base64 in JSON).
+    #[serde(with = "notary::base64_bytes")]
+    pub sig: Vec<u8>,
+}
+
+/// The signed envelope: `{"signed": <canonical role body>, "signatures": [...]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signed<T> {
+    /// The role body that the signatures cover.
+    pub signed: T,
+    /// Signatures over the canonical JSON of `signed`.
+    pub signatures: Vec<Signature>,
+}
+
+impl<T: Role> Signed<T> {
+    /// Parses served bytes. `role` names the file in errors.
+    pub fn from_slice(role: &str, bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|source| Error::Json {
+            role: role.to_owned(),
+            source,
+        })
+    }
+
+    /// The canonical JSON of `signed`: the bytes every signature covers.
+    pub fn canonical_signed(&self) -> Result<Vec<u8>> {
+        cjson::to_vec(&self.signed)
+    }
+
+    /// The file as Notary writes and serves it: the envelope in struct order (`signed` first),
+    /// `signed` canonical, no whitespace.
+    pub fn to_vec(&self) -> Result<Vec<u8>> {
+        let body = self.canonical_signed()?;
+        let sigs = cjson::to_vec(&self.signatures)?;
+        let mut out = Vec::with_capacity(body.len() + sigs.len() + 32);
+        out.extend_from_slice(b"{\"signed\":");
+        out.extend_from_slice(&body);
+        out.extend_from_slice(b",\"signatures\":");
+        out.extend_from_slice(&sigs);
+        out.push(b'}');
+        Ok(out)
+    }
+}
+
+/// A role file as received or produced: its exact bytes (hashed by snapshot and timestamp,
+/// written to the trust dir, sent to the server) and the parsed document.
+#[derive(Debug, Clone)]
+pub struct Metadata<T> {
+    role: String,
+    bytes: Vec<u8>,
+    signed: Signed<T>,
+}
+
+impl<T: Role> Metadata<T> {
+    /// Parses `bytes` as the metadata of `role` (`root`, `targets/releases`, ...).
+    pub fn from_bytes(role: &str, bytes: Vec<u8>) -> Result<Self> {
+        let signed = Signed::from_slice(role, &bytes)?;
+        Ok(Self {
+            role: role.to_owned(),
+            bytes,
+            signed,
+        })
+    }
+
+    /// Serialises a signed document.
+    pub fn from_signed(role: &str, signed: Signed<T>) -> Result<Self> {
+        Ok(Self {
+            role: role.to_owned(),
+            bytes: signed.to_vec()?,
+            signed,
+        })
+    }
+
+    /// Role name.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    /// The exact bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The envelope.
+    pub fn signed(&self) -> &Signed<T> {
+        &self.signed
+    }
+
+    /// The role body.
+    pub fn body(&self) -> &T {
+        &self.signed.signed
+    }
+
+    /// The body's version.
+    pub fn version(&self) -> u64 {
+        self.signed.signed.version()
+    }
+
+    /// Length and hashes of the bytes, as snapshot and timestamp list them.
+    pub fn file_meta(&self) -> FileMeta {
+        FileMeta::from_bytes(&self.bytes)
+    }
+
+    /// Gives back the bytes and the envelope.
+    pub fn into_parts(self) -> (Vec<u8>, Signed<T>) {
+        (self.bytes, self.signed)
+    }
+}
+
+/// A hash value (base64 in JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HashBytes(#[serde(with = "notary::base64_bytes")] pub Vec<u8>);
+
+/// Length, hashes and optional custom data of a file: a target in targets metadata, or a role
+/// file in snapshot and timestamp metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileMeta {
+    /// Length in bytes.
+    pub length: u64,
+    /// Hash algorithm → digest. Notary writes sha256 and sha512.
+    pub hashes: BTreeMap<String, HashBytes>,
+    /// Opaque application data (`custom`), kept as given (including an explicit `null`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub custom: Option<Value>,
+    /// Unknown fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+impl FileMeta {
+    /// sha256, sha512 and length of `content`, as Notary lists targets and role files.
+    pub fn from_bytes(content: &[u8]) -> Self {
+        let mut hashes = BTreeMap::new();
+        hashes.insert(
+            notary::SHA256.to_owned(),
+            HashBytes(Sha256::digest(content).to_vec()),
+        );
+        hashes.insert(
+            notary::SHA512.to_owned(),
+            HashBytes(Sha512::digest(content).to_vec()),
+        );
+        Self {
+            length: content.len() as u64,
+            hashes,
+            custom: None,
+            extra: Extra::new(),
+        }
+    }
+
+    /// A target known only by its length and SHA-256 (`addhash`).
+    pub fn from_sha256(length: u64, sha256: [u8; 32]) -> Self {
+        let mut hashes = BTreeMap::new();
+        hashes.insert(notary::SHA256.to_owned(), HashBytes(sha256.to_vec()));
+        Self {
+            length,
+            hashes,
+            custom: None,
+            extra: Extra::new(),
+        }
+    }
+
+    /// The SHA-256 digest, if listed.
+    pub fn sha256(&self) -> Option<&[u8]> {
+        self.hashes.get(notary::SHA256).map(|h| h.0.as_slice())
+    }
+
+    /// The SHA-256 in hex: the form used in consistent URLs (`snapshot.<hex>.json`).
+    pub fn sha256_hex(&self) -> Option<String> {
+        self.sha256().map(hex::encode)
+    }
+
+    /// Checks the hash structure: at least one of sha256/sha512, each of the right size.
+    pub fn check_hashes_structure(&self) -> std::result::Result<(), String> {
+        let mut known = 0;
+        for (alg, value) in &self.hashes {
+            let size = match alg.as_str() {
+                notary::SHA256 => 32,
+                notary::SHA512 => 64,
+                _ => continue,
+            };
+            if value.0.len() != size {
+                return Err(format!("{alg} is {} bytes, expected {size}", value.0.len()));
+            }
+            known += 1;
+        }
+        if known == 0 {
+            return Err("no sha256 or sha512 hash".into());
+        }
+        Ok(())
+    }
+
+    /// Checks `content` against this listing: same length, and every sha256/sha512 listed
+    /// matches (at least one must be). `role` is the file being checked, `listed_in`/`version`
+    /// the role that lists it; they only name things in errors.
+    pub fn check(&self, role: &str, listed_in: &str, version: u64, content: &[u8]) -> Result<()> {
+        if content.len() as u64 != self.length {
+            return Err(Error::LengthMismatch {
+                role: role.to_owned(),
+                listed_in: listed_in.to_owned(),
+                version,
+                expected: self.length,
+                actual: content.len() as u64,
+            });
+        }
+        let mut checked = 0;
+        for (alg, value) in &self.hashes {
+            let actual = match alg.as_str() {
+                notary::SHA256 => Sha256::digest(content).to_vec(),
+                notary::SHA512 => Sha512::digest(content).to_vec(),
+                _ => continue,
+            };
+            if actual != value.0 {
+                return Err(Error::HashMismatch {
+                    role: role.to_owned(),
+                    listed_in: listed_in.to_owned(),
+                    version,
+                    algorithm: alg.clone(),
+                });
+            }
+            checked += 1;
+        }
+        if checked == 0 {
+            return Err(Error::invalid(
+                listed_in,
+                version,
+                format!("{role} is listed without a sha256 or sha512 hash"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses just the version of a role file without checking anything else, to learn which
+/// versions a trust dir's cache had (a rollback baseline) or which root versions to fetch.
+pub fn peek_version(bytes: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Body {
+        version: u64,
+    }
+    #[derive(Deserialize)]
+    struct Envelope {
+        signed: Body,
+    }
+    serde_json::from_slice::<Envelope>(bytes)
+        .ok()
+        .map(|e| e.signed.version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delegation_names_follow_notary() {
+        for ok in ["targets/releases", "targets/a/b-c_9", "targets/x"] {
+            assert!(is_delegation(ok), "{ok}");
+        }
+        for bad in [
+            "targets",
+            "targets/",
+            "targets//a",
+            "targets/a/",
+            "targets/A",
+            "targets/../x",
+            "targets/./x",
+            "root",
+            "targetsx/a",
+        ] {
+            assert!(!is_delegation(bad), "{bad}");
+        }
+        assert!(!is_delegation(&format!("targets/{}", "a".repeat(250))));
+        assert_eq!(parent_role("targets/a/b"), "targets/a");
+        assert_eq!(parent_role("targets/a"), "targets");
+    }
+
+    #[test]
+    fn expires_keeps_its_text_and_compares_instants() {
+        let e = Expires::parse("2036-11-18T22:43:34.65391808Z").expect("parse");
+        assert_eq!(e.as_str(), "2036-11-18T22:43:34.65391808Z");
+        let before = e.to_system_time() - Duration::from_nanos(1);
+        assert!(!e.is_expired_at(before));
+        assert!(e.is_expired_at(e.to_system_time()));
+        assert!(Expires::parse("2036-11-18").is_err());
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            Expires::after(now, Duration::from_secs(1))
+                .expect("after")
+                .as_str(),
+            "2023-11-14T22:13:21Z"
+        );
+    }
+
+    #[test]
+    fn methods_are_lower_cased() {
+        let m: SignatureMethod = serde_json::from_str("\"ECDSA\"").expect("parse");
+        assert_eq!(m, SignatureMethod::Ecdsa);
+        assert_eq!(serde_json::to_string(&m).expect("ser"), "\"ecdsa\"");
+    }
+
+    #[test]
+    fn file_meta_checks_length_and_every_hash() {
+        let meta = FileMeta::from_bytes(b"hello");
+        meta.check("t", "targets", 1, b"hello").expect("matches");
+        assert!(matches!(
+            meta.check("t", "targets", 1, b"hell"),
+            Err(Error::LengthMismatch { .. })
+        ));
+        assert!(matches!(
+            meta.check("t", "targets", 1, b"hellp"),
+            Err(Error::HashMismatch { .. })
+        ));
+        let mut only_sha512 = meta.clone();
+        only_sha512.hashes.remove(notary::SHA256);
+        only_sha512
+            .check("t", "targets", 1, b"hello")
+            .expect("sha512 alone");
+        let mut none = meta;
+        none.hashes.clear();
+        assert!(none.check("t", "targets", 1, b"hello").is_err());
+    }
+
+    #[test]
+    fn custom_null_survives() {
+        let m: FileMeta =
+            serde_json::from_str(r#"{"custom":null,"hashes":{},"length":1}"#).expect("parse");
+        assert_eq!(
+            cjson::to_vec(&m).expect("cjson"),
+            br#"{"custom":null,"hashes":{},"length":1}"#
+        );
+    }
+}

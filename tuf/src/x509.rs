@@ -1,0 +1,408 @@
+//! X.509 for Notary: root keys are `ecdsa-x509` self-signed certificates (CN = GUN) and
+//! delegation keys may be certificates too. This module parses them (public key, CN, validity,
+//! the checks the notary client applies to root certificates) and builds the root certificate
+//! with the TBSCertificate signed by an async [`Signer`], so the private key stays on its token.
+
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest as _, Sha256};
+use x509_cert::der::asn1::{
+    Any, BitString, GeneralizedTime, Ia5StringRef, ObjectIdentifier, OctetString,
+    PrintableStringRef, SetOfVec, UtcTime, Utf8StringRef,
+};
+use x509_cert::der::{
+    DateTime, Decode as _, DecodePem as _, Encode as _, EncodePem as _, Tag, Tagged as _,
+};
+use x509_cert::ext::Extension;
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages};
+use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use x509_cert::time::{Time, Validity};
+use x509_cert::{TbsCertificate, Version};
+
+use crate::error::{Error, Result};
+use crate::key::{PublicKey, p256_raw_to_der};
+use crate::schema::notary;
+use crate::sign::Signer;
+
+const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+const OID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
+const OID_EXT_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
+const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
+const OID_CODE_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
+const OID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+const OID_RSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+/// Signature algorithms the notary client refuses in root certificates.
+const SHA1_ALGORITHMS: [ObjectIdentifier; 3] = [
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.5"), // sha1WithRSAEncryption
+    ObjectIdentifier::new_unwrap("1.2.840.10045.4.1"),    // ecdsa-with-SHA1
+    ObjectIdentifier::new_unwrap("1.2.840.10040.4.3"),    // dsa-with-sha1
+];
+
+/// Lifetime `notary init` gives the root certificate (and root metadata): ten 365-day years.
+pub const ROOT_CERT_LIFETIME: Duration = notary::ROOT_EXPIRY;
+
+/// How far in the future a root certificate's notBefore may be (clock skew), as in notary.
+const NOT_BEFORE_LEEWAY: Duration = Duration::from_secs(24 * 3600);
+
+/// A parsed X.509 certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    inner: x509_cert::Certificate,
+}
+
+impl Certificate {
+    /// Parses the first `CERTIFICATE` block of PEM text (Notary keys may carry a chain; the
+    /// leaf comes first).
+    pub fn from_pem(pem: &str) -> Result<Self> {
+        const END: &str = "-----END CERTIFICATE-----";
+        let first = match pem.find(END) {
+            Some(i) => &pem[..i + END.len()],
+            None => pem,
+        };
+        let inner = x509_cert::Certificate::from_pem(first.trim().as_bytes())
+            .map_err(|e| Error::cert(format!("not a PEM certificate: {e}")))?;
+        Ok(Self { inner })
+    }
+
+    /// Parses DER.
+    pub fn from_der(der: &[u8]) -> Result<Self> {
+        let inner = x509_cert::Certificate::from_der(der)
+            .map_err(|e| Error::cert(format!("not a DER certificate: {e}")))?;
+        Ok(Self { inner })
+    }
+
+    /// DER encoding.
+    pub fn to_der(&self) -> Result<Vec<u8>> {
+        self.inner
+            .to_der()
+            .map_err(|e| Error::cert(format!("cannot encode: {e}")))
+    }
+
+    /// PEM text with a trailing newline, as Notary stores it in `keyval.public`.
+    pub fn to_pem(&self) -> Result<String> {
+        self.inner
+            .to_pem(x509_cert::der::pem::LineEnding::LF)
+            .map_err(|e| Error::cert(format!("cannot encode: {e}")))
+    }
+
+    /// The subject's common name, if it has one in a string type we read.
+    pub fn common_name(&self) -> Option<String> {
+        self.inner
+            .tbs_certificate
+            .subject
+            .0
+            .iter()
+            .flat_map(|rdn| rdn.0.iter())
+            .find(|atv| atv.oid == OID_CN)
+            .and_then(|atv| {
+                let v = &atv.value;
+                match v.tag() {
+                    Tag::PrintableString => PrintableStringRef::try_from(v)
+                        .ok()
+                        .map(|s| s.as_str().to_owned()),
+                    Tag::Utf8String => Utf8StringRef::try_from(v)
+                        .ok()
+                        .map(|s| s.as_str().to_owned()),
+                    Tag::Ia5String => Ia5StringRef::try_from(v)
+                        .ok()
+                        .map(|s| s.as_str().to_owned()),
+                    _ => None,
+                }
+            })
+    }
+
+    /// Start of validity.
+    pub fn not_before(&self) -> SystemTime {
+        self.inner
+            .tbs_certificate
+            .validity
+            .not_before
+            .to_system_time()
+    }
+
+    /// End of validity.
+    pub fn not_after(&self) -> SystemTime {
+        self.inner
+            .tbs_certificate
+            .validity
+            .not_after
+            .to_system_time()
+    }
+
+    /// DER SubjectPublicKeyInfo.
+    pub fn spki_der(&self) -> Result<Vec<u8>> {
+        self.inner
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(|e| Error::cert(format!("cannot encode the public key: {e}")))
+    }
+
+    /// The certified public key.
+    pub fn public_key(&self) -> Result<PublicKey> {
+        PublicKey::from_spki_der(&self.spki_der()?)
+            .map_err(|e| Error::cert(format!("certified key: {e}")))
+    }
+
+    /// Whether BasicConstraints says CA:TRUE.
+    pub fn is_ca(&self) -> bool {
+        self.extension::<BasicConstraints>(OID_BASIC_CONSTRAINTS)
+            .is_some_and(|(_, bc)| bc.ca)
+    }
+
+    /// Whether the certificate is signed with SHA-1 (refused by notary for root keys).
+    pub fn uses_sha1(&self) -> bool {
+        SHA1_ALGORITHMS.contains(&self.inner.signature_algorithm.oid)
+    }
+
+    fn extension<'a, T: x509_cert::der::Decode<'a>>(
+        &'a self,
+        oid: ObjectIdentifier,
+    ) -> Option<(bool, T)> {
+        let ext = self
+            .inner
+            .tbs_certificate
+            .extensions
+            .as_ref()?
+            .iter()
+            .find(|e| e.extn_id == oid)?;
+        T::from_der(ext.extn_value.as_bytes())
+            .ok()
+            .map(|v| (ext.critical, v))
+    }
+
+    /// The checks the notary client applies to a root key's certificate before trusting it:
+    /// CN equals the GUN (or is a `prefix*` wildcard matching it), a sane validity window, no
+    /// SHA-1, RSA ≥ 2048 bits, not a CA, and, when `now` is given, valid at `now` (notBefore
+    /// may be up to a day ahead for clock skew).
+    pub fn check_root_leaf(&self, gun: &str, now: Option<SystemTime>) -> Result<(), String> {
+        let cn = self.common_name().unwrap_or_default();
+        let cn_ok = match cn.strip_suffix('*') {
+            Some(prefix) => gun.starts_with(prefix.trim_end_matches('*')),
+            None => cn == gun,
+        };
+        if !cn_ok {
+            return Err(format!("certificate CN {cn:?} does not match GUN {gun:?}"));
+        }
+        if self.not_before() > self.not_after() {
+            return Err("certificate validity window is invalid".into());
+        }
+        if self.uses_sha1() {
+            return Err("certificate is signed with SHA-1".into());
+        }
+        if self.is_ca() {
+            return Err("certificate is a CA, not a leaf".into());
+        }
+        self.public_key().map_err(|e| e.to_string())?;
+        if let Some(now) = now {
+            let skewed = now.checked_add(NOT_BEFORE_LEEWAY).unwrap_or(now);
+            if self.not_before() > skewed || now > self.not_after() {
+                return Err(format!(
+                    "certificate for {cn:?} is expired or not yet valid"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies the certificate's signature with its own key (ECDSA-SHA256 or RSA-SHA256).
+    pub fn verify_self_signed(&self) -> Result<()> {
+        let tbs = self
+            .inner
+            .tbs_certificate
+            .to_der()
+            .map_err(|e| Error::cert(format!("cannot encode: {e}")))?;
+        let sig = self
+            .inner
+            .signature
+            .as_bytes()
+            .ok_or_else(|| Error::cert("signature is not whole bytes"))?;
+        let key = self.public_key()?;
+        let oid = self.inner.signature_algorithm.oid;
+        let ok = match &key {
+            PublicKey::EcdsaP256(_) if oid == OID_ECDSA_SHA256 => key.verify(&tbs, sig).is_ok(),
+            PublicKey::Rsa(k) if oid == OID_RSA_SHA256 => k
+                .verify(
+                    rsa::Pkcs1v15Sign::new::<Sha256>(),
+                    &Sha256::digest(&tbs),
+                    sig,
+                )
+                .is_ok(),
+            _ => {
+                return Err(Error::cert(format!(
+                    "unsupported signature algorithm {oid}"
+                )));
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::cert("self-signature does not verify"))
+        }
+    }
+}
+
+/// Builds the root key certificate `notary init` makes: self-signed, `CN=<gun>`, valid from
+/// `not_before` for `lifetime` (use [`ROOT_CERT_LIFETIME`]), KeyUsage critical
+/// digitalSignature+keyEncipherment, EKU codeSigning, BasicConstraints critical CA:FALSE,
+/// ecdsa-with-SHA256. The signer must hold a P-256 key; it signs the DER TBSCertificate.
+pub async fn build_root_certificate(
+    gun: &str,
+    signer: &dyn Signer,
+    not_before: SystemTime,
+    lifetime: Duration,
+) -> Result<Certificate> {
+    let public = signer.public_key();
+    if !matches!(public, PublicKey::EcdsaP256(_)) {
+        return Err(Error::cert(format!(
+            "root certificates need a P-256 key, not {}",
+            public.algorithm()
+        )));
+    }
+    let spki_der = public.to_spki_der();
+    let spki = SubjectPublicKeyInfoOwned::from_der(&spki_der)
+        .map_err(|e| Error::cert(format!("public key: {e}")))?;
+    let start = whole_seconds(not_before)?;
+    let end = start
+        .checked_add(lifetime)
+        .ok_or_else(|| Error::cert("validity end out of range"))?;
+    let name = common_name(gun)?;
+    let algorithm = AlgorithmIdentifierOwned {
+        oid: OID_ECDSA_SHA256,
+        parameters: None,
+    };
+    let tbs = TbsCertificate {
+        version: Version::V3,
+        serial_number: serial_number(&spki_der, gun, start)?,
+        signature: algorithm.clone(),
+        issuer: name.clone(),
+        validity: Validity {
+            not_before: asn1_time(start)?,
+            not_after: asn1_time(end)?,
+        },
+        subject: name,
+        subject_public_key_info: spki,
+        issuer_unique_id: None,
+        subject_unique_id: None,
+        extensions: Some(vec![
+            extension(
+                OID_KEY_USAGE,
+                true,
+                &KeyUsage(KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment),
+            )?,
+            extension(
+                OID_EXT_KEY_USAGE,
+                false,
+                &ExtendedKeyUsage(vec![OID_CODE_SIGNING]),
+            )?,
+            extension(
+                OID_BASIC_CONSTRAINTS,
+                true,
+                &BasicConstraints {
+                    ca: false,
+                    path_len_constraint: None,
+                },
+            )?,
+        ]),
+    };
+    let tbs_der = tbs
+        .to_der()
+        .map_err(|e| Error::cert(format!("cannot encode TBSCertificate: {e}")))?;
+    let raw = signer.sign(&tbs_der).await.map_err(|source| Error::Sign {
+        role: "root certificate".into(),
+        key_id: signer.key_id(),
+        source,
+    })?;
+    let der_sig = p256_raw_to_der(&raw).map_err(|e| Error::Sign {
+        role: "root certificate".into(),
+        key_id: signer.key_id(),
+        source: Box::new(e),
+    })?;
+    let signature =
+        BitString::from_bytes(&der_sig).map_err(|e| Error::cert(format!("signature: {e}")))?;
+    let cert = Certificate {
+        inner: x509_cert::Certificate {
+            tbs_certificate: tbs,
+            signature_algorithm: algorithm,
+            signature,
+        },
+    };
+    cert.verify_self_signed().map_err(|e| Error::Sign {
+        role: "root certificate".into(),
+        key_id: signer.key_id(),
+        source: Box::new(e),
+    })?;
+    Ok(cert)
+}
+
+fn whole_seconds(t: SystemTime) -> Result<SystemTime> {
+    let since = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_err(|_| Error::cert("time before 1970"))?;
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs()))
+}
+
+/// UTCTime through 2049, GeneralizedTime from 2050, as RFC 5280 (and Go) require.
+fn asn1_time(t: SystemTime) -> Result<Time> {
+    let since = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_err(|_| Error::cert("time before 1970"))?;
+    let dt = DateTime::from_unix_duration(since)
+        .map_err(|e| Error::cert(format!("time out of range: {e}")))?;
+    if dt.year() < 2050 {
+        UtcTime::from_date_time(dt)
+            .map(Time::UtcTime)
+            .map_err(|e| Error::cert(format!("time out of range: {e}")))
+    } else {
+        Ok(Time::GeneralTime(GeneralizedTime::from_date_time(dt)))
+    }
+}
+
+/// `CN=<gun>`, as a PrintableString when the GUN allows it (as Go writes it), else UTF8String.
+fn common_name(gun: &str) -> Result<Name> {
+    let value = match PrintableStringRef::new(gun) {
+        Ok(s) => Any::encode_from(&s),
+        Err(_) => Utf8StringRef::new(gun).and_then(|s| Any::encode_from(&s)),
+    }
+    .map_err(|e| Error::cert(format!("common name {gun:?}: {e}")))?;
+    let atv = x509_cert::attr::AttributeTypeAndValue { oid: OID_CN, value };
+    let rdn = SetOfVec::try_from(vec![atv])
+        .map_err(|e| Error::cert(format!("common name {gun:?}: {e}")))?;
+    Ok(RdnSequence(vec![RelativeDistinguishedName(rdn)]))
+}
+
+fn extension<T: x509_cert::der::Encode>(
+    oid: ObjectIdentifier,
+    critical: bool,
+    value: &T,
+) -> Result<Extension> {
+    let der = value
+        .to_der()
+        .map_err(|e| Error::cert(format!("extension {oid}: {e}")))?;
+    Ok(Extension {
+        extn_id: oid,
+        critical,
+        extn_value: OctetString::new(der)
+            .map_err(|e| Error::cert(format!("extension {oid}: {e}")))?,
+    })
+}
+
+/// A positive 128-bit serial derived from the key, the GUN and the start time: unique per
+/// certificate without needing a random source in this crate.
+fn serial_number(spki_der: &[u8], gun: &str, start: SystemTime) -> Result<SerialNumber> {
+    let secs = start
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let mut h = Sha256::new();
+    h.update(spki_der);
+    h.update(gun.as_bytes());
+    h.update(secs.to_be_bytes());
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    SerialNumber::new(&bytes).map_err(|e| Error::cert(format!("serial number: {e}")))
+}
