@@ -125,10 +125,30 @@ pub fn sigild() -> &'static Path {
     SIGILD.get_or_init(|| {
         require_tools();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let output = Command::new(&cargo)
+        let mut build = Command::new(&cargo);
+        build
             .args(["build", "--quiet", "-p", "sigil-daemon", "--bins"])
             .current_dir(workspace_root())
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        // Cargo gives this test process variables that describe *this* crate. Some build
+        // scripts (ring's, for one) track e.g. CARGO_MANIFEST_DIR, so passing them on would
+        // make this build and every ordinary `cargo build` rebuild half the tree in turn.
+        for (key, _) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            let per_crate = [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ];
+            if per_crate.iter().any(|p| key.starts_with(p)) || key == "OUT_DIR" {
+                build.env_remove(key);
+            }
+        }
+        let output = build
             .output()
             .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build sigild: {e}"));
         assert!(
