@@ -223,7 +223,15 @@ impl CollectionEditor {
     }
 
     /// Adds (or replaces) a target. A delegated role may only list paths delegated to it.
+    /// Names with control characters are refused: canonical JSON writes them raw, and no JSON
+    /// parser (Go's included) reads raw control characters back.
     pub fn add_target(&mut self, role: &str, name: &str, meta: FileMeta) -> Result<()> {
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return Err(Error::InvalidTargetName {
+                name: name.to_owned(),
+                reason: "empty, or contains control characters".into(),
+            });
+        }
         if !self.path_rule(role)?.allows(name) {
             return Err(Error::PathNotDelegated {
                 role: role.to_owned(),

@@ -237,6 +237,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A target name cannot be published.
+    #[error("target name {name:?}: {reason}")]
+    InvalidTargetName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: String,
+    },
+
     /// A target's content does not match its metadata.
     #[error("target {name:?} in {role}: {reason}")]
     TargetMismatch {

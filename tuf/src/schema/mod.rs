@@ -180,9 +180,10 @@ impl Expires {
         SystemTime::from(self.at)
     }
 
-    /// Whether the metadata is expired at `now` (expiry instant itself counts as expired).
+    /// Whether the metadata is expired at `now`: strictly after the expiry, as Go's
+    /// `expires.Before(now)` in notary.
     pub fn is_expired_at(&self, now: SystemTime) -> bool {
-        OffsetDateTime::from(now) >= self.at
+        OffsetDateTime::from(now) > self.at
     }
 }
 
@@ -555,9 +556,8 @@ mod tests {
     fn expires_keeps_its_text_and_compares_instants() {
         let e = Expires::parse("2036-11-18T22:43:34.65391808Z").expect("parse");
         assert_eq!(e.as_str(), "2036-11-18T22:43:34.65391808Z");
-        let before = e.to_system_time() - Duration::from_nanos(1);
-        assert!(!e.is_expired_at(before));
-        assert!(e.is_expired_at(e.to_system_time()));
+        assert!(!e.is_expired_at(e.to_system_time()));
+        assert!(e.is_expired_at(e.to_system_time() + Duration::from_nanos(1)));
         assert!(Expires::parse("2036-11-18").is_err());
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(
