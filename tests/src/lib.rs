@@ -21,6 +21,8 @@
 //! Tests must not change their own environment (edition 2024 makes `set_var` unsafe, and unsafe
 //! code is forbidden), so every child gets its environment on its `Command`.
 
+pub mod notary;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read as _;
