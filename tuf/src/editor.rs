@@ -7,6 +7,65 @@
 //! clients can follow the rotation); snapshot is re-signed when anything it lists changed and a
 //! signer for its key is at hand, and otherwise left to the server (server-managed snapshot).
 //! The client never signs timestamp: notary-server does.
+//!
+//! A whole round trip, with in-memory keys standing in for sigild (feature `test-util`):
+//!
+//! ```
+//! # fn main() -> sigil_tuf::Result<()> {
+//! use std::collections::BTreeMap;
+//! use std::time::SystemTime;
+//! use sigil_tuf::editor::{sign_timestamp, CollectionKeys};
+//! use sigil_tuf::sign::testing::{block_on, MemorySigner};
+//! use sigil_tuf::verify::{verify_collection, CollectionFiles};
+//! use sigil_tuf::x509::{build_root_certificate, ROOT_CERT_LIFETIME};
+//! use sigil_tuf::{CollectionEditor, FileMeta, PriorVersions, RootTrust, Signer, TufKey};
+//!
+//! let gun = "example.com/app";
+//! let now = SystemTime::now();
+//! let (root, targets, snapshot, timestamp) =
+//!     (MemorySigner::p256(), MemorySigner::p256(), MemorySigner::p256(), MemorySigner::p256());
+//! let cert = block_on(build_root_certificate(gun, &root, now, ROOT_CERT_LIFETIME))?;
+//! let keys = CollectionKeys {
+//!     root: vec![TufKey::from_certificate_pem(&cert.to_pem()?)?],
+//!     targets: vec![TufKey::from_public_key(targets.public_key())],
+//!     snapshot: vec![TufKey::from_public_key(snapshot.public_key())],
+//!     timestamp: vec![TufKey::from_public_key(timestamp.public_key())], // the server's
+//! };
+//! let mut editor = CollectionEditor::create(gun, &keys, now)?;
+//! editor.add_target("targets", "app.tar", FileMeta::from_bytes(b"app"))?;
+//! let signed = block_on(editor.sign(&[&root, &targets, &snapshot]))?;
+//! let files = signed.updates(); // POST these to notary-server
+//!
+//! // notary-server adds a timestamp; a client then walks the whole collection.
+//! let root_body = sigil_tuf::Metadata::<sigil_tuf::schema::Root>::from_bytes("root", files["root"].clone())?;
+//! let ts = block_on(sign_timestamp(root_body.body(), &files["snapshot"], 1, now, &[&timestamp]))?;
+//! let collection = verify_collection(
+//!     gun,
+//!     files["root"].clone(),
+//!     RootTrust::FirstUse,
+//!     CollectionFiles {
+//!         root_chain: vec![],
+//!         timestamp: ts.to_vec()?,
+//!         snapshot: files["snapshot"].clone(),
+//!         targets: files["targets"].clone(),
+//!         delegations: BTreeMap::new(),
+//!     },
+//!     PriorVersions::default(),
+//!     now,
+//! )?;
+//! collection.verify_target("app.tar", b"app", &[])?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! An editor has nothing to publish until it is signed:
+//!
+//! ```compile_fail
+//! # use sigil_tuf::CollectionEditor;
+//! fn publish(editor: CollectionEditor) {
+//!     let _ = editor.updates(); // no such method: only SignedCollection has it
+//! }
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;

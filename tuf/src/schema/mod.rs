@@ -597,6 +597,43 @@ mod tests {
         assert!(none.check("t", "targets", 1, b"hello").is_err());
     }
 
+    proptest::proptest! {
+        /// Any targets document (names, hashes, custom data, unknown fields) re-serialises to
+        /// the bytes it was read from, and parses back to the same model.
+        #[test]
+        fn targets_documents_round_trip(
+            files in proptest::collection::btree_map(
+                "\\PC{0,12}",
+                (0u64..1 << 40, proptest::array::uniform32(proptest::prelude::any::<u8>()), proptest::option::of("\\PC{0,6}")),
+                0..6,
+            ),
+            extra in proptest::collection::btree_map("x_[a-z]{1,6}", proptest::prelude::any::<i64>(), 0..3),
+            version in 1u64..1_000_000,
+        ) {
+            let mut t = Targets::new(version, Expires::parse("2030-01-02T03:04:05.5Z").expect("time"));
+            for (name, (length, digest, custom)) in files {
+                let mut meta = FileMeta::from_sha256(length, digest);
+                meta.custom = custom.map(Value::String);
+                t.targets.insert(name, meta);
+            }
+            for (k, v) in extra {
+                t.extra.insert(k, Value::from(v));
+            }
+            let signed = Signed {
+                signed: t,
+                signatures: vec![Signature {
+                    keyid: "ab".repeat(32),
+                    method: SignatureMethod::Ecdsa,
+                    sig: vec![7; 64],
+                }],
+            };
+            let bytes = signed.to_vec().expect("serialise");
+            let back = Signed::<Targets>::from_slice("targets", &bytes).expect("parse");
+            proptest::prop_assert_eq!(&back, &signed);
+            proptest::prop_assert_eq!(back.to_vec().expect("again"), bytes);
+        }
+    }
+
     #[test]
     fn custom_null_survives() {
         let m: FileMeta =
