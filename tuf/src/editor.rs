@@ -581,6 +581,17 @@ impl CollectionEditor {
                 require("root (previous keys)", keys, *threshold, signers)?;
             }
         }
+        // Snapshot: re-signed when anything it lists changed and we hold its key. No signer
+        // at all for it means the server holds it; some but too few is an error, not a
+        // silent hand-over.
+        let snapshot_keys = owned(root.role_keys(RoleType::Snapshot));
+        let snapshot_threshold = root.role(RoleType::Snapshot).map_or(0, |r| r.threshold);
+        let sign_snapshot =
+            (!plans.is_empty() || root_dirty || snapshot_dirty || !removed.is_empty())
+                && !match_signers(&refs(&snapshot_keys), signers).is_empty();
+        if sign_snapshot {
+            require("snapshot", &snapshot_keys, snapshot_threshold, signers)?;
+        }
 
         for (name, keys, threshold) in plans {
             let Some(state) = targets.get_mut(&name) else {
@@ -621,32 +632,30 @@ impl CollectionEditor {
             updates.insert("root".into(), bytes);
         }
 
-        // Snapshot: re-sign when anything it lists changed and we hold its key.
         let mut new_snapshot = None;
-        if !updates.is_empty() || snapshot_dirty || !removed.is_empty() {
-            let keys = owned(root.role_keys(RoleType::Snapshot));
-            let threshold = root.role(RoleType::Snapshot).map_or(0, |r| r.threshold);
-            let matched = match_signers(&refs(&keys), signers);
-            // No signer at all for the snapshot key: the server holds it. Some but too few is
-            // an error, not a silent hand-over.
-            if !matched.is_empty() {
-                require("snapshot", &keys, threshold, signers)?;
-                let mut body = match snapshot {
-                    Some(s) => s,
-                    None => Snapshot::new(0, Expires::after(now, notary::SNAPSHOT_EXPIRY)?),
-                };
-                body.meta.retain(|name, _| !removed.contains(name));
-                for (name, bytes) in &files {
-                    body.meta.insert(name.clone(), FileMeta::from_bytes(bytes));
-                }
-                body.version += 1;
-                body.expires = Expires::after(now, notary::SNAPSHOT_EXPIRY)?;
-                body.validate()?;
-                let signed = sign_role("snapshot", body, &refs(&keys), threshold, signers).await?;
-                let bytes = signed.to_vec()?;
-                updates.insert("snapshot".into(), bytes.clone());
-                new_snapshot = Some(Metadata::from_bytes("snapshot", bytes)?);
+        if sign_snapshot {
+            let mut body = match snapshot {
+                Some(s) => s,
+                None => Snapshot::new(0, Expires::after(now, notary::SNAPSHOT_EXPIRY)?),
+            };
+            body.meta.retain(|name, _| !removed.contains(name));
+            for (name, bytes) in &files {
+                body.meta.insert(name.clone(), FileMeta::from_bytes(bytes));
             }
+            body.version += 1;
+            body.expires = Expires::after(now, notary::SNAPSHOT_EXPIRY)?;
+            body.validate()?;
+            let signed = sign_role(
+                "snapshot",
+                body,
+                &refs(&snapshot_keys),
+                snapshot_threshold,
+                signers,
+            )
+            .await?;
+            let bytes = signed.to_vec()?;
+            updates.insert("snapshot".into(), bytes.clone());
+            new_snapshot = Some(Metadata::from_bytes("snapshot", bytes)?);
         }
 
         Ok(SignedCollection {
