@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::cmd::{key, sign, verify};
+use crate::cmd::{collection, delegation, key, sign, verify};
 use crate::error::EXIT_CODES_HELP;
 
 /// Default socket of a system-wide sigild.
@@ -20,6 +20,12 @@ const GLOBAL: &str = "Global options";
 /// behalf of callers its policy allows. This command talks to sigild over its Unix socket to
 /// list, generate and remove keys and to sign files. Signatures are verified locally, so
 /// `sigil verify --public-key` needs neither sigild nor a token.
+///
+/// It also runs Notary trusted collections (Docker Content Trust) with the notary client's
+/// verbs: init, add, addhash, remove, publish, list, lookup, verify, status, reset, key rotate,
+/// delegation. The notary server is -s URL (default https://notary-server:4443, as notary), its
+/// CA --tlscacert, the trust dir -d (default ~/.sigil/trust); a notary-style config.json (-c,
+/// default ~/.sigil/config.json) may set them. The trust dir never holds a private key.
 #[derive(Debug, Parser)]
 #[command(name = "sigil", version, after_help = EXIT_CODES_HELP)]
 pub(crate) struct Cli {
@@ -52,16 +58,45 @@ pub(crate) struct GlobalArgs {
     /// Log more to stderr: -v for info, -vv for debug, -vvv for trace (default: warnings).
     #[arg(short, long, global = true, help_heading = GLOBAL, action = ArgAction::Count)]
     pub(crate) verbose: u8,
+
+    /// Notary server URL for trusted collections [default: https://notary-server:4443].
+    #[arg(short = 's', long, global = true, help_heading = GLOBAL, value_name = "URL")]
+    pub(crate) server: Option<String>,
+
+    /// CA certificate (PEM) to trust for the notary server instead of the system roots.
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "CA_FILE")]
+    pub(crate) tlscacert: Option<PathBuf>,
+
+    /// Trust dir for collection metadata and staged changes [default: ~/.sigil/trust].
+    #[arg(short = 'd', long, global = true, help_heading = GLOBAL, value_name = "DIR")]
+    pub(crate) trust_dir: Option<PathBuf>,
+
+    /// Config file in notary's config.json format [default: ~/.sigil/config.json if present].
+    #[arg(short = 'c', long, global = true, help_heading = GLOBAL, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// The top-level commands. A command's help comes from its `Args` struct's docs.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// List, generate, show and remove keys held by sigild.
+    /// List, generate, show, remove and rotate keys held by sigild.
     #[command(subcommand)]
     Key(key::Command),
     Sign(sign::SignArgs),
     Verify(verify::VerifyArgs),
+    Init(collection::InitArgs),
+    Add(collection::AddArgs),
+    Addhash(collection::AddhashArgs),
+    Remove(collection::RemoveArgs),
+    List(collection::ListArgs),
+    Lookup(collection::LookupArgs),
+    Status(collection::StatusArgs),
+    Reset(collection::ResetArgs),
+    Publish(collection::PublishArgs),
+    Delete(collection::DeleteArgs),
+    /// Add, list and remove delegations of a trusted collection.
+    #[command(subcommand)]
+    Delegation(delegation::Command),
 }
 
 #[cfg(test)]
@@ -99,9 +134,9 @@ mod tests {
     fn help_documents_the_exit_codes() {
         let help = Cli::command().render_long_help().to_string();
         for line in [
-            "3  key not found",
+            "3  not found: key",
             "4  permission denied",
-            "5  sigild unavailable",
+            "5  unavailable: cannot connect to sigild",
         ] {
             assert!(help.contains(line), "{line:?} missing from:\n{help}");
         }

@@ -14,7 +14,7 @@ pub(crate) mod exit {
     pub(crate) const FAILURE: u8 = 1;
     /// Bad flags or arguments (clap uses the same code for its own parse errors).
     pub(crate) const USAGE: u8 = 2;
-    /// The key does not exist or the caller may not see it.
+    /// The key, collection or target does not exist, or the caller may not see it.
     pub(crate) const NOT_FOUND: u8 = 3;
     /// sigild's policy refused the request.
     pub(crate) const PERMISSION_DENIED: u8 = 4;
@@ -28,9 +28,9 @@ Exit codes:
   0  success
   1  failure, including a signature that does not verify
   2  usage error (bad flags or arguments)
-  3  key not found (or not visible to you)
+  3  not found: key (or not visible to you), collection or target
   4  permission denied by sigild's policy
-  5  sigild unavailable: cannot connect, or its token is absent";
+  5  unavailable: cannot connect to sigild or the notary server, or the token is absent";
 
 /// Why a command failed. Each message names the object involved and fits on one line.
 #[derive(Debug, thiserror::Error)]
@@ -192,9 +192,128 @@ pub(crate) enum Error {
     /// The async runtime or a worker thread failed (should never happen).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The notary server could not be reached at all (DNS, refused connection, timeout).
+    #[error("cannot reach the notary server at {url}: {reason} (check -s/--server)")]
+    ServerUnreachable {
+        /// The URL that was tried.
+        url: String,
+        /// The most specific cause.
+        reason: String,
+    },
+    /// The TLS handshake with the notary server failed (unknown CA, wrong name, ...).
+    #[error(
+        "TLS with the notary server at {url} failed: {reason} (if it uses a private CA, pass \
+         --tlscacert CA_FILE)"
+    )]
+    ServerTls {
+        /// The URL that was tried.
+        url: String,
+        /// What rustls reported.
+        reason: String,
+    },
+    /// The notary server answered with an HTTP error.
+    #[error("notary server refused {what}: HTTP {status}{}", server_detail(.code, .message))]
+    Server {
+        /// What was asked (e.g. "publishing example.com/app").
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// The server's error code (`INVALID_UPDATE`, ...), empty when the body had none.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The server has no trust data for the collection.
+    #[error("no trust data for {gun} on {server} (has it been published? `sigil init {gun} -p`)")]
+    NoCollection {
+        /// The collection.
+        gun: String,
+        /// The server URL.
+        server: String,
+    },
+    /// Metadata was refused by the verification walk, or an edit is invalid.
+    #[error("{context}: {source}")]
+    Tuf {
+        /// What was being done ("verifying example.com/app from the server", ...).
+        context: String,
+        /// What the tuf crate found, naming the role.
+        #[source]
+        source: sigil_tuf::Error,
+    },
+    /// sigild refused or failed to sign a role.
+    #[error("signing {role} with key {key_id} failed: {source}")]
+    Signing {
+        /// Role being signed.
+        role: String,
+        /// TUF key id asked to sign.
+        key_id: String,
+        /// sigild's answer.
+        source: Box<Error>,
+    },
+    /// No key sigild lets us use can sign a role the change needs.
+    #[error("{0}")]
+    MissingKey(String),
+    /// The trust directory could not be read or written.
+    #[error("trust dir {}: {source}", path.display())]
+    TrustDir {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The configuration file is unreadable or invalid.
+    #[error("config {}: {reason}", path.display())]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Target content does not match the collection (`sigil verify GUN NAME`).
+    #[error("{0}")]
+    TargetMismatch(String),
+}
+
+fn server_detail(code: &str, message: &str) -> String {
+    match (code.is_empty(), message.is_empty()) {
+        (true, true) => String::new(),
+        (false, true) => format!(" {code}"),
+        (true, false) => format!(": {message}"),
+        (false, false) => format!(" {code}: {message}"),
+    }
 }
 
 impl Error {
+    /// A tuf failure while doing `context`. A signer failure coming from sigild keeps sigild's
+    /// error (and so its exit code) instead of being flattened into text.
+    pub(crate) fn tuf(context: impl Into<String>, source: sigil_tuf::Error) -> Self {
+        match source {
+            sigil_tuf::Error::Sign {
+                role,
+                key_id,
+                source,
+            } => match source.downcast::<Error>() {
+                Ok(inner) => Self::Signing {
+                    role,
+                    key_id,
+                    source: inner,
+                },
+                Err(source) => Self::Tuf {
+                    context: context.into(),
+                    source: sigil_tuf::Error::Sign {
+                        role,
+                        key_id,
+                        source,
+                    },
+                },
+            },
+            source => Self::Tuf {
+                context: context.into(),
+                source,
+            },
+        }
+    }
+
     /// Translates a gRPC status from sigild. `key_id` is the key the request was about, if any,
     /// so that NOT_FOUND can name it.
     pub(crate) fn from_status(status: &tonic::Status, key_id: Option<&str>) -> Self {
@@ -225,6 +344,13 @@ impl Error {
             Self::KeyNotFound { .. } | Self::NotFound { .. } => exit::NOT_FOUND,
             Self::PermissionDenied { .. } => exit::PERMISSION_DENIED,
             Self::Connect { .. } | Self::Unavailable { .. } => exit::UNAVAILABLE,
+            Self::ServerUnreachable { .. } | Self::ServerTls { .. } => exit::UNAVAILABLE,
+            Self::NoCollection { .. } => exit::NOT_FOUND,
+            Self::Tuf {
+                source: sigil_tuf::Error::TargetNotFound { .. },
+                ..
+            } => exit::NOT_FOUND,
+            Self::Signing { source, .. } => source.exit_code(),
             _ => exit::FAILURE,
         }
     }

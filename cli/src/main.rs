@@ -1,6 +1,6 @@
-//! `sigil`: the command line for sigild's keys and blob signatures. This file only parses the
-//! command line, sets up logging, dispatches to the command's module and turns its error into
-//! one line on stderr and an exit code.
+//! `sigil`: the command line for sigild's keys, blob signatures and Notary trusted collections.
+//! This file only parses the command line, sets up logging, dispatches to the command's module
+//! and turns its error into one line on stderr and an exit code.
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -11,10 +11,15 @@ use tracing_subscriber::EnvFilter;
 mod cli;
 mod cmd;
 mod daemon_client;
+mod daemon_signer;
 mod error;
 mod input;
 mod key_ref;
+mod notary_server;
 mod output;
+mod repo;
+mod settings;
+mod trust_dir;
 
 use cli::{Cli, Command};
 use error::{Error, exit};
@@ -61,6 +66,17 @@ fn run(cli: &Cli) -> Result<(), Error> {
             Command::Key(command) => command.run(&cli.global).await,
             Command::Sign(args) => args.run(&cli.global).await,
             Command::Verify(args) => args.run(&cli.global).await,
+            Command::Init(args) => args.run(&cli.global).await,
+            Command::Add(args) => args.run(&cli.global).await,
+            Command::Addhash(args) => args.run(&cli.global).await,
+            Command::Remove(args) => args.run(&cli.global).await,
+            Command::List(args) => args.run(&cli.global).await,
+            Command::Lookup(args) => args.run(&cli.global).await,
+            Command::Status(args) => args.run(&cli.global).await,
+            Command::Reset(args) => args.run(&cli.global).await,
+            Command::Publish(args) => args.run(&cli.global).await,
+            Command::Delete(args) => args.run(&cli.global).await,
+            Command::Delegation(command) => command.run(&cli.global).await,
         }
     })
 }

@@ -121,6 +121,36 @@ pub(crate) fn key_table(keys: &[KeyInfo]) -> String {
     table
 }
 
+/// A table as the notary client prints one: a header row, a row of dashes as long as each
+/// header, then the rows; every column but the last padded to its widest cell plus four spaces.
+pub(crate) fn notary_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let dashes: Vec<String> = headers.iter().map(|h| "-".repeat(h.len())).collect();
+    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    let mut out = String::new();
+    for row in [&header, &dashes].into_iter().chain(rows) {
+        let last = row.len().saturating_sub(1);
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i == last {
+                line.push_str(cell);
+            } else {
+                let pad = widths[i] + 4 - cell.chars().count();
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// `ecdsa-p256 key for role targets, gun example.com/app, on backend hsm`.
 pub(crate) fn describe_key(key: &KeyInfo) -> String {
     let gun = match &key.gun {
@@ -169,6 +199,32 @@ njzqZfzl7SVdD1sqaYi5gmv4qDkbnCGJshESyRaeooNGYOwsIqFUeOIjPw==
             gun: gun.map(str::to_owned),
             public_key,
         }
+    }
+
+    #[test]
+    fn notary_tables_look_like_notarys() {
+        let rows = vec![
+            vec![
+                "hello.sh".into(),
+                "9d9a".into(),
+                "46".into(),
+                "targets".into(),
+            ],
+            vec![
+                "remove-me.txt".into(),
+                "ab3e".into(),
+                "31".into(),
+                "targets".into(),
+            ],
+        ];
+        let table = notary_table(&["NAME", "DIGEST", "SIZE (BYTES)", "ROLE"], &rows);
+        assert_eq!(
+            table,
+            "NAME             DIGEST    SIZE (BYTES)    ROLE\n\
+             ----             ------    ------------    ----\n\
+             hello.sh         9d9a      46              targets\n\
+             remove-me.txt    ab3e      31              targets\n"
+        );
     }
 
     #[test]

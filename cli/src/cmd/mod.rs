@@ -1,5 +1,7 @@
 //! One module per command, each holding its clap arguments and its `run()`.
 
+pub(crate) mod collection;
+pub(crate) mod delegation;
 pub(crate) mod key;
 pub(crate) mod sign;
 pub(crate) mod verify;

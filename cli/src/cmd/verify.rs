@@ -1,6 +1,7 @@
-//! `sigil verify`: checks a blob signature locally with `sigil_tuf`, no token involved. The same
-//! verb will later verify Notary collection targets (`sigil verify GUN NAME < FILE`), so the
-//! positionals are read as FILE SIG only when a key is given, and as GUN NAME otherwise.
+//! `sigil verify`: checks a blob signature locally with `sigil_tuf`, no token involved, or —
+//! without a key — content against a target of a trusted collection (`sigil verify GUN NAME <
+//! FILE`, as `notary verify`). The positionals are read as FILE SIG only when a key is given,
+//! and as GUN NAME otherwise.
 
 use std::path::{Path, PathBuf};
 
@@ -32,18 +33,22 @@ const BASE64_LENIENT: GeneralPurpose = GeneralPurpose::new(
 /// "signature OK (key ID, ALGORITHM)" and exits 0, or reports that the signature does not
 /// verify and exits 1. With --json, prints {valid, key_id, algorithm} in both cases.
 ///
-/// Verifying a target of a trusted collection (`sigil verify GUN NAME < FILE`) is not
-/// available yet.
+/// Without --key or --public-key, verifies a target of a trusted collection: the content on
+/// standard input (or -i FILE) must have the length and hashes the verified collection lists
+/// for NAME. Like `notary verify`, the content is then written to stdout (-q: nothing), so
+/// `curl … | sigil verify GUN NAME | sh` runs only what was signed.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
   sigil verify --key $KEY release.tar.gz release.tar.gz.sig
   # without sigild, e.g. on another machine:
   sigil key public $KEY --pem > key.pem
-  sigil verify --public-key key.pem release.tar.gz release.tar.gz.sig")]
+  sigil verify --public-key key.pem release.tar.gz release.tar.gz.sig
+  # a target of a trusted collection:
+  sigil verify example.com/app release.tar.gz -q < release.tar.gz")]
 #[command(
     override_usage = "sigil verify (--key <KEY_ID> | --public-key <PEM_FILE>) <FILE> <SIG>\n       \
-                            sigil verify <GUN> <NAME> < FILE   (trusted collections: not available yet)"
+                            sigil verify <GUN> <NAME> [-q] [-i FILE] < FILE"
 )]
 pub(crate) struct VerifyArgs {
     /// Verify with this sigild key (64 hex characters); only its public half is fetched.
@@ -59,6 +64,12 @@ pub(crate) struct VerifyArgs {
     /// collection form.)
     #[arg(value_name = "SIG")]
     pub(crate) sig: PathBuf,
+    /// Collection form: read the content from this file instead of standard input.
+    #[arg(short = 'i', long, value_name = "FILE")]
+    pub(crate) input: Option<PathBuf>,
+    /// Collection form: do not copy the verified content to stdout.
+    #[arg(short = 'q', long)]
+    pub(crate) quiet: bool,
 }
 
 /// Where the verifying key comes from.
@@ -79,25 +90,38 @@ struct VerifyJson<'a> {
 }
 
 impl VerifyArgs {
-    /// Picks the blob form when a key is given; without one the positionals are GUN NAME, whose
-    /// verification does not exist yet, so say so instead of misreading them as files.
-    pub(crate) fn key_source(&self) -> Result<KeySource<'_>, Error> {
+    /// Picks the blob form when a key is given; `None` means the collection form (GUN NAME).
+    pub(crate) fn key_source(&self) -> Option<KeySource<'_>> {
         match (&self.key, &self.public_key) {
-            (Some(key_id), _) => Ok(KeySource::Daemon(key_id)),
-            (None, Some(path)) => Ok(KeySource::PemFile(path)),
-            (None, None) => Err(Error::Usage(format!(
-                "verifying trusted collection targets (`sigil verify GUN NAME < FILE`, here GUN {} \
-                 NAME {}) is not available yet; to verify a blob signature pass --key KEY_ID or \
-                 --public-key PEM_FILE: `sigil verify --key KEY_ID FILE SIG`",
-                self.file.display(),
-                self.sig.display()
-            ))),
+            (Some(key_id), _) => Some(KeySource::Daemon(key_id)),
+            (None, Some(path)) => Some(KeySource::PemFile(path)),
+            (None, None) => None,
         }
     }
 
-    /// Loads the key and signature, verifies, reports.
+    /// Loads the key and signature, verifies, reports; or verifies a collection target.
     pub(crate) async fn run(&self, global: &GlobalArgs) -> Result<(), Error> {
-        let source = self.key_source()?;
+        let Some(source) = self.key_source() else {
+            let input = match &self.input {
+                Some(path) => Input::from_arg(path),
+                None => Input::Stdin,
+            };
+            return crate::cmd::collection::verify_target(
+                global,
+                &self.file.to_string_lossy(),
+                &self.sig.to_string_lossy(),
+                &input,
+                self.quiet,
+            )
+            .await;
+        };
+        if self.input.is_some() || self.quiet {
+            return Err(Error::Usage(
+                "-i/--input and -q/--quiet are for `sigil verify GUN NAME`, not for blob \
+                 signatures"
+                    .to_owned(),
+            ));
+        }
         let file = Input::from_arg(&self.file);
         let sig = Input::from_arg(&self.sig);
         if file == Input::Stdin && sig == Input::Stdin {
@@ -228,19 +252,14 @@ mod tests {
     }
 
     #[test]
-    fn without_a_key_the_positionals_are_a_collection_target_not_yet_supported() {
-        let args = parse(&["example.com/app", "v1.0"]).expect("collection form parses");
-        let err = args
-            .key_source()
-            .expect_err("collections are not available");
-        assert_eq!(err.exit_code(), crate::error::exit::USAGE);
-        let text = err.to_string();
-        assert!(text.contains("not available yet"), "{text}");
-        assert!(text.contains("GUN example.com/app NAME v1.0"), "{text}");
-        assert!(
-            text.contains("--key KEY_ID or --public-key PEM_FILE"),
-            "{text}"
-        );
+    fn without_a_key_the_positionals_are_a_collection_target() {
+        let args = parse(&["example.com/app", "v1.0", "-q"]).expect("collection form parses");
+        assert!(args.key_source().is_none());
+        assert!(args.quiet);
+        assert_eq!(args.file, PathBuf::from("example.com/app"));
+        assert_eq!(args.sig, PathBuf::from("v1.0"));
+        let args = parse(&["g/x", "v1.0", "-i", "content"]).expect("input file");
+        assert_eq!(args.input, Some(PathBuf::from("content")));
     }
 
     #[test]

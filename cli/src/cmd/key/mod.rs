@@ -12,6 +12,7 @@ pub(crate) mod generate;
 pub(crate) mod list;
 pub(crate) mod public;
 pub(crate) mod remove;
+pub(crate) mod rotate;
 
 /// Key management through sigild. Each variant's help comes from its `Args` struct's docs.
 #[derive(Debug, Subcommand)]
@@ -20,6 +21,7 @@ pub(crate) enum Command {
     Generate(generate::GenerateArgs),
     Public(public::PublicArgs),
     Remove(remove::RemoveArgs),
+    Rotate(rotate::RotateArgs),
 }
 
 impl Command {
@@ -30,6 +32,7 @@ impl Command {
             Self::Generate(args) => args.run(global).await,
             Self::Public(args) => args.run(global).await,
             Self::Remove(args) => args.run(global).await,
+            Self::Rotate(args) => args.run(global).await,
         }
     }
 }

@@ -1,0 +1,147 @@
+//! sigild as a [`sigil_tuf::Signer`]: the tuf crate signs metadata through it and never sees a
+//! private key. ECDSA and RSA keys get only the SHA-256 digest of the canonical bytes (so a
+//! targets file of any size fits sigild's message limit); Ed25519 gets the message, as the
+//! scheme needs. Signatures come back RAW: `r || s` for ECDSA (Notary's `ecdsa` method), PSS
+//! for RSA (`rsapss`), Ed25519 (`eddsa`). The tuf crate checks each one before using it.
+//!
+//! Also here: finding the daemon key that serves a (gun, role), or generating it on a token.
+
+use async_trait::async_trait;
+use sha2::{Digest as _, Sha256};
+use sigil_proto::sigil_v1 as pb;
+use sigil_tuf::{Algorithm, PublicKey, SignError, Signer};
+
+use crate::daemon_client::{DaemonClient, KeyFilter, KeyInfo, NewKey};
+use crate::error::Error;
+use crate::key_ref::KeyId;
+
+/// One key held by sigild, usable as a metadata signer.
+#[derive(Debug, Clone)]
+pub(crate) struct DaemonSigner {
+    client: DaemonClient,
+    key: KeyInfo,
+    id: KeyId,
+}
+
+impl DaemonSigner {
+    /// A signer for `key` through `client`.
+    pub(crate) fn new(client: &DaemonClient, key: KeyInfo) -> Result<Self, Error> {
+        let id: KeyId = key.key_id.parse().map_err(|e: String| Error::BadDaemonKey {
+            key_id: key.key_id.clone(),
+            reason: e,
+        })?;
+        Ok(Self {
+            client: client.clone(),
+            key,
+            id,
+        })
+    }
+
+    /// The key as sigild describes it.
+    pub(crate) fn info(&self) -> &KeyInfo {
+        &self.key
+    }
+}
+
+#[async_trait]
+impl Signer for DaemonSigner {
+    fn public_key(&self) -> &PublicKey {
+        &self.key.public_key
+    }
+
+    async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        let payload = if self.key.algorithm().signs_digest() {
+            pb::sign_request::Payload::Sha256Digest(Sha256::digest(message).to_vec())
+        } else {
+            pb::sign_request::Payload::Message(message.to_vec())
+        };
+        let mut client = self.client.clone();
+        let response = client
+            .sign(&self.id, payload, pb::SignatureEncoding::Raw)
+            .await
+            .map_err(|e| Box::new(e) as SignError)?;
+        if response.key_id != self.key.key_id {
+            return Err(Box::new(Error::UnexpectedResponse {
+                key_id: self.key.key_id.clone(),
+                reason: format!("signed with key {}", response.key_id),
+            }));
+        }
+        Ok(response.signature)
+    }
+}
+
+/// Signers for every key sigild lets the caller see; the tuf crate picks those whose public
+/// keys the metadata names, so a root key shared by several collections is found too.
+pub(crate) async fn visible_signers(client: &DaemonClient) -> Result<Vec<DaemonSigner>, Error> {
+    let mut c = client.clone();
+    let mut keys = c.list_keys(&KeyFilter::default()).await?;
+    keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+    keys.into_iter()
+        .map(|k| DaemonSigner::new(client, k))
+        .collect()
+}
+
+/// A key sigild holds for exactly (gun, role), if any (the first by key id, for stability).
+pub(crate) async fn find_key(
+    client: &DaemonClient,
+    gun: &str,
+    role: &str,
+) -> Result<Option<KeyInfo>, Error> {
+    let mut c = client.clone();
+    let mut keys = c
+        .list_keys(&KeyFilter {
+            backend: String::new(),
+            gun: gun.to_owned(),
+            role: role.to_owned(),
+        })
+        .await?;
+    keys.retain(|k| k.role == role && k.gun.as_deref() == Some(gun));
+    keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+    Ok(keys.into_iter().next())
+}
+
+/// Generates a P-256 key for (gun, role) on `backend` (sigild's only one when `None`).
+pub(crate) async fn generate_key(
+    client: &DaemonClient,
+    gun: &str,
+    role: &str,
+    backend: Option<&str>,
+) -> Result<KeyInfo, Error> {
+    let mut c = client.clone();
+    let key = c
+        .generate_key(&NewKey {
+            backend: backend.unwrap_or_default().to_owned(),
+            role: role.to_owned(),
+            gun: gun.to_owned(),
+            algorithm: Algorithm::EcdsaP256,
+        })
+        .await?;
+    if key.algorithm() != Algorithm::EcdsaP256 {
+        return Err(Error::BadDaemonKey {
+            key_id: key.key_id.clone(),
+            reason: format!("asked for ecdsa-p256 but got {}", key.algorithm()),
+        });
+    }
+    eprintln!(
+        "generated {} key {} for {gun} on the token ({})",
+        role, key.key_id, key.backend
+    );
+    Ok(key)
+}
+
+/// The key for (gun, role): reused when sigild already holds one, else generated, as
+/// `notary init` generates missing keys.
+pub(crate) async fn find_or_generate(
+    client: &DaemonClient,
+    gun: &str,
+    role: &str,
+    backend: Option<&str>,
+) -> Result<KeyInfo, Error> {
+    match find_key(client, gun, role).await? {
+        Some(key) => {
+            eprintln!("using {role} key {} for {gun}", key.key_id);
+            Ok(key)
+        }
+        None => generate_key(client, gun, role, backend).await,
+    }
+}

@@ -1,0 +1,318 @@
+//! One trusted collection as the commands use it: its notary server, its trust dir, the full
+//! verified update walk ([`Repo::fetch`]) and publishing a set of changes signed through sigild
+//! ([`Repo::publish`]). Every byte that comes from the server goes through `sigil_tuf`'s
+//! [`Updater`]: root pinned on first use (or by `trust_pinning`) and kept in the trust dir,
+//! root rotations walked version by version, rollback checked against the cached versions,
+//! expiry, signatures and thresholds, and the hashes each role pins for the next. Whatever it
+//! refuses is an error naming the role.
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use sigil_tuf::changelist::{Change, check_gun};
+use sigil_tuf::schema::{Root, peek_version};
+use sigil_tuf::verify::is_skippable;
+use sigil_tuf::{
+    CollectionEditor, CollectionKeys, Metadata, PriorVersions, RoleType, RootTrust,
+    SignedCollection, Signer, Updater, VerifiedCollection,
+};
+use tracing::{debug, warn};
+
+use crate::cli::GlobalArgs;
+use crate::daemon_client::DaemonClient;
+use crate::daemon_signer::{DaemonSigner, visible_signers};
+use crate::error::Error;
+use crate::notary_server::NotaryServer;
+use crate::settings::Settings;
+use crate::trust_dir::TrustDir;
+
+/// Above this many staged changes, progress goes to stderr.
+pub(crate) const PROGRESS_THRESHOLD: usize = 1000;
+
+/// A collection: GUN, server and trust dir.
+#[derive(Debug, Clone)]
+pub(crate) struct Repo {
+    /// The GUN.
+    pub(crate) gun: String,
+    /// Its trust dir.
+    pub(crate) trust: TrustDir,
+    /// Its notary server.
+    pub(crate) server: NotaryServer,
+    settings: Settings,
+}
+
+/// Checks a GUN given on the command line.
+pub(crate) fn parse_gun(gun: &str) -> Result<String, String> {
+    check_gun(gun).map_err(|e| e.to_string())?;
+    if gun.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("a GUN must not contain spaces or control characters".into());
+    }
+    Ok(gun.to_owned())
+}
+
+impl Repo {
+    /// The collection `gun` with the settings of the global flags and config file.
+    pub(crate) fn open(global: &GlobalArgs, gun: &str) -> Result<Self, Error> {
+        let settings = Settings::resolve(global)?;
+        let server = NotaryServer::new(&settings)?;
+        Ok(Self {
+            gun: gun.to_owned(),
+            trust: TrustDir::new(&settings.trust_dir),
+            server,
+            settings,
+        })
+    }
+
+    /// The trust dir, without touching the server (for `status`, `reset`, staging).
+    pub(crate) fn trust_dir(global: &GlobalArgs) -> Result<TrustDir, Error> {
+        Ok(TrustDir::new(&Settings::resolve(global)?.trust_dir))
+    }
+
+    fn context(&self) -> String {
+        format!("verifying {} from {}", self.gun, self.server.url())
+    }
+
+    /// How a root never seen before is trusted: pinned key ids for this GUN, else trust on
+    /// first use unless the config disables it.
+    fn first_use(&self) -> Result<RootTrust, Error> {
+        if let Some(ids) = self.settings.pins.get(&self.gun) {
+            return Ok(RootTrust::Pinned(ids.clone()));
+        }
+        if self.settings.disable_tofu {
+            return Err(Error::Config {
+                path: Default::default(),
+                reason: format!(
+                    "trust_pinning.disable_tofu is set and no root key is pinned for {}",
+                    self.gun
+                ),
+            });
+        }
+        Ok(RootTrust::FirstUse)
+    }
+
+    fn missing(&self, what: &str) -> Error {
+        Error::Server {
+            what: format!("GET {what} of {}", self.gun),
+            status: 404,
+            code: "METADATA_NOT_FOUND".into(),
+            message: format!("{what} is listed but the server does not have it"),
+        }
+    }
+
+    /// Versions the trust dir saw last time: the rollback baseline.
+    fn prior_versions(&self) -> Result<PriorVersions, Error> {
+        let mut prior = PriorVersions::default();
+        for role in self.trust.cached_roles(&self.gun)? {
+            if role == "root" {
+                continue;
+            }
+            if let Some(bytes) = self.trust.read(&self.gun, &role)? {
+                prior.observe(&role, &bytes);
+            }
+        }
+        Ok(prior)
+    }
+
+    /// Fetches and verifies the collection from the server and refreshes the trust dir's
+    /// cache; `None` when the server has no trust data for the GUN.
+    pub(crate) async fn fetch(&self) -> Result<Option<VerifiedCollection>, Error> {
+        let gun = &self.gun;
+        let ctx = |e| Error::tuf(self.context(), e);
+        let now = SystemTime::now();
+        let Some(latest_root) = self.server.role(gun, "root").await? else {
+            return Ok(None);
+        };
+        let mut updater = match self.trust.read(gun, "root")? {
+            Some(cached) => Updater::new(gun, cached, RootTrust::Cached, now).map_err(|e| {
+                let path = self
+                    .trust
+                    .metadata_path(gun, "root")
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                Error::tuf(format!("the trusted root of {gun} ({path}) is not valid"), e)
+            })?,
+            None => Updater::new(gun, latest_root.clone(), self.first_use()?, now).map_err(ctx)?,
+        }
+        .with_prior(self.prior_versions()?);
+        let latest = peek_version(&latest_root).unwrap_or_default();
+        for version in updater.intermediate_root_versions(latest) {
+            let bytes = self
+                .server
+                .root_version(gun, version)
+                .await?
+                .ok_or_else(|| self.missing(&format!("{version}.root.json")))?;
+            updater.update_root(bytes).map_err(ctx)?;
+        }
+        updater.update_root(latest_root).map_err(ctx)?;
+
+        let timestamp = self
+            .server
+            .role(gun, "timestamp")
+            .await?
+            .ok_or_else(|| self.missing("timestamp.json"))?;
+        updater.update_timestamp(timestamp).map_err(ctx)?;
+        let snapshot_hash = updater.snapshot_meta().and_then(|m| m.sha256_hex());
+        let snapshot = self.fetch_role("snapshot", snapshot_hash).await?;
+        updater.update_snapshot(snapshot).map_err(ctx)?;
+        let targets_hash = updater.role_meta("targets").and_then(|m| m.sha256_hex());
+        let targets = self.fetch_role("targets", targets_hash).await?;
+        updater.update_targets(targets).map_err(ctx)?;
+
+        let mut tried = BTreeSet::new();
+        loop {
+            let pending: Vec<_> = updater
+                .pending_delegations()
+                .into_iter()
+                .filter(|(name, _)| !tried.contains(name))
+                .collect();
+            let Some((role, meta)) = pending.into_iter().next() else {
+                break;
+            };
+            tried.insert(role.clone());
+            let bytes = self.fetch_role(&role, meta.sha256_hex()).await?;
+            if let Err(e) = updater.update_delegation(&role, bytes) {
+                if is_skippable(&e) {
+                    warn!("{gun}: ignoring delegation {role}: {e}");
+                    updater.skip_delegation(&role, &e);
+                } else {
+                    return Err(ctx(e));
+                }
+            }
+        }
+        let verified = updater.finish().map_err(ctx)?;
+        self.cache(&verified)?;
+        Ok(Some(verified))
+    }
+
+    async fn fetch_role(&self, role: &str, sha256_hex: Option<String>) -> Result<Vec<u8>, Error> {
+        let bytes = match sha256_hex {
+            Some(hex) => self.server.role_by_hash(&self.gun, role, &hex).await?,
+            None => self.server.role(&self.gun, role).await?,
+        };
+        bytes.ok_or_else(|| self.missing(&format!("{role}.json")))
+    }
+
+    /// Writes what was verified to the trust dir (only files that changed) and drops cached
+    /// delegations the collection no longer has.
+    fn cache(&self, verified: &VerifiedCollection) -> Result<(), Error> {
+        let files = verified.files();
+        for (role, bytes) in &files {
+            if self.trust.read(&self.gun, role)?.as_deref() != Some(*bytes) {
+                debug!(role, "caching");
+                self.trust.write(&self.gun, role, bytes)?;
+            }
+        }
+        for role in self.trust.cached_roles(&self.gun)? {
+            if role.starts_with("targets/") && !files.contains_key(&role) {
+                self.trust.remove(&self.gun, &role)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An editor for the next change: the verified collection, or, before the first
+    /// publish, a new collection over the keys `sigil init` put in the cached root.
+    pub(crate) fn editor(
+        &self,
+        verified: Option<&VerifiedCollection>,
+    ) -> Result<CollectionEditor, Error> {
+        let now = SystemTime::now();
+        if let Some(v) = verified {
+            return Ok(CollectionEditor::from_collection(v, now));
+        }
+        let Some(bytes) = self.trust.read(&self.gun, "root")? else {
+            return Err(Error::NoCollection {
+                gun: self.gun.clone(),
+                server: self.server.url().to_owned(),
+            });
+        };
+        let root = Metadata::<Root>::from_bytes("root", bytes)
+            .map_err(|e| Error::tuf(format!("the unpublished root of {}", self.gun), e))?;
+        let keys = |role| {
+            root.body()
+                .role_keys(role)
+                .into_iter()
+                .map(|(_, k)| k.clone())
+                .collect::<Vec<_>>()
+        };
+        let keys = CollectionKeys {
+            root: keys(RoleType::Root),
+            targets: keys(RoleType::Targets),
+            snapshot: keys(RoleType::Snapshot),
+            timestamp: keys(RoleType::Timestamp),
+        };
+        CollectionEditor::create(&self.gun, &keys, now)
+            .map_err(|e| Error::tuf(format!("the unpublished root of {}", self.gun), e))
+    }
+
+    /// Signs an edited collection with the keys sigild lets the caller use (each changed role
+    /// once, whatever the number of targets).
+    pub(crate) async fn sign(
+        &self,
+        editor: CollectionEditor,
+        signers: &[DaemonSigner],
+    ) -> Result<SignedCollection, Error> {
+        let refs: Vec<&dyn Signer> = signers.iter().map(|s| s as &dyn Signer).collect();
+        editor.sign(&refs).await.map_err(|e| match e {
+            sigil_tuf::Error::MissingSigners {
+                role,
+                available,
+                threshold,
+            } => Error::MissingKey(format!(
+                "cannot sign {role} of {}: sigild lets you use {available} of its keys, {threshold} \
+                 needed (see `sigil key list`; a delegation's key must be on a token you may use)",
+                self.gun
+            )),
+            e => Error::tuf(format!("signing {}", self.gun), e),
+        })
+    }
+
+    /// Sends a signed collection to the server and, once accepted, caches what was published.
+    pub(crate) async fn upload(&self, signed: &SignedCollection) -> Result<(), Error> {
+        let size: usize = signed.updates().values().map(Vec::len).sum();
+        if size > 1024 * 1024 {
+            eprintln!(
+                "uploading {} to {} ({:.1} MB)",
+                signed.updates().keys().cloned().collect::<Vec<_>>().join(", "),
+                self.server.url(),
+                size as f64 / 1e6
+            );
+        }
+        self.server.publish(&self.gun, signed.updates()).await?;
+        for (role, bytes) in signed.files() {
+            self.trust.write(&self.gun, role, bytes)?;
+        }
+        if let Some(snapshot) = signed.updates().get("snapshot") {
+            self.trust.write(&self.gun, "snapshot", snapshot)?;
+        }
+        for role in signed.removed() {
+            self.trust.remove(&self.gun, role)?;
+        }
+        Ok(())
+    }
+
+    /// Applies `changes` to the current collection (or the unpublished one), signs every
+    /// changed role through sigild and publishes. Returns the roles sent, empty when there was
+    /// nothing to publish.
+    pub(crate) async fn publish(
+        &self,
+        daemon: &DaemonClient,
+        changes: &[(String, Change)],
+    ) -> Result<Vec<String>, Error> {
+        let verified = self.fetch().await?;
+        let mut editor = self.editor(verified.as_ref())?;
+        if changes.len() >= PROGRESS_THRESHOLD {
+            eprintln!("applying {} staged changes to {}", changes.len(), self.gun);
+        }
+        editor
+            .apply_changes(changes.iter().map(|(name, c)| (name.clone(), c)))
+            .map_err(|e| Error::tuf(format!("applying staged changes to {}", self.gun), e))?;
+        if verified.is_some() && !editor.is_dirty() {
+            return Ok(Vec::new());
+        }
+        let signers = visible_signers(daemon).await?;
+        let signed = self.sign(editor, &signers).await?;
+        self.upload(&signed).await?;
+        Ok(signed.updates().keys().cloned().collect())
+    }
+}
