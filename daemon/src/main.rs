@@ -11,6 +11,9 @@ use sigil_daemon::policy::Policy;
 use sigil_daemon::{dev, rpc, startup};
 use tokio::signal::unix::{SignalKind, signal};
 
+/// How long in-flight requests get to finish after SIGTERM before remaining connections close.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Keeps signing keys on hardware tokens and lets authorised local users sign with them.
 #[derive(Debug, Parser)]
 #[command(
@@ -100,6 +103,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
+        let stopped_again = stopped.clone();
         let notary = config.notary_signer.as_ref().map(|ns| {
             tracing::info!(listen = %ns.listen, backend = %ns.backend, "serving notary-signer API");
             rpc::notary::serve(
@@ -117,9 +121,25 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         );
         // A listener that fails (e.g. its port is taken) stops the daemon rather than leaving
         // it half up.
-        let served = match notary {
-            Some(notary) => tokio::try_join!(unix, notary).map(|_| ()),
-            None => unix.await,
+        let serving = async {
+            match notary {
+                Some(notary) => tokio::try_join!(unix, notary).map(|_| ()),
+                None => unix.await,
+            }
+        };
+        // Draining waits for connections to close; one that never finishes its handshake must
+        // not hold a stop or restart hostage, so the drain gets a bounded grace period.
+        let mut after_signal = stopped_again;
+        let grace = async move {
+            let _ = after_signal.wait_for(|stop| *stop).await;
+            tokio::time::sleep(DRAIN_GRACE).await;
+        };
+        let served = tokio::select! {
+            served = serving => served,
+            () = grace => {
+                tracing::warn!(grace = ?DRAIN_GRACE, "connections still open after the drain period; closing them");
+                Ok(())
+            }
         };
         signals.abort();
         reloader.abort();

@@ -345,6 +345,44 @@ impl SigningService {
         })
     }
 
+    /// Audits a Sign refused before it reached the service (while decoding) and returns the
+    /// refusal, so every Sign leaves exactly one line whatever stopped it.
+    pub fn refuse_sign(&self, caller: &Caller, key_id: &str, error: Error) -> Error {
+        let key = self.keyring.get(key_id);
+        let audited = self.audit(
+            "sign",
+            Who::Unix(caller),
+            key_id,
+            key.as_deref(),
+            None,
+            Some(&error),
+            Instant::now(),
+        );
+        audited.err().unwrap_or(error)
+    }
+
+    /// Audits a GenerateKey refused while decoding, like [`Self::refuse_sign`].
+    pub fn refuse_generate(&self, caller: &Caller, req: &GenerateRequest, error: Error) -> Error {
+        let reason = error.to_string();
+        let event = Event {
+            op: "generate",
+            who: Who::Unix(caller),
+            key_id: "",
+            role: &req.role,
+            gun: &req.gun,
+            backend: &req.backend,
+            algorithm: None,
+            sha256: None,
+            outcome: outcome(Some(&error)),
+            reason: Some(&reason),
+            latency_us: 0,
+        };
+        match self.audit.record(&event) {
+            Ok(()) => error,
+            Err(e) => audit_failed(&e),
+        }
+    }
+
     /// Generates a key on a backend, if policy allows `generate` for its role and GUN.
     pub async fn generate(
         &self,

@@ -141,20 +141,17 @@ pub async fn serve(
 }
 
 /// tonic refuses a request frame over the decoding limit with OUT_OF_RANGE before reading it;
-/// the contract says an oversized Sign payload is RESOURCE_EXHAUSTED, whatever its size.
+/// the contract says an oversized Sign payload is RESOURCE_EXHAUSTED, whatever its size. sigild
+/// itself never answers OUT_OF_RANGE, so the code alone identifies tonic's refusal (its message
+/// is percent-encoded on the wire, so matching on text would be fragile).
 fn oversize_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
     let headers = response.headers_mut();
-    let too_large = headers.get("grpc-status").is_some_and(|v| v == "11")
-        && headers
-            .get("grpc-message")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|m| m.contains("message length too large"));
-    if too_large {
+    if headers.get("grpc-status").is_some_and(|v| v == "11") {
         headers.insert("grpc-status", http::HeaderValue::from_static("8"));
         headers.insert(
             "grpc-message",
             http::HeaderValue::from_static(
-                "message too large for this daemon (send sha256_digest instead)",
+                "message%20too%20large%20for%20this%20daemon%20(send%20sha256_digest%20instead)",
             ),
         );
     }

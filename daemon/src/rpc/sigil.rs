@@ -103,12 +103,17 @@ impl pb::keys_server::Keys for SigilApi {
     ) -> Result<Response<pb::PublicKey>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
+        let algorithm = algorithm_from_pb(req.algorithm);
         let generate = GenerateRequest {
-            algorithm: algorithm_from_pb(req.algorithm)?,
+            // Audited below as asked for, even when the algorithm is unknown.
+            algorithm: *algorithm.as_ref().unwrap_or(&Algorithm::EcdsaP256),
             backend: req.backend,
             role: req.role,
             gun: req.gun,
         };
+        if let Err(e) = algorithm {
+            return Err(self.service.refuse_generate(&caller, &generate, e).into());
+        }
         let key = self.service.generate(&caller, generate).await?;
         Ok(Response::new(public_key(&key)))
     }
@@ -133,7 +138,8 @@ impl pb::signer_server::Signer for SigilApi {
     ) -> Result<Response<pb::SignResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
-        let encoding = encoding_from_pb(req.encoding)?;
+        let encoding = encoding_from_pb(req.encoding)
+            .map_err(|e| self.service.refuse_sign(&caller, &req.key_id, e))?;
         let payload = req.payload.map(|p| match p {
             pb::sign_request::Payload::Message(m) => Payload::Message(m),
             pb::sign_request::Payload::Sha256Digest(d) => Payload::Digest(d),
