@@ -718,7 +718,7 @@ pub fn wait_mtls(
 /// Where notary-server gets its timestamp and snapshot keys.
 #[derive(Debug, Clone)]
 pub enum TrustService {
-    /// In-process keys: no signer needed.
+    /// Keys inside notary-server (always Ed25519 in 0.7.0): no signer needed.
     Local,
     /// A gRPC signer (sigild or notary-signer) on 127.0.0.1:`port`, reached with the
     /// [`Pki`]'s CA and client certificate.
@@ -741,7 +741,7 @@ impl TrustService {
 
     fn json(&self, pki: &Pki) -> serde_json::Value {
         match self {
-            Self::Local => serde_json::json!({ "type": "local", "key_algorithm": "ecdsa" }),
+            Self::Local => serde_json::json!({ "type": "local" }),
             Self::Remote {
                 port,
                 key_algorithm,

@@ -857,3 +857,30 @@ fn health_follows_the_token_without_restarting_sigild() {
     let healthy = server.wait_health(true, SERVER_HEALTH_TIMEOUT);
     assert_eq!(healthy.text().trim(), "{}");
 }
+
+/// The harness itself, as issue 3's interop tests use it: notary-server with no signer
+/// (`local`) and with the real notary-signer (`remote`) both hand out timestamp keys, and the
+/// real client can publish through either.
+#[test]
+fn harness_runs_notary_without_sigild() {
+    require_notary();
+    let dir = tempfile::Builder::new()
+        .prefix("sigil-e2e-notary-")
+        .tempdir()
+        .expect("a temporary directory");
+    let pki = Pki::new(&dir.path().join("pki"), "harness");
+    let real_signer = sigil_e2e::notary::NotarySigner::start(&dir.path().join("signer"), &pki);
+    for (name, trust, keytype) in [
+        ("local", TrustService::Local, "ed25519"),
+        ("remote", TrustService::remote(real_signer.port()), "ecdsa"),
+    ] {
+        let server = NotaryServer::start(&dir.path().join(name), &pki, &trust);
+        let key = server.wait_server_key(GUN, "timestamp", RECONNECT_TIMEOUT);
+        assert_eq!(key["keytype"], keytype, "{name}: {key}");
+        let client = server.client(&dir.path().join(format!("{name}-client")));
+        let (file, bytes) = write_target(&dir.path().join(format!("{name}-files")), "only");
+        client.ok(&["init", GUN, "-p"]);
+        client.ok(&["add", GUN, "only", file.to_str().expect("UTF-8 path"), "-p"]);
+        check_repository(&server, &[("only", &bytes)]);
+    }
+}
