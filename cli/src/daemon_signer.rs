@@ -26,10 +26,13 @@ pub(crate) struct DaemonSigner {
 impl DaemonSigner {
     /// A signer for `key` through `client`.
     pub(crate) fn new(client: &DaemonClient, key: KeyInfo) -> Result<Self, Error> {
-        let id: KeyId = key.key_id.parse().map_err(|e: String| Error::BadDaemonKey {
-            key_id: key.key_id.clone(),
-            reason: e,
-        })?;
+        let id: KeyId = key
+            .key_id
+            .parse()
+            .map_err(|e: String| Error::BadDaemonKey {
+                key_id: key.key_id.clone(),
+                reason: e,
+            })?;
         Ok(Self {
             client: client.clone(),
             key,

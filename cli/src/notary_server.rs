@@ -66,6 +66,16 @@ pub(crate) fn parse_error_body(body: &[u8]) -> Option<(String, String)> {
     Some((first.code, one_line(&message)))
 }
 
+/// What rustls's errors say (`rustls::Error`'s messages), for when the error itself is boxed
+/// away in the connector's chain and cannot be downcast.
+const TLS_MESSAGES: [&str; 5] = [
+    "invalid peer certificate",
+    "received fatal alert",
+    "peer is incompatible",
+    "peer misbehaved",
+    "no application protocol",
+];
+
 /// Whether a reqwest error comes from the TLS layer (rustls), and its reason.
 fn tls_failure(err: &reqwest::Error) -> Option<String> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -78,6 +88,10 @@ fn tls_failure(err: &reqwest::Error) -> Option<String> {
             && let Some(tls) = inner.downcast_ref::<rustls::Error>()
         {
             return Some(tls.to_string());
+        }
+        let text = e.to_string();
+        if TLS_MESSAGES.iter().any(|m| text.starts_with(m)) {
+            return Some(text);
         }
         current = e.source();
     }
@@ -179,10 +193,7 @@ impl NotaryServer {
         if let Some(ca) = &settings.tls_ca {
             let pem = read_file("CA certificate", ca)?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::Usage(format!(
-                    "{} is not a PEM CA certificate: {e}",
-                    ca.display()
-                ))
+                Error::Usage(format!("{} is not a PEM CA certificate: {e}", ca.display()))
             })?;
             if certs.is_empty() {
                 return Err(Error::Usage(format!(
@@ -371,7 +382,11 @@ impl NotaryServer {
         if status.is_success() {
             Ok(())
         } else {
-            Err(Self::http_error(format!("publishing {gun}"), status, &reply))
+            Err(Self::http_error(
+                format!("publishing {gun}"),
+                status,
+                &reply,
+            ))
         }
     }
 
@@ -508,7 +523,10 @@ mod tests {
         let port = listener.local_addr().expect("addr").port();
         drop(listener);
         let s = server(&format!("https://127.0.0.1:{port}"));
-        let err = s.role("example.com/app", "root").await.expect_err("refused");
+        let err = s
+            .role("example.com/app", "root")
+            .await
+            .expect_err("refused");
         assert!(
             matches!(err, Error::ServerUnreachable { .. }),
             "{err:?}: {err}"

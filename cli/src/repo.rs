@@ -129,7 +129,10 @@ impl Repo {
                     .metadata_path(gun, "root")
                     .map(|p| p.display().to_string())
                     .unwrap_or_default();
-                Error::tuf(format!("the trusted root of {gun} ({path}) is not valid"), e)
+                Error::tuf(
+                    format!("the trusted root of {gun} ({path}) is not valid"),
+                    e,
+                )
             })?,
             None => Updater::new(gun, latest_root.clone(), self.first_use()?, now).map_err(ctx)?,
         }
@@ -273,7 +276,12 @@ impl Repo {
         if size > 1024 * 1024 {
             eprintln!(
                 "uploading {} to {} ({:.1} MB)",
-                signed.updates().keys().cloned().collect::<Vec<_>>().join(", "),
+                signed
+                    .updates()
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 self.server.url(),
                 size as f64 / 1e6
             );

@@ -241,8 +241,8 @@ mod tests {
         assert_eq!(s.tls_ca, None);
         let file: FileConfig =
             serde_json::from_str(r#"{"remote_server":{"skipTLSVerify":true}}"#).expect("config");
-        let err = Settings::from_parts(&global(&[]), file, Path::new("."), None)
-            .expect_err("refused");
+        let err =
+            Settings::from_parts(&global(&[]), file, Path::new("."), None).expect_err("refused");
         assert!(err.to_string().contains("skipTLSVerify"), "{err}");
     }
 }

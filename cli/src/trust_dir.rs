@@ -302,7 +302,11 @@ mod tests {
         assert!(td.write("example.com/app", "targets/../x", b"x").is_err());
         assert!(!tmp.path().join("trust/private").exists());
         td.clear_metadata("example.com/app").expect("clear");
-        assert!(td.cached_roles("example.com/app").expect("roles").is_empty());
+        assert!(
+            td.cached_roles("example.com/app")
+                .expect("roles")
+                .is_empty()
+        );
     }
 
     #[test]

@@ -283,8 +283,10 @@ fn add_changes(roles: &[String], targets: Vec<(String, FileMeta)>) -> Result<Vec
 /// line (NAME without spaces; PATH is the rest of the line). Each file's length, SHA-256 and
 /// SHA-512 are recorded, as `notary add` does.
 #[derive(Debug, Args)]
-#[command(override_usage = "sigil add <GUN> <NAME> <FILE> [<NAME> <FILE>...] [-r ROLE] [-p]\n       \
-                            sigil add <GUN> --manifest <LIST> [-r ROLE] [-p]")]
+#[command(
+    override_usage = "sigil add <GUN> <NAME> <FILE> [<NAME> <FILE>...] [-r ROLE] [-p]\n       \
+                            sigil add <GUN> --manifest <LIST> [-r ROLE] [-p]"
+)]
 pub(crate) struct AddArgs {
     /// The collection (GUN).
     #[arg(value_name = "GUN", value_parser = parse_gun)]
@@ -306,7 +308,7 @@ pub(crate) struct AddArgs {
 impl AddArgs {
     /// Hashes and stages.
     pub(crate) async fn run(&self, global: &GlobalArgs) -> Result<(), Error> {
-        if self.targets.len() % 2 != 0 {
+        if !self.targets.len().is_multiple_of(2) {
             return Err(Error::Usage(
                 "targets come in NAME FILE pairs (an odd number of arguments was given)".into(),
             ));
@@ -353,9 +355,7 @@ impl AddArgs {
 }
 
 fn parse_hex_digest(text: &str, algorithm: &str, len: usize) -> Result<Vec<u8>, String> {
-    let text = text
-        .strip_prefix(&format!("{algorithm}:"))
-        .unwrap_or(text);
+    let text = text.strip_prefix(&format!("{algorithm}:")).unwrap_or(text);
     let bytes = hex::decode(text).map_err(|_| format!("{algorithm} {text:?} is not hex"))?;
     if bytes.len() != len {
         return Err(format!(
@@ -447,7 +447,7 @@ impl AddhashArgs {
                 meta_from_hashes(parse_size(size).map_err(usage)?, sha256, sha512),
             ));
         } else {
-            if self.targets.len() % 3 != 0 {
+            if !self.targets.len().is_multiple_of(3) {
                 return Err(usage(
                     "give NAME SIZE --sha256 HEX, or NAME SIZE SHA256 triples".into(),
                 ));
@@ -578,11 +578,10 @@ impl From<&TargetEntry> for TargetJson {
 fn digest(t: &TargetEntry) -> String {
     match t.meta.sha256_hex() {
         Some(h) => h,
-        None => t
-            .meta
-            .hashes
-            .get(notary::SHA512)
-            .map_or_else(|| "-".to_owned(), |h| format!("sha512:{}", hex::encode(&h.0))),
+        None => t.meta.hashes.get(notary::SHA512).map_or_else(
+            || "-".to_owned(),
+            |h| format!("sha512:{}", hex::encode(&h.0)),
+        ),
     }
 }
 
@@ -679,14 +678,15 @@ pub(crate) async fn verify_target(
     let repo = Repo::open(global, &gun)?;
     let verified = fetch_verified(&repo).await?;
     let content = input.read_all("content to verify").await?;
-    let entry = verified.verify_target(name, &content, &[]).map_err(|e| match e {
-        e @ (sigil_tuf::Error::LengthMismatch { .. } | sigil_tuf::Error::HashMismatch { .. }) => {
-            Error::TargetMismatch(format!(
+    let entry = verified
+        .verify_target(name, &content, &[])
+        .map_err(|e| match e {
+            e @ (sigil_tuf::Error::LengthMismatch { .. }
+            | sigil_tuf::Error::HashMismatch { .. }) => Error::TargetMismatch(format!(
                 "{input} does NOT match target {name:?} of {gun}: {e}"
-            ))
-        }
-        e => Error::tuf(format!("verifying {name} in {gun}"), e),
-    })?;
+            )),
+            e => Error::tuf(format!("verifying {name} in {gun}"), e),
+        })?;
     if global.json {
         #[derive(Serialize)]
         struct Verified<'a> {
@@ -789,7 +789,12 @@ pub(crate) struct ResetArgs {
     #[arg(long, conflicts_with = "number")]
     pub(crate) all: bool,
     /// Drop the change with this number (repeatable).
-    #[arg(short = 'n', long = "number", value_name = "N", required_unless_present = "all")]
+    #[arg(
+        short = 'n',
+        long = "number",
+        value_name = "N",
+        required_unless_present = "all"
+    )]
     pub(crate) number: Vec<usize>,
 }
 
@@ -934,7 +939,10 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(
-            from_file.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            from_file
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>(),
             ["latest", "v2"]
         );
         std::fs::write(&manifest, "latest 528\n").expect("write");
@@ -969,7 +977,10 @@ mod tests {
         let path = dir.path().join("f");
         let content = vec![7u8; 600_000];
         std::fs::write(&path, &content).expect("write");
-        assert_eq!(hash_file(&path).expect("hash"), FileMeta::from_bytes(&content));
+        assert_eq!(
+            hash_file(&path).expect("hash"),
+            FileMeta::from_bytes(&content)
+        );
         assert!(hash_file(&dir.path().join("missing")).is_err());
     }
 
@@ -991,6 +1002,12 @@ mod tests {
         assert_eq!(changes.len(), 2);
         assert_eq!(changes[1].role, "targets/releases");
         assert_eq!(changes[1].path, "a");
-        assert!(add_changes(&["targets".into()], vec![(String::new(), FileMeta::from_bytes(b""))]).is_err());
+        assert!(
+            add_changes(
+                &["targets".into()],
+                vec![(String::new(), FileMeta::from_bytes(b""))]
+            )
+            .is_err()
+        );
     }
 }

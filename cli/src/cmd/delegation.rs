@@ -67,7 +67,7 @@ pub(crate) async fn load_key(arg: &str, global: &GlobalArgs) -> Result<TufKey, E
             return Ok(TufKey::from_public_key(&key));
         }
         return Err(bad(
-            "neither a PEM certificate nor a PEM public key".to_owned(),
+            "neither a PEM certificate nor a PEM public key".to_owned()
         ));
     }
     let id: KeyId = arg.parse().map_err(|e: String| {
@@ -242,7 +242,11 @@ impl RemoveArgs {
                 ChangeKind::UpdateDelegation {
                     role: self.role.clone(),
                     change: DelegationChange {
-                        remove_keys: self.key_ids.iter().map(|k| k.to_ascii_lowercase()).collect(),
+                        remove_keys: self
+                            .key_ids
+                            .iter()
+                            .map(|k| k.to_ascii_lowercase())
+                            .collect(),
                         remove_paths: split_paths(&self.paths),
                         clear_paths: self.all_paths,
                         ..Default::default()
@@ -370,7 +374,18 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(parse(&["add", "g/x", "targets/r", "k", "--all-paths", "--paths", "x"]).is_err());
+        assert!(
+            parse(&[
+                "add",
+                "g/x",
+                "targets/r",
+                "k",
+                "--all-paths",
+                "--paths",
+                "x"
+            ])
+            .is_err()
+        );
         assert!(parse(&["add", "g/x", "releases", "k"]).is_err());
         assert!(parse(&["add", "g/x", "targets", "k"]).is_err());
         match parse(&["remove", "g/x", "targets/releases"]).expect("remove") {
@@ -405,7 +420,11 @@ njzqZfzl7SVdD1sqaYi5gmv4qDkbnCGJshESyRaeooNGYOwsIqFUeOIjPw==
         assert_eq!(key.keytype.as_str(), "ecdsa");
         let junk = dir.path().join("junk");
         std::fs::write(&junk, "hello").expect("write");
-        assert!(load_key(junk.to_str().expect("utf8"), &global).await.is_err());
+        assert!(
+            load_key(junk.to_str().expect("utf8"), &global)
+                .await
+                .is_err()
+        );
         let err = load_key("not-a-file-nor-id", &global)
             .await
             .expect_err("neither");

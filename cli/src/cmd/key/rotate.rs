@@ -70,9 +70,7 @@ impl RotateArgs {
         let verified = fetch_verified(&repo).await?;
         let daemon = DaemonClient::connect(&global.socket).await?;
         let new_key = if self.server_managed {
-            repo.server
-                .rotate_server_key(gun, role.as_str())
-                .await?
+            repo.server.rotate_server_key(gun, role.as_str()).await?
         } else {
             let key = match &self.key {
                 Some(id) => daemon.clone().public_key(id).await?,
@@ -110,7 +108,12 @@ impl RotateArgs {
             } else {
                 "on the token"
             },
-            signed.updates().keys().cloned().collect::<Vec<_>>().join(", ")
+            signed
+                .updates()
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         output::print_line(&format!(
             "Successfully rotated {role} key for repository {gun}"
