@@ -255,8 +255,8 @@ impl TrustDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sigil_tuf::FileMeta;
     use sigil_tuf::changelist::ChangeKind;
-    use sigil_tuf::{FileMeta, RoleType};
 
     fn add(name: &str) -> Change {
         Change::from_kind(&ChangeKind::AddTarget {
@@ -338,6 +338,133 @@ mod tests {
         assert_eq!(td.staged("example.com/app").expect("list").len(), 1);
         td.clear_staged("example.com/app").expect("clear");
         assert!(td.staged("example.com/app").expect("list").is_empty());
-        let _ = RoleType::Root;
+    }
+
+    /// Staged changes apply in order with notary's semantics: a later remove undoes an add, a
+    /// later add comes back, removing what is absent is no error, a delegation staged before
+    /// its targets lets them be added to it; each role is signed once.
+    #[test]
+    fn staged_changes_apply_in_order_through_the_editor() {
+        use sigil_tuf::changelist::DelegationChange;
+        use sigil_tuf::sign::testing::{MemorySigner, block_on};
+        use sigil_tuf::{CollectionEditor, CollectionKeys, Signer, TufKey};
+        use std::time::SystemTime;
+
+        let gun = "example.com/app";
+        let now = SystemTime::now();
+        let (root, targets, snapshot, timestamp, releases) = (
+            MemorySigner::p256(),
+            MemorySigner::p256(),
+            MemorySigner::p256(),
+            MemorySigner::p256(),
+            MemorySigner::p256(),
+        );
+        let cert = block_on(sigil_tuf::x509::build_root_certificate(
+            gun,
+            &root,
+            now,
+            sigil_tuf::x509::ROOT_CERT_LIFETIME,
+        ))
+        .expect("cert");
+        let bare = |s: &MemorySigner| TufKey::from_public_key(s.public_key());
+        let keys = CollectionKeys {
+            root: vec![TufKey::from_certificate_pem(&cert.to_pem().expect("pem")).expect("key")],
+            targets: vec![bare(&targets)],
+            snapshot: vec![bare(&snapshot)],
+            timestamp: vec![bare(&timestamp)],
+        };
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let td = TrustDir::new(tmp.path());
+        let kinds = [
+            ChangeKind::AddTarget {
+                role: "targets".into(),
+                name: "a".into(),
+                meta: FileMeta::from_bytes(b"a"),
+            },
+            ChangeKind::AddTarget {
+                role: "targets".into(),
+                name: "b".into(),
+                meta: FileMeta::from_bytes(b"b"),
+            },
+            ChangeKind::RemoveTarget {
+                role: "targets".into(),
+                name: "a".into(),
+            },
+            ChangeKind::RemoveTarget {
+                role: "targets".into(),
+                name: "never-there".into(),
+            },
+            ChangeKind::RemoveTarget {
+                role: "targets".into(),
+                name: "b".into(),
+            },
+            ChangeKind::AddTarget {
+                role: "targets".into(),
+                name: "b".into(),
+                meta: FileMeta::from_bytes(b"b2"),
+            },
+            ChangeKind::CreateDelegation {
+                role: "targets/releases".into(),
+                change: DelegationChange {
+                    threshold: 1,
+                    add_keys: vec![bare(&releases)],
+                    add_paths: vec!["rel/".into()],
+                    ..Default::default()
+                },
+            },
+            ChangeKind::AddTarget {
+                role: "targets/releases".into(),
+                name: "rel/1".into(),
+                meta: FileMeta::from_bytes(b"1"),
+            },
+        ];
+        let changes: Vec<Change> = kinds
+            .iter()
+            .map(|k| Change::from_kind(k).expect("change"))
+            .collect();
+        td.stage(gun, &changes).expect("stage");
+        let staged = td.staged(gun).expect("staged");
+        let mut editor = CollectionEditor::create(gun, &keys, now).expect("create");
+        editor
+            .apply_changes(staged.iter().map(|(n, c)| (n.clone(), c)))
+            .expect("apply");
+        let listed: Vec<&String> = editor
+            .targets_role("targets")
+            .expect("targets")
+            .targets
+            .keys()
+            .collect();
+        assert_eq!(listed, ["b"]);
+        assert_eq!(
+            editor.targets_role("targets").expect("targets").targets["b"],
+            FileMeta::from_bytes(b"b2")
+        );
+        assert!(
+            editor
+                .targets_role("targets/releases")
+                .expect("delegation")
+                .targets
+                .contains_key("rel/1")
+        );
+        let signers: Vec<&dyn Signer> = vec![&root, &targets, &snapshot, &releases];
+        let signed = block_on(editor.sign(&signers)).expect("sign");
+        let roles: Vec<&String> = signed.updates().keys().collect();
+        assert_eq!(roles, ["root", "snapshot", "targets", "targets/releases"]);
+
+        // A path outside the delegation is refused when applied, naming the role.
+        let bad = Change::from_kind(&ChangeKind::AddTarget {
+            role: "targets/releases".into(),
+            name: "nightly/1".into(),
+            meta: FileMeta::from_bytes(b"n"),
+        })
+        .expect("change");
+        let mut editor = CollectionEditor::create(gun, &keys, now).expect("create");
+        editor
+            .apply_changes(staged.iter().map(|(n, c)| (n.clone(), c)))
+            .expect("apply");
+        let err = editor
+            .apply_changes([("bad".to_owned(), &bad)])
+            .expect_err("outside the delegation");
+        assert!(err.to_string().contains("targets/releases"), "{err}");
     }
 }
