@@ -185,7 +185,8 @@ impl SigningService {
             .all()
             .into_iter()
             .filter(|k| {
-                (filter.backend.is_empty() || filter.backend == k.backend_name)
+                k.meta.owner == KeyOwner::Sigil
+                    && (filter.backend.is_empty() || filter.backend == k.backend_name)
                     && (filter.gun.is_empty() || filter.gun == k.meta.gun)
                     && (filter.role.is_empty() || filter.role == k.meta.role)
                     && policy.ops(caller, &view(k)).contains(Op::List)
@@ -217,9 +218,12 @@ impl SigningService {
     /// the right are `PermissionDenied`.
     fn authorise(&self, caller: &Caller, key_id: &str, op: Op) -> Result<Arc<KeyEntry>, Error> {
         check_key_id(key_id)?;
+        // Keys notary-server created through the notary-signer endpoint are its alone: the
+        // Unix-socket API can neither see nor use them, whatever the policy says.
         let key = self
             .keyring
             .get(key_id)
+            .filter(|k| k.meta.owner == KeyOwner::Sigil)
             .ok_or_else(|| Error::KeyNotFound(key_id.to_owned()))?;
         let ops = self.policy().ops(caller, &view(&key));
         if ops.is_empty() {
@@ -345,33 +349,32 @@ impl SigningService {
         })
     }
 
-    /// Audits a Sign refused before it reached the service (while decoding) and returns the
-    /// refusal, so every Sign leaves exactly one line whatever stopped it.
-    pub fn refuse_sign(&self, caller: &Caller, key_id: &str, error: Error) -> Error {
+    /// Audits a call refused before it reached the service (while decoding, or a TLS client
+    /// not allowed) and returns the refusal, so every call leaves exactly one line whatever
+    /// stopped it. The line names the key's role and GUN when the key exists.
+    pub fn refuse(
+        &self,
+        op: &'static str,
+        who: Who<'_>,
+        key_id: &str,
+        requested: Option<(&str, &str)>,
+        error: Error,
+    ) -> Error {
         let key = self.keyring.get(key_id);
-        let audited = self.audit(
-            "sign",
-            Who::Unix(caller),
-            key_id,
-            key.as_deref(),
-            None,
-            Some(&error),
-            Instant::now(),
-        );
-        audited.err().unwrap_or(error)
-    }
-
-    /// Audits a GenerateKey refused while decoding, like [`Self::refuse_sign`].
-    pub fn refuse_generate(&self, caller: &Caller, req: &GenerateRequest, error: Error) -> Error {
         let reason = error.to_string();
+        let (role, gun) = match (&key, requested) {
+            (Some(k), _) => (k.meta.role.as_str(), k.meta.gun.as_str()),
+            (None, Some(asked)) => asked,
+            (None, None) => ("", ""),
+        };
         let event = Event {
-            op: "generate",
-            who: Who::Unix(caller),
-            key_id: "",
-            role: &req.role,
-            gun: &req.gun,
-            backend: &req.backend,
-            algorithm: None,
+            op,
+            who,
+            key_id,
+            role,
+            gun,
+            backend: key.as_deref().map_or("", |k| k.backend_name.as_str()),
+            algorithm: key.as_deref().map(|k| k.algorithm().as_str()),
             sha256: None,
             outcome: outcome(Some(&error)),
             reason: Some(&reason),

@@ -17,6 +17,7 @@ use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
 
 use super::{Error, health};
+use crate::audit::Who;
 use crate::backend::{Algorithm, PublicKey};
 use crate::config::NotarySignerConfig;
 use crate::keyring::KeyEntry;
@@ -48,25 +49,35 @@ impl NotarySignerApi {
 
     /// The client's identity: the first certificate name (CN, then DNS/IP/URI/email SANs)
     /// that is in `allowed_clients`. The handshake already proved the chain to `client_ca`.
-    fn client<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        let certs = request
+    /// A refusal is audited under the certificate's first name, as the call `op` on `key_id`.
+    fn client<T>(
+        &self,
+        request: &Request<T>,
+        op: &'static str,
+        key_id: &str,
+    ) -> Result<String, Status> {
+        let names = request
             .peer_certs()
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-        let leaf = certs
+            .and_then(|certs| certs.first().map(|c| certificate_names(c.as_ref())));
+        let names = match names {
+            Some(Ok(names)) => names,
+            Some(Err(_)) => return Err(Status::unauthenticated("unreadable client certificate")),
+            None => return Err(Status::unauthenticated("a client certificate is required")),
+        };
+        if let Some(name) = names.iter().find(|n| self.allowed.iter().any(|a| a == *n)) {
+            return Ok(name.clone());
+        }
+        let shown = names
             .first()
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-        let names = certificate_names(leaf.as_ref())
-            .map_err(|_| Status::unauthenticated("unreadable client certificate"))?;
-        names
-            .iter()
-            .find(|n| self.allowed.iter().any(|a| a == *n))
-            .cloned()
-            .ok_or_else(|| {
-                Status::permission_denied(format!(
-                    "client certificate ({}) is not in notary_signer.allowed_clients",
-                    names.join(", ")
-                ))
-            })
+            .map_or("<unnamed certificate>", String::as_str);
+        let refusal = service::Error::PermissionDenied(format!(
+            "client certificate ({}) is not in notary_signer.allowed_clients",
+            names.join(", ")
+        ));
+        Err(self
+            .service
+            .refuse(op, Who::TlsClient(shown), key_id, None, refusal)
+            .into())
     }
 }
 
@@ -156,16 +167,20 @@ impl KeyManagement for NotarySignerApi {
         &self,
         request: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::PublicKey>, Status> {
-        let client = self.client(&request)?;
+        let client = self.client(&request, "generate", "")?;
         let req = request.into_inner();
         let algorithm = match req.algorithm.as_str() {
             "ecdsa" => Algorithm::EcdsaP256,
             "ed25519" => Algorithm::Ed25519,
             other => {
-                return Err(service::Error::BadRequest(format!(
+                let refusal = service::Error::BadRequest(format!(
                     "CreateKey: unsupported algorithm {other:?} (sigild creates ecdsa and ed25519 keys)"
-                ))
-                .into());
+                ));
+                let asked = Some((req.role.as_str(), req.gun.as_str()));
+                return Err(self
+                    .service
+                    .refuse("generate", Who::TlsClient(&client), "", asked, refusal)
+                    .into());
             }
         };
         let generate = GenerateRequest {
@@ -185,7 +200,7 @@ impl KeyManagement for NotarySignerApi {
     }
 
     async fn delete_key(&self, request: Request<pb::KeyId>) -> Result<Response<pb::Void>, Status> {
-        let client = self.client(&request)?;
+        let client = self.client(&request, "delete", &request.get_ref().id)?;
         let id = requested_id(Some(request.into_inner()))?;
         self.service.notary_delete(&client, &id).await?;
         Ok(Response::new(pb::Void {}))
@@ -195,7 +210,7 @@ impl KeyManagement for NotarySignerApi {
         &self,
         request: Request<pb::KeyId>,
     ) -> Result<Response<pb::GetKeyInfoResponse>, Status> {
-        self.client(&request)?;
+        self.client(&request, "public", &request.get_ref().id)?;
         let id = requested_id(Some(request.into_inner()))?;
         let key = self.service.notary_key(&id)?;
         Ok(Response::new(pb::GetKeyInfoResponse {
@@ -212,7 +227,12 @@ impl Signer for NotarySignerApi {
         &self,
         request: Request<pb::SignatureRequest>,
     ) -> Result<Response<pb::Signature>, Status> {
-        let client = self.client(&request)?;
+        let asked = request
+            .get_ref()
+            .key_id
+            .as_ref()
+            .map_or("", |k| k.id.as_str());
+        let client = self.client(&request, "sign", asked)?;
         let req = request.into_inner();
         let id = requested_id(req.key_id)?;
         let signed = self.service.notary_sign(&client, &id, req.content).await?;

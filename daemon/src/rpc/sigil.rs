@@ -8,6 +8,7 @@ use sigil_tuf::key::SignatureEncoding;
 use tonic::{Request, Response, Status};
 
 use super::peer::caller;
+use crate::audit::Who;
 use crate::backend::Algorithm;
 use crate::keyring::KeyEntry;
 use crate::service::{self, GenerateRequest, KeyFilter, Payload, SigningService};
@@ -112,7 +113,11 @@ impl pb::keys_server::Keys for SigilApi {
             gun: req.gun,
         };
         if let Err(e) = algorithm {
-            return Err(self.service.refuse_generate(&caller, &generate, e).into());
+            let asked = Some((generate.role.as_str(), generate.gun.as_str()));
+            return Err(self
+                .service
+                .refuse("generate", Who::Unix(&caller), "", asked, e)
+                .into());
         }
         let key = self.service.generate(&caller, generate).await?;
         Ok(Response::new(public_key(&key)))
@@ -138,8 +143,10 @@ impl pb::signer_server::Signer for SigilApi {
     ) -> Result<Response<pb::SignResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
-        let encoding = encoding_from_pb(req.encoding)
-            .map_err(|e| self.service.refuse_sign(&caller, &req.key_id, e))?;
+        let encoding = encoding_from_pb(req.encoding).map_err(|e| {
+            self.service
+                .refuse("sign", Who::Unix(&caller), &req.key_id, None, e)
+        })?;
         let payload = req.payload.map(|p| match p {
             pb::sign_request::Payload::Message(m) => Payload::Message(m),
             pb::sign_request::Payload::Sha256Digest(d) => Payload::Digest(d),
