@@ -90,7 +90,7 @@ pcscd -f -a -c "$state/reader.conf.d" >"$state/pcscd.log" 2>&1 &
 pcscd_pid=$!
 
 "$bin" --port "$port" --serial "$serial" --control "$state/control.sock" \
-    --attestation-ca-key "$state/ca.key" --attestation-ca-cert "$state/ca.pem" \
+    --attestation-ca-key "$state/ca.key" --attestation-ca-cert "$state/ca.pem" ${VYUBIKEY_ARGS:-} \
     "${trace[@]}" >"$state/vyubikey.log" 2>&1 &
 card_pid=$!
 
