@@ -1,0 +1,695 @@
+//! notary-signer-bench exists to answer one question with numbers: for what notary-server asks
+//! of its signer on every publish (`proto.Signer/Sign` over mutual TLS), how does sigild's
+//! notary-signer endpoint, with its keys on a SoftHSM token, compare with the real
+//! notary-signer 0.7.0 keeping software keys in memory? (Issue 4, BENCHMARKS.md.)
+//!
+//! It makes a throwaway PKI, starts (a) the real `notary-signer` (memory storage) and (b) the
+//! release `sigild` with `[notary_signer]` on a fresh SoftHSM token, creates one ECDSA P-256
+//! timestamp key on each through `proto.KeyManagement/CreateKey`, checks one signature from
+//! each, then for each client count N drives both with the same client: N concurrent clients,
+//! each on its own mutual-TLS connection, signing the same 1 KiB canonical timestamp payload
+//! in a loop. Runs of (a) and (b) alternate (several rounds, the median is reported) so that
+//! load from other processes on a shared machine hits both alike. It prints throughput, p50,
+//! p99 and the signer process's CPU time per signature for both, the ratio b/a, and how busy
+//! other processes kept the machine meanwhile.
+//!
+//! Run it with `cargo run --release -p sigil-e2e --bin notary-signer-bench -- --help`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sigil_e2e::DevDir;
+use sigil_e2e::notary::{
+    NotarySigner, Pki, Process, SERVER_CLIENT_CN, SignerApi, connect_signer, free_port,
+    notary_key_id, read_audit_lines, require_notary, verify_notary_signature, wait_mtls,
+    write_sigild_config,
+};
+
+const USAGE: &str = "\
+notary-signer-bench: proto.Signer/Sign through sigild (SoftHSM) vs. the real notary-signer
+
+usage: notary-signer-bench [options]
+  --clients LIST        concurrent clients, comma-separated       (default 1,4,16)
+  --duration SECS       measured time per run                      (default 3)
+  --warmup SECS         unmeasured time before each run            (default 0.5)
+  --rounds N            runs per target and client count, alternating (a) and (b); the
+                        median run is reported                     (default 3)
+  --client-threads N    tokio worker threads for the clients; 1 = current-thread runtime,
+                        the lightest on a small machine            (default 1)
+  --sigild PATH         the daemon (default: `cargo build --release -p sigil-daemon`, then
+                        target/release/sigild)
+  --json                print the results as JSON instead of a table
+  -h, --help            this text";
+
+/// Role and GUN of the benchmark keys.
+const ROLE: &str = "timestamp";
+const GUN: &str = "bench.example/notary-signer";
+/// Size of the signed payload.
+const PAYLOAD_BYTES: usize = 1024;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn fail(msg: impl Into<String>) -> BoxError {
+    msg.into().into()
+}
+
+#[derive(Debug)]
+struct Options {
+    clients: Vec<usize>,
+    duration: Duration,
+    warmup: Duration,
+    rounds: usize,
+    client_threads: usize,
+    sigild: Option<PathBuf>,
+    json: bool,
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Serialize)]
+struct RunResult {
+    /// `notary-signer` or `sigild`.
+    target: &'static str,
+    clients: usize,
+    signatures: u64,
+    seconds: f64,
+    per_second: f64,
+    p50_us: f64,
+    p99_us: f64,
+    /// CPU time of the signer process per signature (warm-up included), µs.
+    server_cpu_us_per_sig: Option<f64>,
+    /// CPU used by other processes during the run, % of the machine (noise indicator).
+    others_cpu_pct: Option<f64>,
+}
+
+/// sigild (b) against notary-signer (a) at one client count.
+#[derive(Debug, Clone, Serialize)]
+struct Ratio {
+    clients: usize,
+    /// Throughput b/a (≥ 1.0: sigild is at least as fast).
+    throughput_b_over_a: f64,
+    /// p50 latency b/a (≤ 1.0: sigild answers at least as fast).
+    p50_b_over_a: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    nproc: usize,
+    loadavg_before: String,
+    loadavg_after: String,
+    payload_bytes: usize,
+    duration_s: f64,
+    warmup_s: f64,
+    client_threads: usize,
+    rounds: usize,
+    sigild_audit_lines: usize,
+    /// Every run, in the order measured.
+    all_runs: Vec<RunResult>,
+    /// The median run (by throughput) of each target and client count.
+    runs: Vec<RunResult>,
+    ratios: Vec<Ratio>,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = match parse_args(&args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("notary-signer-bench: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("notary-signer-bench: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn seconds(flag: &str, s: &str) -> Result<Duration, BoxError> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| fail(format!("{flag} wants seconds, e.g. 3 or 0.5; got {s:?}")))
+}
+
+fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
+    let mut o = Options {
+        clients: vec![1, 4, 16],
+        duration: Duration::from_secs(3),
+        warmup: Duration::from_millis(500),
+        rounds: 3,
+        client_threads: 1,
+        sigild: None,
+        json: false,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || -> Result<String, BoxError> {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| fail(format!("{flag} needs a value")))
+        };
+        match flag {
+            "-h" | "--help" => return Ok(None),
+            "--clients" => {
+                o.clients = value()?
+                    .split(',')
+                    .map(|s| s.trim().parse::<usize>().ok().filter(|&n| n > 0))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| fail("--clients wants positive integers, e.g. 1,4,16"))?;
+            }
+            "--duration" => o.duration = seconds(flag, &value()?)?,
+            "--warmup" => o.warmup = seconds(flag, &value()?)?,
+            "--rounds" => {
+                o.rounds = value()?
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| fail("--rounds wants a positive integer"))?;
+            }
+            "--client-threads" => {
+                o.client_threads = value()?
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| fail("--client-threads wants a positive integer"))?;
+            }
+            "--sigild" => o.sigild = Some(PathBuf::from(value()?)),
+            "--json" => o.json = true,
+            other => return Err(fail(format!("unknown argument {other:?}"))),
+        }
+    }
+    if o.duration.is_zero() {
+        return Err(fail("--duration must be more than 0"));
+    }
+    Ok(Some(o))
+}
+
+/// The release sigild: `--sigild`, else built from the current sources with cargo (a no-op
+/// when fresh) so the numbers are never those of a stale binary.
+fn locate_sigild(explicit: Option<&Path>) -> Result<PathBuf, BoxError> {
+    if let Some(path) = explicit {
+        return Ok(path.to_owned());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(&cargo);
+    build
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "sigil-daemon",
+            "--bins",
+        ])
+        .current_dir(sigil_e2e::workspace_root())
+        .stdin(Stdio::null());
+    // `cargo run` gives us variables describing this crate; passing them on would make build
+    // scripts that track them (ring's) rebuild half the tree (same as sigil_e2e::sigild).
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let per_crate = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+        ];
+        if per_crate.iter().any(|p| key.starts_with(p)) || key == "OUT_DIR" {
+            build.env_remove(key);
+        }
+    }
+    let status = build.status().map_err(|e| {
+        fail(format!(
+            "running {cargo:?} to build sigild: {e} (or pass --sigild)"
+        ))
+    })?;
+    if !status.success() {
+        return Err(fail(format!(
+            "cargo build --release -p sigil-daemon failed ({status})"
+        )));
+    }
+    let path = sigil_e2e::target_dir().join("release").join("sigild");
+    if !path.is_file() {
+        return Err(fail(format!("no sigild at {}", path.display())));
+    }
+    Ok(path)
+}
+
+/// The 1 KiB payload: a canonical-JSON timestamp (keys sorted, no whitespace), padded with an
+/// extra field to exactly [`PAYLOAD_BYTES`] (the signer treats content as opaque bytes).
+fn payload() -> Vec<u8> {
+    let head = concat!(
+        r#"{"_type":"Timestamp","expires":"2036-11-18T22:43:35.105129333Z","#,
+        r#""meta":{"snapshot":{"hashes":{"#,
+        r#""sha256":"tqi+/r3ikvvCjwDP5C8LAJzL3gT9I3wx2MMzRNbJzYc=","#,
+        r#""sha512":"NFHxyc82rAQCHFDNJ4JqAQRPKh6Cq5s/P7YjOYn/E5GTkAVLIFXWLuAFElUdjPSZM3VGqR9rwRawSl3BOP3SIA=="#,
+        r#""},"length":683}},"version":42,"x-padding":""#
+    );
+    let tail = "\"}";
+    let mut text = head.to_owned();
+    text.push_str(&"p".repeat(PAYLOAD_BYTES - head.len() - tail.len()));
+    text.push_str(tail);
+    text.into_bytes()
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// The release sigild with `[notary_signer]`, on a fresh `--dev` token.
+struct Sigild {
+    process: Process,
+    port: u16,
+    audit_log: PathBuf,
+}
+
+impl Sigild {
+    fn start(binary: &Path, dev: &DevDir, pki: &Pki) -> Result<Self, BoxError> {
+        let check = Command::new(binary)
+            .arg("--dev")
+            .arg(dev.path())
+            .arg("--check")
+            .env_remove("SOFTHSM2_CONF")
+            .env_remove("SIGIL_CONFIG")
+            .env_remove("SIGIL_LOG")
+            .stdin(Stdio::null())
+            .output()?;
+        if !check.status.success() {
+            return Err(fail(format!(
+                "sigild --dev --check failed ({}):\n{}",
+                check.status,
+                String::from_utf8_lossy(&check.stderr)
+            )));
+        }
+        let port = free_port();
+        let config = write_sigild_config(dev, port, pki, &[SERVER_CLIENT_CN]);
+        let mut cmd = Command::new(binary);
+        cmd.arg("--config")
+            .arg(&config)
+            .env("SOFTHSM2_CONF", dev.softhsm_conf())
+            .env_remove("SIGIL_CONFIG")
+            .env_remove("SIGIL_LOG");
+        let mut process = Process::spawn("sigild", &mut cmd, &dev.logs().join("sigild.log"));
+        let log = process.log_path().to_owned();
+        wait_mtls(
+            port,
+            &pki.ca(),
+            &pki.client(),
+            Duration::from_secs(20),
+            || process.exited().is_none(),
+            || sigil_e2e::read_text(&log),
+        );
+        Ok(Self {
+            process,
+            port,
+            audit_log: dev.audit_log(),
+        })
+    }
+}
+
+/// Creates the timestamp key on a signer and checks one signature from it; returns its id.
+async fn prepare(port: u16, pki: &Pki, content: &[u8], name: &str) -> Result<String, BoxError> {
+    let mut api = connect_signer(port, &pki.ca(), Some(&pki.client())).await?;
+    let created = api.create_key("ecdsa", ROLE, GUN).await?;
+    let id = created
+        .key_info
+        .and_then(|k| k.key_id)
+        .map(|k| k.id)
+        .ok_or_else(|| fail(format!("{name}: CreateKey returned no key id")))?;
+    if id != notary_key_id("ecdsa", &created.public_key) {
+        return Err(fail(format!(
+            "{name}: key id {id} is not the Notary key id"
+        )));
+    }
+    let signature = api.sign(&id, content).await?;
+    verify_notary_signature(
+        "ecdsa",
+        &created.public_key,
+        "ecdsa",
+        content,
+        &signature.content,
+    )
+    .map_err(|e| fail(format!("{name}: signature does not verify: {e}")))?;
+    Ok(id)
+}
+
+/// CPU time (user + system, all threads) of a process, or of this one, in ns.
+fn cpu_ns(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
+    // stime 15, in USER_HZ (100 on Linux).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000_000)
+}
+
+/// Busy CPU time of the whole machine, in ns.
+fn machine_busy_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system irq softirq steal (not idle, iowait), in USER_HZ.
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| fields.get(i))
+        .sum();
+    Some(busy * 10_000_000)
+}
+
+/// CPU readings at the start or end of a run.
+#[derive(Clone, Copy)]
+struct Cpu {
+    machine: Option<u64>,
+    server: Option<u64>,
+    bench: Option<u64>,
+    at: Instant,
+}
+
+impl Cpu {
+    fn now(server: u32) -> Self {
+        Self {
+            machine: machine_busy_ns(),
+            server: cpu_ns(Some(server)),
+            bench: cpu_ns(None),
+            at: Instant::now(),
+        }
+    }
+}
+
+/// One client's loop: sign until `end`, keeping latencies of what finished after `measure`;
+/// also returns how many signatures it made in all.
+async fn client_loop(
+    mut api: SignerApi,
+    id: String,
+    content: Vec<u8>,
+    measure: Instant,
+    end: Instant,
+) -> Result<(Vec<Duration>, u64), BoxError> {
+    let mut latencies = Vec::new();
+    let mut total = 0;
+    loop {
+        let started = Instant::now();
+        if started >= end {
+            return Ok((latencies, total));
+        }
+        api.sign(&id, &content).await?;
+        total += 1;
+        let done = Instant::now();
+        if started >= measure {
+            latencies.push(done - started);
+        }
+    }
+}
+
+/// Where one target listens.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    name: &'static str,
+    port: u16,
+    pid: u32,
+    key_id: &'a str,
+}
+
+async fn measure(
+    target: Target<'_>,
+    pki: &Pki,
+    content: &[u8],
+    clients: usize,
+    o: &Options,
+) -> Result<RunResult, BoxError> {
+    let mut apis = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        apis.push(connect_signer(target.port, &pki.ca(), Some(&pki.client())).await?);
+    }
+    let before = Cpu::now(target.pid);
+    let start = Instant::now();
+    let measure_from = start + o.warmup;
+    let end = measure_from + o.duration;
+    let tasks: Vec<_> = apis
+        .into_iter()
+        .map(|api| {
+            tokio::spawn(client_loop(
+                api,
+                target.key_id.to_owned(),
+                content.to_vec(),
+                measure_from,
+                end,
+            ))
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut total = 0u64;
+    for task in tasks {
+        let (l, n) = task.await??;
+        latencies.extend(l);
+        total += n;
+    }
+    let after = Cpu::now(target.pid);
+    let seconds = o.duration.as_secs_f64();
+    latencies.sort_unstable();
+    let quantile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
+    let server_cpu = delta(before.server, after.server);
+    let others_cpu_pct = (|| {
+        let machine = delta(before.machine, after.machine)?;
+        let ours = server_cpu? + delta(before.bench, after.bench)?;
+        let cpus = std::thread::available_parallelism().ok()?.get() as f64;
+        let window = (after.at - before.at).as_nanos() as f64 * cpus;
+        Some(machine.saturating_sub(ours) as f64 / window * 100.0)
+    })();
+    let result = RunResult {
+        target: target.name,
+        clients,
+        signatures: latencies.len() as u64,
+        seconds,
+        per_second: latencies.len() as f64 / seconds,
+        p50_us: quantile(0.50),
+        p99_us: quantile(0.99),
+        server_cpu_us_per_sig: server_cpu
+            .filter(|_| total > 0)
+            .map(|ns| ns as f64 / total as f64 / 1e3),
+        others_cpu_pct,
+    };
+    eprintln!(
+        "notary-signer-bench: {:<13} {:>3} clients: {:>7.0}/s  p50 {:>7.0} µs  p99 {:>7.0} µs  \
+         server CPU/sig {} µs, others {}%",
+        result.target,
+        result.clients,
+        result.per_second,
+        result.p50_us,
+        result.p99_us,
+        opt(result.server_cpu_us_per_sig),
+        opt(result.others_cpu_pct)
+    );
+    Ok(result)
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "?".to_owned(), |v| format!("{v:.0}"))
+}
+
+/// The run with the median throughput among `runs` of `target` at `clients`.
+fn median(runs: &[RunResult], target: &str, clients: usize) -> Option<RunResult> {
+    let mut these: Vec<&RunResult> = runs
+        .iter()
+        .filter(|r| r.target == target && r.clients == clients)
+        .collect();
+    these.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+    these.get(these.len() / 2).map(|r| (*r).clone())
+}
+
+fn run(o: &Options) -> Result<(), BoxError> {
+    require_notary();
+    let loadavg_before = loadavg();
+    let binary = locate_sigild(o.sigild.as_deref())?;
+    let dev = DevDir::new();
+    let pki = Pki::new(&dev.root().join("pki"), "notary-signer-bench");
+    let notary_signer = NotarySigner::start(&dev.root().join("notary-signer"), &pki);
+    let sigild = Sigild::start(&binary, &dev, &pki)?;
+    eprintln!(
+        "notary-signer-bench: (a) notary-signer pid {} on 127.0.0.1:{}, (b) sigild pid {} on \
+         127.0.0.1:{} ({})",
+        notary_signer.pid(),
+        notary_signer.port(),
+        sigild.process.pid(),
+        sigild.port,
+        binary.display()
+    );
+    let content = payload();
+    let rt = if o.client_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(o.client_threads)
+            .enable_all()
+            .build()?
+    };
+    let all_runs = rt.block_on(async {
+        let a_id = prepare(notary_signer.port(), &pki, &content, "notary-signer").await?;
+        let b_id = prepare(sigild.port, &pki, &content, "sigild").await?;
+        let a = Target {
+            name: "notary-signer",
+            port: notary_signer.port(),
+            pid: notary_signer.pid(),
+            key_id: &a_id,
+        };
+        let b = Target {
+            name: "sigild",
+            port: sigild.port,
+            pid: sigild.process.pid(),
+            key_id: &b_id,
+        };
+        let mut runs = Vec::new();
+        for &n in &o.clients {
+            for round in 0..o.rounds {
+                // Alternate which goes first, so drifting load hits both alike.
+                let order = if round % 2 == 0 { [a, b] } else { [b, a] };
+                for target in order {
+                    runs.push(measure(target, &pki, &content, n, o).await?);
+                }
+            }
+        }
+        Ok::<_, BoxError>(runs)
+    })?;
+    let sigild_audit_lines = read_audit_lines(&sigild.audit_log)
+        .iter()
+        .filter(|l| l.op == "sign")
+        .count();
+    let runs: Vec<RunResult> = o
+        .clients
+        .iter()
+        .flat_map(|&n| {
+            [
+                median(&all_runs, "notary-signer", n),
+                median(&all_runs, "sigild", n),
+            ]
+        })
+        .flatten()
+        .collect();
+    let ratios: Vec<Ratio> = o
+        .clients
+        .iter()
+        .filter_map(|&n| {
+            let a = runs
+                .iter()
+                .find(|r| r.clients == n && r.target == "notary-signer")?;
+            let b = runs
+                .iter()
+                .find(|r| r.clients == n && r.target == "sigild")?;
+            Some(Ratio {
+                clients: n,
+                throughput_b_over_a: b.per_second / a.per_second,
+                p50_b_over_a: b.p50_us / a.p50_us,
+            })
+        })
+        .collect();
+    let report = Report {
+        nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg_before,
+        loadavg_after: loadavg(),
+        payload_bytes: content.len(),
+        duration_s: o.duration.as_secs_f64(),
+        warmup_s: o.warmup.as_secs_f64(),
+        client_threads: o.client_threads,
+        rounds: o.rounds,
+        sigild_audit_lines,
+        all_runs,
+        runs,
+        ratios,
+    };
+    drop(sigild);
+    drop(notary_signer);
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn print_table(report: &Report) {
+    println!(
+        "proto.Signer/Sign, ECDSA P-256, {} B canonical timestamp, mutual TLS on 127.0.0.1, \
+         one connection per client; median of {} alternating runs of {:.1} s (after {:.1} s \
+         warm-up) per cell; {} CPUs, load {} before, {} after",
+        report.payload_bytes,
+        report.rounds,
+        report.duration_s,
+        report.warmup_s,
+        report.nproc,
+        report.loadavg_before,
+        report.loadavg_after
+    );
+    println!(
+        "(a) notary-signer 0.7.0, memory storage, software key    (b) sigild, SoftHSM token key\n"
+    );
+    println!(
+        "| clients | (a) sig/s | (a) p50 µs | (a) p99 µs | (a) CPU µs/sig | (b) sig/s | (b) p50 µs | (b) p99 µs | (b) CPU µs/sig | b/a throughput | b/a p50 | others' CPU % (a, b) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for ratio in &report.ratios {
+        let find = |t: &str| {
+            report
+                .runs
+                .iter()
+                .find(|r| r.clients == ratio.clients && r.target == t)
+        };
+        if let (Some(a), Some(b)) = (find("notary-signer"), find("sigild")) {
+            println!(
+                "| {} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {}, {} |",
+                ratio.clients,
+                a.per_second,
+                a.p50_us,
+                a.p99_us,
+                opt(a.server_cpu_us_per_sig),
+                b.per_second,
+                b.p50_us,
+                b.p99_us,
+                opt(b.server_cpu_us_per_sig),
+                ratio.throughput_b_over_a,
+                ratio.p50_b_over_a,
+                opt(a.others_cpu_pct),
+                opt(b.others_cpu_pct)
+            );
+        }
+    }
+    println!(
+        "\nsigild audit log: {} sign lines (every signature audited)",
+        report.sigild_audit_lines
+    );
+}
