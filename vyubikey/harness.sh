@@ -3,11 +3,16 @@
 #   pcscd (own reader.conf with a vpcd reader on a free loopback port)
 #   + vyubikey (connects to that port) -> the command -> both stopped again.
 #
-#   vyubikey/harness.sh [--keep] [--trace] [--serial N] [--no-unshare] -- CMD [ARGS...]
+#   vyubikey/harness.sh [--keep] [--trace] [--serial N] [--private-net] [--no-unshare] -- CMD [ARGS...]
+#
+#   --private-net  also a private network namespace (only lo): vpcd's listener
+#                  (always 0.0.0.0:PORT) is then unreachable from outside; the
+#                  command has no other network either.
+#   VYUBIKEY_ARGS  extra vyubikey flags, e.g. "--touch-timeout 2"
 #
 # The command sees:
 #   VYUBIKEY_STATE    scratch dir (pcscd.log, vyubikey.log, reader.conf.d/)
-#   VYUBIKEY_CONTROL  control socket (echo touch | socat - UNIX:$VYUBIKEY_CONTROL)
+#   VYUBIKEY_CONTROL  control socket (line protocol, see vyubikey/README.md)
 #   VYUBIKEY_CA_CERT  attestation root CA certificate (PEM)
 #   VYUBIKEY_SERIAL   the card's serial, VYUBIKEY_PORT the vpcd port
 #
@@ -19,19 +24,20 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-keep=0 trace=() serial=5437251 unshare=1
+keep=0 trace=() serial=5437251 unshare=1 privnet=0
 while [[ $# -gt 0 ]]; do
     case $1 in
         --keep) keep=1 ;;
         --trace) trace=(--trace) ;;
         --serial) serial=$2; shift ;;
         --no-unshare) unshare=0 ;;
+        --private-net) privnet=1 ;;
         --) shift; break ;;
         *) echo "harness: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
-[[ $# -gt 0 ]] || { echo "usage: $0 [--keep] [--trace] [--serial N] [--no-unshare] -- CMD [ARGS...]" >&2; exit 2; }
+[[ $# -gt 0 ]] || { echo "usage: $0 [--keep] [--trace] [--serial N] [--private-net] [--no-unshare] -- CMD [ARGS...]" >&2; exit 2; }
 
 bin=${VYUBIKEY_BIN:-$here/target/debug/vyubikey}
 [[ -x $bin ]] || { echo "harness: $bin not built (cd vyubikey && cargo build)" >&2; exit 1; }
@@ -40,8 +46,10 @@ if [[ $unshare == 1 && -z ${VYUBIKEY_IN_NS:-} && $(id -u) == 0 ]]; then
     mkdir -p /run/pcscd
     opts=(); [[ $keep == 1 ]] && opts+=(--keep); opts+=("${trace[@]}" --serial "$serial")
     # shellcheck disable=SC2016
-    exec env VYUBIKEY_IN_NS=1 unshare -m --propagation private \
-        bash -c 'mount -t tmpfs -o mode=0755 tmpfs /run/pcscd && exec "$@"' harness \
+    ns=(-m); setup='mount -t tmpfs -o mode=0755 tmpfs /run/pcscd'
+    if [[ $privnet == 1 ]]; then ns+=(-n); setup+=' && ip link set lo up'; fi
+    exec env VYUBIKEY_IN_NS=1 unshare "${ns[@]}" --propagation private \
+        bash -c "$setup"' && exec "$@"' harness \
         "$0" "${opts[@]}" --no-unshare -- "$@"
 fi
 
@@ -67,11 +75,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A free port: nothing listening on it (vpcd binds 0.0.0.0:PORT).
+# A free port pair: vpcd binds 0.0.0.0:PORT and PORT+1 (its second slot).
 port=''
 for _ in $(seq 50); do
     p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null &&
+        ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 1))") 2>/dev/null; then port=$p; break; fi
 done
 [[ -n $port ]] || { echo "harness: no free port" >&2; exit 1; }
 hexport=$(printf '0x%X' "$port")
@@ -89,6 +98,7 @@ EOF
 pcscd -f -a -c "$state/reader.conf.d" >"$state/pcscd.log" 2>&1 &
 pcscd_pid=$!
 
+# shellcheck disable=SC2086 # VYUBIKEY_ARGS: extra flags, split on purpose
 "$bin" --port "$port" --serial "$serial" --control "$state/control.sock" \
     --attestation-ca-key "$state/ca.key" --attestation-ca-cert "$state/ca.pem" ${VYUBIKEY_ARGS:-} \
     "${trace[@]}" >"$state/vyubikey.log" 2>&1 &

@@ -10,6 +10,7 @@
 set -euo pipefail
 
 : "${VYUBIKEY_STATE:?run under vyubikey/harness.sh}"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 M=${YKCS11:-/usr/lib/x86_64-linux-gnu/libykcs11.so}
 out=$VYUBIKEY_STATE/validate
 mkdir -p "$out"
@@ -18,12 +19,7 @@ pass=0
 step() { printf '\n--- %s\n' "$*"; }
 ok() { pass=$((pass + 1)); printf 'ok: %s\n' "$*"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
-ctl() { python3 - "$VYUBIKEY_CONTROL" "$1" <<'EOF'
-import socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
-s.sendall((sys.argv[2] + "\n").encode()); print(s.makefile().readline().strip())
-EOF
-}
+ctl() { "${VYUBIKEY_BIN:-$here/target/debug/vyubikey}" ctl "$VYUBIKEY_CONTROL" "$@"; }
 
 step "yubico-piv-tool -a status"
 yubico-piv-tool -a status | tee status.txt

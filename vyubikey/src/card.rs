@@ -20,8 +20,8 @@ use crate::x509;
 
 /// ATR of a YubiKey 5 (USB, CCID).
 pub const YK5_ATR: [u8; 23] = [
-    0x3B, 0xFD, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15, 0x80, 0x73, 0xC0, 0x21, 0xC0, 0x57,
-    0x59, 0x75, 0x62, 0x69, 0x4B, 0x65, 0x79, 0x40,
+    0x3B, 0xFD, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15, 0x80, 0x73, 0xC0, 0x21, 0xC0, 0x57, 0x59,
+    0x75, 0x62, 0x69, 0x4B, 0x65, 0x79, 0x40,
 ];
 pub const VERSION: [u8; 3] = [5, 4, 3];
 const PIV_FULL_AID: [u8; 11] = [
@@ -109,7 +109,11 @@ fn parse(apdu: &[u8]) -> Option<Apdu<'_>> {
     };
     match body.len() {
         0 => Some(mk(&[][..], None, false)),
-        1 => Some(mk(&[][..], Some(if body[0] == 0 { 256 } else { body[0] as usize }), false)),
+        1 => Some(mk(
+            &[][..],
+            Some(if body[0] == 0 { 256 } else { body[0] as usize }),
+            false,
+        )),
         _ if body[0] != 0 => {
             let lc = body[0] as usize;
             let rest = &body[1..];
@@ -133,7 +137,11 @@ fn parse(apdu: &[u8]) -> Option<Apdu<'_>> {
                 0 => Some(mk(&rest[..lc], None, true)),
                 2 => {
                     let le = u16::from_be_bytes([rest[lc], rest[lc + 1]]) as usize;
-                    Some(mk(&rest[..lc], Some(if le == 0 { 65536 } else { le }), true))
+                    Some(mk(
+                        &rest[..lc],
+                        Some(if le == 0 { 65536 } else { le }),
+                        true,
+                    ))
                 }
                 _ => None,
             }
@@ -311,8 +319,12 @@ impl<T: piv_authenticator::Client> YkCard<T> {
     }
 
     fn record_generate(&mut self, slot: u8, req: &[u8], reply: &[u8]) {
-        let Some(tmpl) = find_tag(req, 0xAC) else { return };
-        let Some(&alg) = find_tag(tmpl, 0x80).and_then(|v| v.first()) else { return };
+        let Some(tmpl) = find_tag(req, 0xAC) else {
+            return;
+        };
+        let Some(&alg) = find_tag(tmpl, 0x80).and_then(|v| v.first()) else {
+            return;
+        };
         let pin = find_tag(tmpl, 0xAA).and_then(|v| v.first().copied());
         let touch = find_tag(tmpl, 0xAB).and_then(|v| v.first().copied());
         // reply: 7F49 L { 86 L 04.. }

@@ -21,6 +21,7 @@ use trussed::virt::{self, StoreConfig};
 
 const USAGE: &str = "\
 usage: vyubikey --port PORT [options]
+       vyubikey ctl SOCKET COMMAND...   send one control command, print the reply
 
   --port PORT              vpcd port on 127.0.0.1 (reader.conf CHANNELID/DEVICENAME /dev/null:PORT)
   --serial N               serial number reported by GET SERIAL (default 5437251)
@@ -67,7 +68,9 @@ fn parse_args() -> Result<Args, String> {
             "--attestation-ca-key" => a.ca_key = Some(val()?.into()),
             "--attestation-ca-cert" => a.ca_cert = Some(val()?.into()),
             "--touch-timeout" => {
-                let s: f64 = val()?.parse().map_err(|e| format!("--touch-timeout: {e}"))?;
+                let s: f64 = val()?
+                    .parse()
+                    .map_err(|e| format!("--touch-timeout: {e}"))?;
                 a.touch_timeout = Duration::from_secs_f64(s);
             }
             "--connect-wait" => {
@@ -93,7 +96,8 @@ fn attestation(args: &Args) -> Result<card::Attestation, String> {
     let (root_key, root_cert) = match (&args.ca_key, &args.ca_cert) {
         (Some(k), Some(c)) if k.exists() && c.exists() => {
             let kp = std::fs::read_to_string(k).map_err(|e| format!("{}: {e}", k.display()))?;
-            let key = SigningKey::from_pkcs8_pem(&kp).map_err(|e| format!("{}: {e}", k.display()))?;
+            let key =
+                SigningKey::from_pkcs8_pem(&kp).map_err(|e| format!("{}: {e}", k.display()))?;
             let cp = std::fs::read(c).map_err(|e| format!("{}: {e}", c.display()))?;
             let (_, der) = p256::pkcs8::der::pem::decode_vec(&cp)
                 .map_err(|e| format!("{}: {e}", c.display()))?;
@@ -127,7 +131,8 @@ fn attestation(args: &Args) -> Result<card::Attestation, String> {
             (key, cert)
         }
     };
-    let issuer = x509::cert_subject(&root_cert).ok_or("cannot read the CA certificate's subject")?;
+    let issuer =
+        x509::cert_subject(&root_cert).ok_or("cannot read the CA certificate's subject")?;
     let f9_key = SigningKey::random(&mut rand_core::OsRng);
     let point = f9_key.verifying_key().to_encoded_point(false);
     let mut serial = [0u8; 8];
@@ -149,7 +154,43 @@ fn attestation(args: &Args) -> Result<card::Attestation, String> {
     Ok(card::Attestation { f9_key, f9_cert })
 }
 
+/// `vyubikey ctl SOCKET COMMAND...`: a client for the control socket, so
+/// tests and scripts need no socat/nc/python.
+fn ctl(mut argv: impl Iterator<Item = String>) -> ExitCode {
+    use std::io::{BufRead, BufReader, Write};
+    let (Some(path), cmd) = (argv.next(), argv.collect::<Vec<_>>().join(" ")) else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let run = || -> std::io::Result<String> {
+        let mut s = std::os::unix::net::UnixStream::connect(&path)?;
+        writeln!(s, "{cmd}")?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        Ok(line.trim_end().to_string())
+    };
+    match run() {
+        Ok(reply) => {
+            println!("{reply}");
+            if reply.starts_with("error") {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("vyubikey ctl: {path}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    let mut argv = std::env::args().skip(1).peekable();
+    if argv.peek().map(String::as_str) == Some("ctl") {
+        argv.next();
+        return ctl(argv);
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -207,11 +248,18 @@ fn run<C: vpcd::Card>(args: &Args, card: &mut C, control: &control::Control) -> 
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
-        let wait = if first { args.connect_wait } else { Duration::from_secs(5) };
+        let wait = if first {
+            args.connect_wait
+        } else {
+            Duration::from_secs(5)
+        };
         let mut stream = match vpcd::connect(args.port, wait) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("vyubikey: cannot reach vpcd on 127.0.0.1:{}: {e}", args.port);
+                eprintln!(
+                    "vyubikey: cannot reach vpcd on 127.0.0.1:{}: {e}",
+                    args.port
+                );
                 return ExitCode::FAILURE;
             }
         };

@@ -130,7 +130,10 @@ pub fn build_cert(spec: &CertSpec<'_>, issuer_key: &SigningKey) -> Vec<u8> {
         exts.push(ext(&[2, 5, 29, 15], true, &[0x03, 0x02, 0x01, 0x06]));
     }
     exts.extend(spec.extra_exts.iter().cloned());
-    let exts_der = tlv(0xa3, &seq(&exts.iter().map(|e| e.as_slice()).collect::<Vec<_>>()));
+    let exts_der = tlv(
+        0xa3,
+        &seq(&exts.iter().map(|e| e.as_slice()).collect::<Vec<_>>()),
+    );
     let tbs = seq(&[
         &tlv(0xa0, &[0x02, 0x01, 0x02]), // v3
         &uint(spec.serial),
@@ -155,7 +158,12 @@ pub fn now() -> u64 {
 }
 
 /// Yubico's attestation extensions (1.3.6.1.4.1.41482.3.x).
-pub fn yubico_exts(version: [u8; 3], serial: u32, pin_policy: u8, touch_policy: u8) -> Vec<Vec<u8>> {
+pub fn yubico_exts(
+    version: [u8; 3],
+    serial: u32,
+    pin_policy: u8,
+    touch_policy: u8,
+) -> Vec<Vec<u8>> {
     const Y: [u64; 8] = [1, 3, 6, 1, 4, 1, 41482, 3];
     let arc = |n: u64| {
         let mut v = Y.to_vec();
