@@ -10,8 +10,10 @@ use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use sigil_tuf::changelist::{Change, check_gun};
-use sigil_tuf::schema::{Root, peek_version};
+use sigil_tuf::schema::timestamp::Timestamp;
+use sigil_tuf::schema::{Root, Snapshot, Targets, peek_version};
 use sigil_tuf::verify::is_skippable;
+use sigil_tuf::verify::verify_signatures;
 use sigil_tuf::{
     CollectionEditor, CollectionKeys, Metadata, PriorVersions, RoleType, RootTrust,
     SignedCollection, Signer, Updater, VerifiedCollection,
@@ -99,16 +101,33 @@ impl Repo {
         }
     }
 
-    /// Versions the trust dir saw last time: the rollback baseline.
+    /// Versions the trust dir saw last time: the rollback baseline. A cached top-level file
+    /// counts only if the cached root's keys signed it (expiry aside: an old cache is normal),
+    /// so a corrupted cache cannot raise the floor and lock the client out of genuine data.
     fn prior_versions(&self) -> Result<PriorVersions, Error> {
         let mut prior = PriorVersions::default();
+        let root = match self.trust.read(&self.gun, "root")? {
+            Some(bytes) => Metadata::<Root>::from_bytes("root", bytes).ok(),
+            None => None,
+        };
         for role in self.trust.cached_roles(&self.gun)? {
-            if role == "root" {
+            let Some(bytes) = self.trust.read(&self.gun, &role)? else {
+                continue;
+            };
+            let top_level = match role.as_str() {
+                "root" => continue,
+                "timestamp" => Some(RoleType::Timestamp),
+                "snapshot" => Some(RoleType::Snapshot),
+                "targets" => Some(RoleType::Targets),
+                _ => None,
+            };
+            if let Some(kind) = top_level
+                && !cached_signature_ok(root.as_ref(), &role, kind, &bytes)
+            {
+                warn!(gun = %self.gun, role = %role, "ignoring a cached file its root's keys did not sign");
                 continue;
             }
-            if let Some(bytes) = self.trust.read(&self.gun, &role)? {
-                prior.observe(&role, &bytes);
-            }
+            prior.observe(&role, &bytes);
         }
         Ok(prior)
     }
@@ -322,5 +341,101 @@ impl Repo {
         let signed = self.sign(editor, &signers).await?;
         self.upload(&signed).await?;
         Ok(signed.updates().keys().cloned().collect())
+    }
+}
+
+/// Whether a cached top-level role file carries its threshold of signatures from the keys the
+/// cached root names for it.
+fn cached_signature_ok(
+    root: Option<&Metadata<Root>>,
+    role: &str,
+    kind: RoleType,
+    bytes: &[u8],
+) -> bool {
+    let Some(root) = root else { return false };
+    let Some(threshold) = root.body().role(kind).map(|r| r.threshold) else {
+        return false;
+    };
+    let keys = root.body().role_keys(kind);
+    let signed = match kind {
+        RoleType::Timestamp => Metadata::<Timestamp>::from_bytes(role, bytes.to_vec())
+            .and_then(|m| verify_signatures(role, m.signed(), &keys, threshold)),
+        RoleType::Snapshot => Metadata::<Snapshot>::from_bytes(role, bytes.to_vec())
+            .and_then(|m| verify_signatures(role, m.signed(), &keys, threshold)),
+        RoleType::Targets => Metadata::<Targets>::from_bytes(role, bytes.to_vec())
+            .and_then(|m| verify_signatures(role, m.signed(), &keys, threshold)),
+        RoleType::Root => return false,
+    };
+    signed.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sigil_tuf::TufKey;
+    use sigil_tuf::sign::testing::{MemorySigner, block_on};
+
+    /// A cached file the root's keys signed raises the rollback floor; the same file with one
+    /// byte changed (or signed by a stranger) does not, so a corrupt cache cannot lock the
+    /// client out of genuine data.
+    #[test]
+    fn only_cached_files_the_root_signed_count_for_rollback() {
+        let gun = "example.com/app";
+        let now = SystemTime::now();
+        let signers = [
+            MemorySigner::p256(),
+            MemorySigner::p256(),
+            MemorySigner::p256(),
+            MemorySigner::p256(),
+        ];
+        let [root_key, targets, snapshot, timestamp] = &signers;
+        let cert = block_on(sigil_tuf::x509::build_root_certificate(
+            gun,
+            root_key,
+            now,
+            sigil_tuf::x509::ROOT_CERT_LIFETIME,
+        ))
+        .expect("cert");
+        let bare = |s: &MemorySigner| TufKey::from_public_key(s.public_key());
+        let keys = CollectionKeys {
+            root: vec![TufKey::from_certificate_pem(&cert.to_pem().expect("pem")).expect("key")],
+            targets: vec![bare(targets)],
+            snapshot: vec![bare(snapshot)],
+            timestamp: vec![bare(timestamp)],
+        };
+        let editor = CollectionEditor::create(gun, &keys, now).expect("editor");
+        let all: Vec<&dyn Signer> = signers.iter().map(|s| s as &dyn Signer).collect();
+        let signed = block_on(editor.sign(&all)).expect("sign");
+        let root_bytes = signed.files().get("root").expect("root").clone();
+        let root = Metadata::<Root>::from_bytes("root", root_bytes).expect("root parses");
+        let targets_bytes = signed.files().get("targets").expect("targets").clone();
+        assert!(cached_signature_ok(
+            Some(&root),
+            "targets",
+            RoleType::Targets,
+            &targets_bytes
+        ));
+        let mut corrupt = targets_bytes.clone();
+        let at = corrupt.len() / 2;
+        corrupt[at] ^= 1;
+        assert!(!cached_signature_ok(
+            Some(&root),
+            "targets",
+            RoleType::Targets,
+            &corrupt
+        ));
+        // Signed, but by a key root does not name for snapshot.
+        assert!(!cached_signature_ok(
+            Some(&root),
+            "snapshot",
+            RoleType::Snapshot,
+            &targets_bytes
+        ));
+        assert!(!cached_signature_ok(
+            None,
+            "targets",
+            RoleType::Targets,
+            &targets_bytes
+        ));
     }
 }
