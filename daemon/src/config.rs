@@ -178,6 +178,31 @@ pub struct YubikeyConfig {
     pub serial: u32,
     /// File holding the PIV PIN.
     pub pin_file: Option<PathBuf>,
+    /// Touch policy of keys generated for role `root` (default `always`).
+    #[serde(default = "TouchSetting::root_default")]
+    pub touch_root: TouchSetting,
+    /// Touch policy of keys generated for every other role (default `never`).
+    #[serde(default)]
+    pub touch_other: TouchSetting,
+}
+
+/// A PIV touch policy, set on the device when a key is generated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TouchSetting {
+    /// Every signature needs a touch.
+    Always,
+    /// A touch counts for 15 seconds.
+    Cached,
+    /// No touch needed.
+    #[default]
+    Never,
+}
+
+impl TouchSetting {
+    fn root_default() -> Self {
+        Self::Always
+    }
 }
 
 /// `[notary_signer]`: the notary-signer compatible endpoint.

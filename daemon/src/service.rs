@@ -50,9 +50,11 @@ impl From<backend::Error> for Error {
         use backend::Error as B;
         match e {
             B::TokenNotPresent { .. } | B::Stopped { .. } => Self::Unavailable(e.to_string()),
-            B::PinIncorrect { .. } | B::PinLocked { .. } | B::PinFinalTry { .. } => {
-                Self::TokenLocked(e.to_string())
-            }
+            B::PinIncorrect { .. }
+            | B::PinWrong { .. }
+            | B::PinLocked { .. }
+            | B::PinFinalTry { .. }
+            | B::TouchTimeout { .. } => Self::TokenLocked(e.to_string()),
             B::Unsupported { .. } => Self::BadRequest(e.to_string()),
             B::KeyNotFound => Self::Internal("key vanished from the token".into()),
             other => Self::Internal(other.to_string()),

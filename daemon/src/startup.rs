@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::audit::AuditLog;
-use crate::backend::{self, Backend, pkcs11::Pkcs11Backend};
+use crate::backend::{self, Backend, pkcs11::Pkcs11Backend, yubikey::YubikeyBackend};
 use crate::config::{self, BackendConfig, Config};
 use crate::policy::Policy;
 use crate::secret::{self, read_pin_file};
@@ -56,11 +56,15 @@ pub fn open_backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>, Error> {
                 backends.push(Arc::new(Pkcs11Backend::open(c, pin, default_workers())?));
             }
             BackendConfig::Yubikey(c) => {
-                return Err(Error::NotSupported(format!(
-                    "backend {:?}: type \"yubikey\" (PIV) is not available in this build yet; \
-                     use the YubiKey through ykcs11 with type \"pkcs11\" instead",
-                    c.name
-                )));
+                let Some(pin_file) = &c.pin_file else {
+                    return Err(Error::NotSupported(format!(
+                        "backend {:?}: type \"yubikey\" needs pin_file (unlocking at run time \
+                         through `sigil token unlock` is not available yet)",
+                        c.name
+                    )));
+                };
+                let pin = read_pin_file(pin_file)?;
+                backends.push(Arc::new(YubikeyBackend::open(c, pin)?));
             }
         }
     }

@@ -77,6 +77,38 @@ pub enum Error {
         /// What was wrong.
         what: String,
     },
+    /// The PIN was refused by a device that reports the tries left. Never retried.
+    #[error(
+        "backend {backend:?}: PIN incorrect, {retries} tries left (not retried; fix the PIN file and restart)"
+    )]
+    PinWrong {
+        /// Backend name.
+        backend: String,
+        /// PIN tries left on the device.
+        retries: u8,
+    },
+    /// A signature needing a touch was not confirmed in time.
+    #[error(
+        "backend {backend:?}: YubiKey {serial} slot {slot:02x}: touch not given in time, nothing was signed (touch the key while it blinks)"
+    )]
+    TouchTimeout {
+        /// Backend name.
+        backend: String,
+        /// Device serial.
+        serial: u32,
+        /// PIV slot.
+        slot: u8,
+    },
+    /// Any other YubiKey PIV failure, with the operation that failed.
+    #[error("backend {backend:?}: YubiKey {op}: {source}")]
+    Piv {
+        /// Backend name.
+        backend: String,
+        /// What the backend was doing.
+        op: &'static str,
+        /// The yubikey crate's error.
+        source: ::yubikey::Error,
+    },
     /// The backend's worker threads have stopped.
     #[error("backend {backend:?} is shutting down")]
     Stopped {

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod pkcs11;
+pub mod yubikey;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -43,6 +44,11 @@ pub enum KeyLocator {
     Pkcs11 {
         /// The `CKA_ID`.
         id: std::sync::Arc<[u8]>,
+    },
+    /// A YubiKey PIV key, found by its slot (`0x9c`, or a retired slot `0x82`..=`0x95`).
+    Yubikey {
+        /// The PIV slot (key reference).
+        slot: u8,
     },
 }
 

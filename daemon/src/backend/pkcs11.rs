@@ -40,9 +40,9 @@ const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 /// Ed25519 named by curve name, which some modules (and pkcs11-tool) use instead of the OID.
 const ED25519_NAME: &[u8] = b"\x13\x0cedwards25519";
 /// Label prefix that marks a key as sigil's.
-const LABEL_PREFIX: &str = "sigil:";
+pub(super) const LABEL_PREFIX: &str = "sigil:";
 /// Label prefix of keys created through the notary-signer endpoint.
-const NOTARY_LABEL_PREFIX: &str = "sigil-notary:";
+pub(super) const NOTARY_LABEL_PREFIX: &str = "sigil-notary:";
 /// Modulus size of generated RSA keys.
 const RSA_BITS: u64 = 3072;
 
@@ -218,9 +218,12 @@ impl Drop for Pkcs11Backend {
     }
 }
 
-fn pkcs11_id(locator: &KeyLocator) -> Arc<[u8]> {
-    let KeyLocator::Pkcs11 { id } = locator;
-    Arc::clone(id)
+/// The `CKA_ID` of a PKCS#11 locator; any other locator names no key here.
+fn pkcs11_id(locator: &KeyLocator) -> Option<Arc<[u8]>> {
+    match locator {
+        KeyLocator::Pkcs11 { id } => Some(Arc::clone(id)),
+        KeyLocator::Yubikey { .. } => None,
+    }
 }
 
 impl super::Backend for Pkcs11Backend {
@@ -259,7 +262,9 @@ impl super::Backend for Pkcs11Backend {
     }
 
     fn delete(&self, locator: KeyLocator) -> BoxFuture<'_, Result<(), Error>> {
-        let id = pkcs11_id(&locator);
+        let Some(id) = pkcs11_id(&locator) else {
+            return Box::pin(async { Err(Error::KeyNotFound) });
+        };
         self.submit(|reply| Job::Delete { id, reply })
     }
 
@@ -269,7 +274,9 @@ impl super::Backend for Pkcs11Backend {
         algorithm: Algorithm,
         input: SignInput,
     ) -> BoxFuture<'_, Result<Vec<u8>, Error>> {
-        let id = pkcs11_id(&locator);
+        let Some(id) = pkcs11_id(&locator) else {
+            return Box::pin(async { Err(Error::KeyNotFound) });
+        };
         self.submit(|reply| Job::Sign {
             id,
             algorithm,
@@ -743,7 +750,7 @@ fn scan(session: &Session, token: &Token, name: &str) -> Result<Vec<BackendKey>,
 
 /// `sigil:<role>:<gun>` or `sigil-notary:<role>:<gun>`; roles never contain `:`, GUNs may
 /// (registry ports).
-fn parse_label(label: &[u8]) -> Option<KeyMeta> {
+pub(super) fn parse_label(label: &[u8]) -> Option<KeyMeta> {
     let label = std::str::from_utf8(label).ok()?;
     let (owner, rest) = if let Some(rest) = label.strip_prefix(LABEL_PREFIX) {
         (KeyOwner::Sigil, rest)

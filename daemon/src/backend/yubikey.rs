@@ -1,0 +1,704 @@
+//! YubiKey PIV backend through the `yubikey` crate (PC/SC). A `YubiKey` handle needs `&mut`,
+//! so one actor thread owns the device, fed by a channel: requests run one after the other on a
+//! handle opened once (by serial) and kept open. It is reopened only after the device went away.
+//!
+//! Keys are generated on the device (ECDSA P-256): role `root` in slot 9c, everything else (and
+//! a second root) in the retired slots 82–95, never in a slot that already holds a key or a
+//! certificate. Role and GUN are recorded on the device as a certificate written into the key's
+//! slot: its subject is `CN=sigil:<role>:<gun>` (`sigil-notary:` for notary-signer keys) and its
+//! public key is the slot's. It is signed by a throwaway software key, so writing it needs
+//! neither the PIN nor a touch. At start-up the key ring is rebuilt from these certificates.
+//!
+//! The PIN comes from `pin_file` and is verified before each signature (slot 9c's PIN policy is
+//! "always"). The tries left are read before the first verify; with one left the backend refuses
+//! to spend it, and a refused PIN is never offered again. The `yubikey` crate keeps its own
+//! copy of a verified PIN in zeroizing memory (`SecretVec`); ours is a `secret::Pin`.
+//!
+//! A PC/SC error (card removed, reader gone) drops the handle and marks the backend unhealthy;
+//! the next request or health probe opens the device again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use secrecy::ExposeSecret as _;
+use tokio::sync::oneshot;
+use x509_cert::der::asn1::{Any, SetOfVec};
+use x509_cert::der::{Encode as _, Tag};
+use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+use x509_cert::spki::SubjectPublicKeyInfoOwned;
+use yubikey::certificate::CertInfo;
+use yubikey::piv::{self, AlgorithmId, SlotId};
+use yubikey::{Certificate, MgmKey, PinPolicy, Serial, TouchPolicy, YubiKey};
+
+use super::pkcs11::{LABEL_PREFIX, NOTARY_LABEL_PREFIX, parse_label};
+use super::{
+    Algorithm, BackendKey, BoxFuture, Error, KeyLocator, KeyMeta, KeyOwner, PublicKey, SignInput,
+};
+use crate::config::{TouchSetting, YubikeyConfig};
+use crate::secret::Pin;
+
+/// The PIV "digital signature" slot, where root keys go first.
+const ROOT_SLOT: u8 = 0x9c;
+/// The retired key management slots, for every other key.
+const RETIRED_SLOTS: std::ops::RangeInclusive<u8> = 0x82..=0x95;
+/// How long a health probe waits for the actor. A sign waiting for a touch keeps the actor
+/// busy for the device's touch timeout; the probe then reports the last known state.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
+/// Issuer of the label certificates: they carry a label, they certify nothing.
+const LABEL_ISSUER: &str = "sigil key label (not a CA)";
+
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+enum Job {
+    Probe(Reply<()>),
+    Scan(Reply<Vec<BackendKey>>),
+    Generate {
+        algorithm: Algorithm,
+        meta: KeyMeta,
+        reply: Reply<BackendKey>,
+    },
+    Delete {
+        slot: u8,
+        reply: Reply<()>,
+    },
+    Sign {
+        slot: u8,
+        algorithm: Algorithm,
+        input: SignInput,
+        reply: Reply<Vec<u8>>,
+    },
+}
+
+/// What the async side and the actor share.
+struct Shared {
+    name: String,
+    serial: u32,
+    healthy: AtomicBool,
+    /// A probe is queued and not answered yet: do not queue another.
+    probe_queued: AtomicBool,
+}
+
+/// A YubiKey (PIV) served by one actor thread that owns the device handle.
+pub struct YubikeyBackend {
+    shared: Arc<Shared>,
+    jobs: Option<crossbeam_channel::Sender<Job>>,
+    actor: Option<JoinHandle<()>>,
+}
+
+impl YubikeyBackend {
+    /// Opens the YubiKey with the configured serial and starts its actor. Fails when the
+    /// device is not there. The PIN is not used until the first signature.
+    pub fn open(config: &YubikeyConfig, pin: Pin) -> Result<Self, Error> {
+        let shared = Arc::new(Shared {
+            name: config.name.clone(),
+            serial: config.serial,
+            healthy: AtomicBool::new(false),
+            probe_queued: AtomicBool::new(false),
+        });
+        let yk = YubiKey::open_by_serial(Serial(config.serial)).map_err(|e| match e {
+            yubikey::Error::NotFound | yubikey::Error::PcscError { .. } => Error::TokenNotFound {
+                backend: config.name.clone(),
+                selector: format!("YubiKey serial {}", config.serial),
+                present: present_serials(),
+            },
+            source => Error::Piv {
+                backend: config.name.clone(),
+                op: "open",
+                source,
+            },
+        })?;
+        tracing::info!(
+            backend = %config.name,
+            serial = config.serial,
+            version = %yk.version(),
+            reader = yk.name(),
+            "YubiKey opened"
+        );
+        shared.healthy.store(true, Ordering::Relaxed);
+        let mut actor = Actor {
+            shared: Arc::clone(&shared),
+            yk: Some(yk),
+            pin,
+            pin_checked: false,
+            pin_refused: None,
+            touch_root: touch_policy(config.touch_root),
+            touch_other: touch_policy(config.touch_other),
+        };
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let handle = std::thread::Builder::new()
+            .name(format!("yubikey-{}", config.serial))
+            .spawn(move || {
+                for job in rx {
+                    actor.run(job);
+                }
+            })
+            .map_err(|e| Error::BadToken {
+                backend: config.name.clone(),
+                what: format!("cannot start the device thread: {e}"),
+            })?;
+        Ok(Self {
+            shared,
+            jobs: Some(tx),
+            actor: Some(handle),
+        })
+    }
+
+    fn submit<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Job,
+    ) -> BoxFuture<'_, Result<T, Error>> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self
+            .jobs
+            .as_ref()
+            .map(|jobs| jobs.send(make(tx)).is_ok())
+            .unwrap_or(false);
+        let name = self.shared.name.clone();
+        Box::pin(async move {
+            if !sent {
+                return Err(Error::Stopped { backend: name });
+            }
+            rx.await.unwrap_or(Err(Error::Stopped { backend: name }))
+        })
+    }
+}
+
+impl Drop for YubikeyBackend {
+    fn drop(&mut self) {
+        // Closing the channel ends the actor after the jobs already queued.
+        self.jobs.take();
+        if let Some(handle) = self.actor.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The slot a locator names, if it is a YubiKey locator.
+fn yubikey_slot(locator: &KeyLocator) -> Option<u8> {
+    match locator {
+        KeyLocator::Yubikey { slot } => Some(*slot),
+        KeyLocator::Pkcs11 { .. } => None,
+    }
+}
+
+impl super::Backend for YubikeyBackend {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Relaxed)
+    }
+
+    fn probe(&self) -> BoxFuture<'_, bool> {
+        if self.shared.probe_queued.swap(true, Ordering::AcqRel) {
+            // The actor is busy (e.g. a sign waiting for a touch) and has not reached the
+            // last probe yet: report what it last saw.
+            return Box::pin(async move { self.healthy() });
+        }
+        let answer = self.submit(Job::Probe);
+        Box::pin(async move {
+            match tokio::time::timeout(PROBE_WAIT, answer).await {
+                Ok(result) => result
+                    .inspect_err(|e| tracing::debug!(error = %e, "YubiKey probe failed"))
+                    .is_ok(),
+                Err(_) => self.healthy(),
+            }
+        })
+    }
+
+    fn scan(&self) -> BoxFuture<'_, Result<Vec<BackendKey>, Error>> {
+        self.submit(Job::Scan)
+    }
+
+    fn generate(
+        &self,
+        algorithm: Algorithm,
+        meta: KeyMeta,
+    ) -> BoxFuture<'_, Result<BackendKey, Error>> {
+        self.submit(|reply| Job::Generate {
+            algorithm,
+            meta,
+            reply,
+        })
+    }
+
+    fn delete(&self, locator: KeyLocator) -> BoxFuture<'_, Result<(), Error>> {
+        let Some(slot) = yubikey_slot(&locator) else {
+            return Box::pin(async { Err(Error::KeyNotFound) });
+        };
+        self.submit(|reply| Job::Delete { slot, reply })
+    }
+
+    fn sign(
+        &self,
+        locator: KeyLocator,
+        algorithm: Algorithm,
+        input: SignInput,
+    ) -> BoxFuture<'_, Result<Vec<u8>, Error>> {
+        let Some(slot) = yubikey_slot(&locator) else {
+            return Box::pin(async { Err(Error::KeyNotFound) });
+        };
+        self.submit(|reply| Job::Sign {
+            slot,
+            algorithm,
+            input,
+            reply,
+        })
+    }
+}
+
+/// The one owner of the device handle.
+struct Actor {
+    shared: Arc<Shared>,
+    /// `None` after the device went away, until it is opened again.
+    yk: Option<YubiKey>,
+    pin: Pin,
+    /// The tries left were read and the PIN was accepted once.
+    pin_checked: bool,
+    /// The device refused the PIN, leaving this many tries: it is never offered again.
+    pin_refused: Option<u8>,
+    touch_root: TouchPolicy,
+    touch_other: TouchPolicy,
+}
+
+impl Actor {
+    fn run(&mut self, job: Job) {
+        match job {
+            Job::Probe(reply) => {
+                let result = self.with_device(Self::probe);
+                self.shared.probe_queued.store(false, Ordering::Release);
+                let _ = reply.send(result);
+            }
+            Job::Scan(reply) => {
+                let _ = reply.send(self.with_device(Self::scan));
+            }
+            Job::Generate {
+                algorithm,
+                meta,
+                reply,
+            } => {
+                let _ = reply.send(self.with_device(|a| a.generate(algorithm, &meta)));
+            }
+            Job::Delete { slot, reply } => {
+                let _ = reply.send(self.with_device(|a| a.delete(slot)));
+            }
+            Job::Sign {
+                slot,
+                algorithm,
+                input,
+                reply,
+            } => {
+                let _ = reply.send(self.with_device(|a| a.sign(slot, algorithm, &input)));
+            }
+        }
+    }
+
+    /// Runs `op` on the device, opening it first if needed. A handle that went stale (the card
+    /// was removed and put back, or reset by another application) fails at its first PC/SC
+    /// call, before any command reaches the card; `op` then runs once more on a fresh handle.
+    fn with_device<T>(&mut self, op: impl Fn(&mut Self) -> Result<T, Error>) -> Result<T, Error> {
+        let had_handle = self.yk.is_some();
+        let mut result = op(self);
+        if had_handle && matches!(result, Err(Error::TokenNotPresent { .. })) {
+            result = op(self);
+        }
+        match &result {
+            Err(Error::TokenNotPresent { .. }) => self.set_healthy(false),
+            _ => self.set_healthy(true),
+        }
+        result
+    }
+
+    fn set_healthy(&self, healthy: bool) {
+        if self.shared.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+            if healthy {
+                tracing::info!(backend = %self.shared.name, serial = self.shared.serial, "YubiKey is back");
+            } else {
+                tracing::warn!(backend = %self.shared.name, serial = self.shared.serial, "YubiKey unavailable");
+            }
+        }
+    }
+
+    fn device(&mut self) -> Result<&mut YubiKey, Error> {
+        if self.yk.is_none() {
+            match YubiKey::open_by_serial(Serial(self.shared.serial)) {
+                Ok(yk) => {
+                    // A new session: the PIN's state on the device is unknown again.
+                    self.pin_checked = false;
+                    self.yk = Some(yk);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "opening the YubiKey failed");
+                    return Err(self.absent());
+                }
+            }
+        }
+        self.yk.as_mut().ok_or_else(|| Error::TokenNotPresent {
+            backend: self.shared.name.clone(),
+        })
+    }
+
+    fn absent(&self) -> Error {
+        Error::TokenNotPresent {
+            backend: self.shared.name.clone(),
+        }
+    }
+
+    /// Classifies a device error: PC/SC trouble drops the handle (the device is gone or was
+    /// reset) and reads as "not present"; anything else names the operation.
+    fn fail(&mut self, op: &'static str, e: yubikey::Error) -> Error {
+        match e {
+            yubikey::Error::PcscError { .. } | yubikey::Error::NotFound => {
+                tracing::debug!(error = %e, op, "YubiKey PC/SC error; dropping the handle");
+                self.yk = None;
+                self.pin_checked = false;
+                self.absent()
+            }
+            source => Error::Piv {
+                backend: self.shared.name.clone(),
+                op,
+                source,
+            },
+        }
+    }
+
+    fn probe(&mut self) -> Result<(), Error> {
+        let yk = self.device()?;
+        // VERIFY without data: answers the tries left, spends none.
+        match yk.get_pin_retries() {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.fail("read PIN retries", e)),
+        }
+    }
+
+    /// Verifies the PIN, refusing when it was refused before or only one try is left.
+    fn verify_pin(&mut self) -> Result<(), Error> {
+        let name = self.shared.name.clone();
+        if let Some(retries) = self.pin_refused {
+            return Err(Error::PinWrong {
+                backend: name,
+                retries,
+            });
+        }
+        self.device()?;
+        if !self.pin_checked {
+            let yk = self.device()?;
+            let retries = match yk.get_pin_retries() {
+                Ok(r) => r,
+                Err(e) => return Err(self.fail("read PIN retries", e)),
+            };
+            match retries {
+                0 => return Err(Error::PinLocked { backend: name }),
+                1 => return Err(Error::PinFinalTry { backend: name }),
+                _ => {}
+            }
+        }
+        let pin = self.pin.as_auth_pin().expose_secret().as_bytes();
+        let yk = match self.yk.as_mut() {
+            Some(yk) => yk,
+            None => return Err(self.absent()),
+        };
+        match yk.verify_pin(pin) {
+            Ok(()) => {
+                self.pin_checked = true;
+                Ok(())
+            }
+            Err(yubikey::Error::WrongPin { tries }) => {
+                self.pin_refused = Some(tries);
+                self.pin_checked = false;
+                tracing::error!(backend = %name, tries_left = tries, "YubiKey refused the PIN; it will not be offered again");
+                if tries == 0 {
+                    Err(Error::PinLocked { backend: name })
+                } else {
+                    Err(Error::PinWrong {
+                        backend: name,
+                        retries: tries,
+                    })
+                }
+            }
+            Err(e) => Err(self.fail("verify PIN", e)),
+        }
+    }
+
+    fn scan(&mut self) -> Result<Vec<BackendKey>, Error> {
+        let mut keys = Vec::new();
+        for slot in std::iter::once(ROOT_SLOT).chain(RETIRED_SLOTS) {
+            let slot_id = self.slot_id(slot)?;
+            let yk = self.device()?;
+            let cert = match Certificate::read(yk, slot_id) {
+                Ok(cert) => cert,
+                Err(e @ yubikey::Error::PcscError { .. }) => return Err(self.fail("scan", e)),
+                Err(_) => continue, // empty slot, or not a certificate we can read
+            };
+            let Some(meta) = label_of(&cert.cert.tbs_certificate.subject) else {
+                continue;
+            };
+            let spki = cert
+                .cert
+                .tbs_certificate
+                .subject_public_key_info
+                .to_der()
+                .map_err(|e| self.bad(format!("slot {slot:02x}: certificate key: {e}")))?;
+            let public = PublicKey::from_spki_der(&spki)
+                .map_err(|e| self.bad(format!("slot {slot:02x}: certificate key: {e}")))?;
+            keys.push(BackendKey {
+                public,
+                meta,
+                locator: KeyLocator::Yubikey { slot },
+            });
+        }
+        Ok(keys)
+    }
+
+    /// Whether a slot holds anything: a certificate, or a key the device reports.
+    fn slot_taken(&mut self, slot: u8) -> Result<bool, Error> {
+        let slot_id = self.slot_id(slot)?;
+        let yk = self.device()?;
+        match Certificate::read(yk, slot_id) {
+            Ok(_) => return Ok(true),
+            Err(e @ yubikey::Error::PcscError { .. }) => return Err(self.fail("read slot", e)),
+            Err(_) => {}
+        }
+        let yk = self.device()?;
+        match piv::metadata(yk, slot_id) {
+            Ok(_) => Ok(true),
+            Err(e @ yubikey::Error::PcscError { .. }) => Err(self.fail("read slot metadata", e)),
+            Err(_) => Ok(false),
+        }
+    }
+
+    fn generate(&mut self, algorithm: Algorithm, meta: &KeyMeta) -> Result<BackendKey, Error> {
+        if algorithm != Algorithm::EcdsaP256 {
+            return Err(Error::Unsupported {
+                backend: self.shared.name.clone(),
+                what: format!("{} (YubiKey keys are ecdsa-p256)", algorithm.as_str()),
+            });
+        }
+        let is_root = meta.role == "root";
+        let candidates: Vec<u8> = if is_root {
+            std::iter::once(ROOT_SLOT).chain(RETIRED_SLOTS).collect()
+        } else {
+            RETIRED_SLOTS.collect()
+        };
+        let mut chosen = None;
+        for slot in candidates {
+            if !self.slot_taken(slot)? {
+                chosen = Some(slot);
+                break;
+            }
+        }
+        let Some(slot) = chosen else {
+            return Err(self.bad("no free PIV slot (9c, 82-95) left for a new key".into()));
+        };
+        let slot_id = self.slot_id(slot)?;
+        let touch = if is_root {
+            self.touch_root
+        } else {
+            self.touch_other
+        };
+        let yk = self.device()?;
+        if let Err(e) = yk.authenticate(MgmKey::default()) {
+            return Err(self.fail("authenticate with the default management key", e));
+        }
+        let yk = self.device()?;
+        let spki = match piv::generate(yk, slot_id, AlgorithmId::EccP256, PinPolicy::Default, touch)
+        {
+            Ok(spki) => spki,
+            Err(e) => return Err(self.fail("generate", e)),
+        };
+        let prefix = match meta.owner {
+            KeyOwner::Sigil => LABEL_PREFIX,
+            KeyOwner::NotarySigner => NOTARY_LABEL_PREFIX,
+        };
+        let label = format!("{prefix}{}:{}", meta.role, meta.gun);
+        let der = label_certificate(&spki, &label)
+            .map_err(|e| self.bad(format!("label certificate: {e}")))?;
+        let cert = match Certificate::from_bytes(der) {
+            Ok(cert) => cert,
+            Err(e) => return Err(self.fail("label certificate", e)),
+        };
+        let yk = self.device()?;
+        if let Err(e) = cert.write(yk, slot_id, CertInfo::Uncompressed) {
+            return Err(self.fail("write label certificate", e));
+        }
+        let spki_der = spki
+            .to_der()
+            .map_err(|e| self.bad(format!("generated key: {e}")))?;
+        let public = PublicKey::from_spki_der(&spki_der)
+            .map_err(|e| self.bad(format!("generated key: {e}")))?;
+        tracing::info!(backend = %self.shared.name, slot = format!("{slot:02x}"), role = %meta.role, gun = %meta.gun, "YubiKey key generated");
+        Ok(BackendKey {
+            public,
+            meta: meta.clone(),
+            locator: KeyLocator::Yubikey { slot },
+        })
+    }
+
+    /// Removes the label certificate: the key leaves the key ring. PIV (before firmware 5.7)
+    /// cannot delete a private key; it stays in the slot, unused, until the slot is reused.
+    fn delete(&mut self, slot: u8) -> Result<(), Error> {
+        let slot_id = self.slot_id(slot)?;
+        let yk = self.device()?;
+        if let Err(e) = yk.authenticate(MgmKey::default()) {
+            return Err(self.fail("authenticate with the default management key", e));
+        }
+        let yk = self.device()?;
+        match Certificate::delete(yk, slot_id) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail("delete label certificate", e)),
+        }
+    }
+
+    fn sign(
+        &mut self,
+        slot: u8,
+        algorithm: Algorithm,
+        input: &SignInput,
+    ) -> Result<Vec<u8>, Error> {
+        let digest = match (algorithm, input) {
+            (Algorithm::EcdsaP256, SignInput::Digest(d)) => d,
+            _ => {
+                return Err(Error::Unsupported {
+                    backend: self.shared.name.clone(),
+                    what: format!("{} signatures", algorithm.as_str()),
+                });
+            }
+        };
+        let slot_id = self.slot_id(slot)?;
+        self.verify_pin()?;
+        let yk = self.device()?;
+        let der = match piv::sign_data(yk, digest, AlgorithmId::EccP256, slot_id) {
+            Ok(der) => der,
+            // The PIN was verified just before, so "security status not satisfied" means the
+            // key's touch policy was not met in time.
+            Err(yubikey::Error::AuthenticationError) => {
+                return Err(Error::TouchTimeout {
+                    backend: self.shared.name.clone(),
+                    serial: self.shared.serial,
+                    slot,
+                });
+            }
+            Err(e) => return Err(self.fail("sign", e)),
+        };
+        let signature = p256::ecdsa::Signature::from_der(&der)
+            .map_err(|e| self.bad(format!("slot {slot:02x}: signature is not DER ECDSA: {e}")))?;
+        Ok(signature.to_bytes().to_vec())
+    }
+
+    fn slot_id(&self, slot: u8) -> Result<SlotId, Error> {
+        SlotId::try_from(slot).map_err(|_| self.bad(format!("no PIV slot {slot:02x}")))
+    }
+
+    fn bad(&self, what: String) -> Error {
+        Error::BadToken {
+            backend: self.shared.name.clone(),
+            what,
+        }
+    }
+}
+
+fn touch_policy(setting: TouchSetting) -> TouchPolicy {
+    match setting {
+        TouchSetting::Always => TouchPolicy::Always,
+        TouchSetting::Cached => TouchPolicy::Cached,
+        TouchSetting::Never => TouchPolicy::Never,
+    }
+}
+
+/// Serials of the YubiKeys PC/SC can see, for the "not found" message.
+fn present_serials() -> String {
+    let mut serials = Vec::new();
+    if let Ok(mut ctx) = yubikey::reader::Context::open()
+        && let Ok(readers) = ctx.iter()
+    {
+        for reader in readers {
+            if let Ok(yk) = reader.open() {
+                serials.push(yk.serial().to_string());
+            }
+        }
+    }
+    if serials.is_empty() {
+        "none".into()
+    } else {
+        serials.join(", ")
+    }
+}
+
+/// `CN=<label>` as a UTF8String, so any GUN fits without RFC 4514 escaping.
+fn label_name(label: &str) -> Result<Name, x509_cert::der::Error> {
+    let atv = x509_cert::attr::AttributeTypeAndValue {
+        oid: const_oid::db::rfc4519::CN,
+        value: Any::new(Tag::Utf8String, label.as_bytes())?,
+    };
+    let rdn = RelativeDistinguishedName::from(SetOfVec::try_from(vec![atv])?);
+    Ok(RdnSequence::from(vec![rdn]))
+}
+
+/// The sigil key label in a certificate subject's CN, if there is one.
+fn label_of(subject: &Name) -> Option<KeyMeta> {
+    subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .filter(|atv| atv.oid == const_oid::db::rfc4519::CN)
+        .find_map(|atv| parse_label(atv.value.value()))
+}
+
+/// A certificate for the slot's public key whose subject is the sigil label, signed by a
+/// throwaway software key (the device key would need the PIN and maybe a touch).
+fn label_certificate(spki: &SubjectPublicKeyInfoOwned, label: &str) -> Result<Vec<u8>, String> {
+    use x509_cert::builder::{Builder as _, CertificateBuilder, Profile};
+    let signer = loop {
+        let bytes: [u8; 32] = rand::random();
+        if let Ok(key) = p256::ecdsa::SigningKey::from_slice(&bytes) {
+            break key;
+        }
+    };
+    let mut serial: [u8; 16] = rand::random();
+    serial[0] &= 0x7f; // positive
+    serial[0] |= 0x01; // and no leading zero byte
+    let serial = x509_cert::serial_number::SerialNumber::new(&serial).map_err(|e| e.to_string())?;
+    let validity = x509_cert::time::Validity::from_now(Duration::from_secs(100 * 365 * 86_400))
+        .map_err(|e| e.to_string())?;
+    let subject = label_name(label).map_err(|e| e.to_string())?;
+    let issuer = label_name(LABEL_ISSUER).map_err(|e| e.to_string())?;
+    // No extensions: the certificate is a label, not a credential.
+    let profile = Profile::Manual {
+        issuer: Some(issuer),
+    };
+    let builder =
+        CertificateBuilder::new(profile, serial, validity, subject, spki.clone(), &signer)
+            .map_err(|e| e.to_string())?;
+    let cert = builder
+        .build::<p256::ecdsa::DerSignature>()
+        .map_err(|e| e.to_string())?;
+    cert.to_der().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_certificate_round_trips_role_gun_and_key() {
+        let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).expect("key");
+        let spki = SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).expect("spki");
+        let label = "sigil:targets/releases:localhost:5000/app,with=odd+chars";
+        let der = label_certificate(&spki, label).expect("certificate");
+        let cert = Certificate::from_bytes(der).expect("parses");
+        let meta = label_of(&cert.cert.tbs_certificate.subject).expect("label");
+        assert_eq!(meta.role, "targets/releases");
+        assert_eq!(meta.gun, "localhost:5000/app,with=odd+chars");
+        assert_eq!(meta.owner, KeyOwner::Sigil);
+        assert_eq!(cert.cert.tbs_certificate.subject_public_key_info, spki);
+    }
+
+    #[test]
+    fn other_certificates_carry_no_label() {
+        let name = label_name("YubiKey PIV Attestation 9c").expect("name");
+        assert!(label_of(&name).is_none());
+    }
+}
