@@ -22,6 +22,7 @@
 //! code is forbidden), so every child gets its environment on its `Command`.
 
 pub mod notary;
+pub mod yubikey;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -328,6 +329,25 @@ impl DevDir {
             .arg(config)
             .env("SOFTHSM2_CONF", self.softhsm_conf());
         sigild
+    }
+
+    /// `WRAPPER... sigild --config CONFIG` (e.g. `nsenter --mount=... --`), to be started in
+    /// another namespace; the wrapper must exec sigild so the pid stays the daemon's.
+    pub fn sigild_wrapped(&self, wrapper: &[std::ffi::OsString], config: &Path) -> Sigild {
+        let mut daemon = Sigild::new(self);
+        let (program, args) = wrapper.split_first().expect("a wrapper command");
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .arg(sigild())
+            .arg("--config")
+            .arg(config)
+            .env_remove("SOFTHSM2_CONF")
+            .env_remove("SIGIL_CONFIG")
+            .env_remove("SIGIL_LOG")
+            .env_remove("PCSCLITE_CSOCK_NAME")
+            .stdin(Stdio::null());
+        daemon.cmd = cmd;
+        daemon
     }
 
     /// Starts `sigild --dev DIR` and waits until it serves.

@@ -1,0 +1,300 @@
+//! A virtual YubiKey per test: `vyubikey/harness.sh` runs pcscd and the vyubikey card in a
+//! private mount namespace (pcscd 1.9.9 always serves `/run/pcscd/pcscd.comm`, so each card
+//! gets its own tmpfs there), and everything that must see the card — sigild, yubico-piv-tool,
+//! opensc-tool — is started inside that namespace with `nsenter --mount`.
+//!
+//! The harness runs a small holder process (`sleep`) as its command; the holder's
+//! `/proc/PID/ns/mnt` is the namespace to enter, and killing it makes the harness stop pcscd and
+//! the card by their pids. The tests need root (for `unshare -m`) and the packages named in
+//! [`require_vyubikey_tools`]; without them they fail with the install command, never skip.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::{read_text, workspace_root};
+
+/// How long the harness may take to bring the card up (it builds nothing).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Fails with the install command when something the virtual YubiKey needs is missing.
+pub fn require_vyubikey_tools() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the virtual YubiKey tests need root: vyubikey/harness.sh gives each card a private \
+         /run/pcscd with `unshare -m` (run `make test-vyubikey` as root, as CI does)"
+    );
+    let needs = [
+        ("/usr/sbin/pcscd", "pcscd"),
+        (
+            "/usr/lib/pcsc/drivers/serial/libifdvpcd.so",
+            "vsmartcard-vpcd",
+        ),
+        ("/usr/bin/opensc-tool", "opensc"),
+        ("/usr/bin/yubico-piv-tool", "yubico-piv-tool"),
+        ("/usr/bin/nsenter", "util-linux"),
+        ("/usr/bin/unshare", "util-linux"),
+    ];
+    let missing: Vec<&str> = needs
+        .iter()
+        .filter(|(path, _)| !Path::new(path).exists())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the virtual YubiKey tests need: apt-get install -y --no-install-recommends {} \
+         (plus libclang-dev to build vyubikey)",
+        missing.join(" ")
+    );
+}
+
+/// The vyubikey binary, built once per test process into `vyubikey/target` (its own
+/// workspace and lock file, so it never touches the shared target directory).
+pub fn vyubikey_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = workspace_root().join("vyubikey");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(&cargo);
+        build
+            .args(["build", "--quiet", "--manifest-path"])
+            .arg(dir.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(dir.join("target"))
+            .stdin(Stdio::null());
+        for (key, _) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "OUT_DIR" {
+                build.env_remove(key);
+            }
+        }
+        let output = build
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build vyubikey: {e}"));
+        assert!(
+            output.status.success(),
+            "building vyubikey failed ({}; it needs libclang-dev):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let bin = dir.join("target").join("debug").join("vyubikey");
+        assert!(bin.is_file(), "{} was not built", bin.display());
+        bin
+    })
+}
+
+/// A running virtual YubiKey (pcscd + vyubikey in their own mount namespace). Dropping it
+/// stops both, by the pids the harness started.
+#[derive(Debug)]
+pub struct VirtualYubikey {
+    harness: Option<Child>,
+    holder: u32,
+    /// The card's serial number.
+    pub serial: u32,
+    /// The harness's scratch directory (pcscd.log, vyubikey.log).
+    pub state: PathBuf,
+    /// The card's control socket.
+    pub control: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl VirtualYubikey {
+    /// Starts pcscd and a fresh card with `serial`; `card_args` go to vyubikey
+    /// (e.g. `--touch-timeout 2`). Waits until pcscd sees the card.
+    pub fn start(serial: u32, card_args: &str) -> Self {
+        require_vyubikey_tools();
+        let bin = vyubikey_bin();
+        let tmp = tempfile::Builder::new()
+            .prefix("sigil-vyubikey-")
+            .tempdir()
+            .expect("temporary directory");
+        let ready = tmp.path().join("ready");
+        let harness = workspace_root().join("vyubikey").join("harness.sh");
+        let child = Command::new(&harness)
+            .args(["--serial", &serial.to_string(), "--"])
+            .args([
+                "bash",
+                "-c",
+                "{ env | grep '^VYUBIKEY_'; echo \"HOLDER=$$\"; } >\"$0.tmp\" && mv \"$0.tmp\" \"$0\" \
+                 && exec sleep 100000",
+            ])
+            .arg(&ready)
+            .env("VYUBIKEY_BIN", bin)
+            .env("VYUBIKEY_ARGS", card_args)
+            .env_remove("VYUBIKEY_IN_NS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(tmp.path().join("harness.stderr"))
+                    .expect("harness stderr file"),
+            )
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", harness.display()));
+        let mut card = Self {
+            harness: Some(child),
+            holder: 0,
+            serial,
+            state: PathBuf::new(),
+            control: PathBuf::new(),
+            _tmp: tmp,
+        };
+        let started = Instant::now();
+        while !ready.exists() {
+            if let Some(Ok(Some(status))) = card.harness.as_mut().map(Child::try_wait) {
+                panic!(
+                    "vyubikey/harness.sh exited ({status}) before the card was ready:\n{}",
+                    read_text(&card._tmp.path().join("harness.stderr"))
+                );
+            }
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "the virtual YubiKey was not ready within {START_TIMEOUT:?}:\n{}",
+                read_text(&card._tmp.path().join("harness.stderr"))
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for line in read_text(&ready).lines() {
+            if let Some((key, value)) = line.split_once('=') {
+                match key {
+                    "HOLDER" => card.holder = value.parse().expect("holder pid"),
+                    "VYUBIKEY_STATE" => card.state = PathBuf::from(value),
+                    "VYUBIKEY_CONTROL" => card.control = PathBuf::from(value),
+                    _ => {}
+                }
+            }
+        }
+        assert!(
+            card.holder != 0 && card.control.is_absolute(),
+            "harness ready file incomplete:\n{}",
+            read_text(&ready)
+        );
+        card
+    }
+
+    /// `nsenter --mount=/proc/HOLDER/ns/mnt --`: prefix for commands that must see this card.
+    pub fn wrapper(&self) -> Vec<OsString> {
+        vec![
+            "nsenter".into(),
+            format!("--mount=/proc/{}/ns/mnt", self.holder).into(),
+            "--".into(),
+        ]
+    }
+
+    /// A command run inside the card's namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--mount=/proc/{}/ns/mnt", self.holder))
+            .arg("--")
+            .arg(program)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Sends one control command (`touch`, `remove`, `insert`, `status`, `auto-touch on`) and
+    /// returns the reply line.
+    pub fn ctl(&self, command: &str) -> String {
+        let output = Command::new(vyubikey_bin())
+            .arg("ctl")
+            .arg(&self.control)
+            .args(command.split_whitespace())
+            .stdin(Stdio::null())
+            .output()
+            .expect("running vyubikey ctl");
+        assert!(
+            output.status.success(),
+            "vyubikey ctl {command} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// Waits until pcscd reports the card present (or absent).
+    pub fn wait_present(&self, present: bool) {
+        let want = if present { "Yes" } else { "No" };
+        let started = Instant::now();
+        loop {
+            let output = self
+                .command("opensc-tool")
+                .arg("-l")
+                .output()
+                .expect("opensc-tool -l");
+            let text = String::from_utf8_lossy(&output.stdout);
+            if text
+                .lines()
+                .any(|l| l.contains(want) && l.contains("Yubico YubiKey vpcd 00 00"))
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "pcscd did not report the card {}:\n{text}",
+                if present { "present" } else { "absent" }
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `yubico-piv-tool ARGS` inside the namespace.
+    pub fn piv_tool(&self, args: &[&str]) -> Output {
+        self.command("yubico-piv-tool")
+            .args(args)
+            .output()
+            .expect("running yubico-piv-tool")
+    }
+
+    /// The PIN tries left, as `yubico-piv-tool -a status` reports them.
+    pub fn pin_tries(&self) -> u32 {
+        let output = self.piv_tool(&["-a", "status"]);
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("PIN tries left:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no PIN tries in yubico-piv-tool -a status:\n{text}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            })
+    }
+
+    /// The card's logs (pcscd with every APDU, vyubikey), for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- vyubikey.log\n{}",
+            std::fs::read_to_string(self.state.join("vyubikey.log")).unwrap_or_default()
+        )
+    }
+}
+
+impl Drop for VirtualYubikey {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.holder)
+            && pid > 0
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        if let Some(mut child) = self.harness.take() {
+            let started = Instant::now();
+            while matches!(child.try_wait(), Ok(None)) {
+                if started.elapsed() > START_TIMEOUT {
+                    let _ = child.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.wait();
+        }
+        // The harness keeps its logs when its command was killed; keep them only for a
+        // failing test.
+        if std::thread::panicking() {
+            eprintln!("virtual YubiKey logs kept in {}", self.state.display());
+        } else if self.state.starts_with(std::env::temp_dir()) {
+            let _ = std::fs::remove_dir_all(&self.state);
+        }
+    }
+}
