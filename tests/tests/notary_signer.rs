@@ -621,6 +621,8 @@ fn strangers_are_refused_and_no_other_key_is_reachable() {
 /// - `rsa` is answered with a clear unsupported error; an unknown key id is NOT_FOUND.
 /// - Every Sign, found or not, is one audit line with the calling certificate's identity (CN
 ///   or SAN) and the SHA-256 of what was signed.
+/// - The scoping is symmetric: keys created through the endpoint do not exist for the
+///   Unix-socket API either, even for a caller whose policy covers every GUN and role.
 #[test]
 fn create_key_and_sign_follow_notary_signers_contract() {
     let signer = Signer::start(&[SERVER_CLIENT_CN, SAN_CLIENT]);
@@ -741,6 +743,28 @@ fn create_key_and_sign_follow_notary_signers_contract() {
             ("snapshot", SERVER_CLIENT_CN)
         ]
     );
+    let notary_keys: Vec<String> = expected_signs
+        .iter()
+        .filter(|(_, _, outcome)| *outcome == "ok")
+        .map(|(_, key_id, _)| key_id.clone())
+        .collect();
+    rt.block_on(async {
+        let mut local = signer.daemon.as_ref().expect("running").client().await;
+        let listed: Vec<String> = local.list().await.into_iter().map(|k| k.key_id).collect();
+        for key_id in &notary_keys {
+            assert!(
+                !listed.contains(key_id),
+                "ListKeys shows notary key {key_id}"
+            );
+            let status = local.public(key_id).await.expect_err("GetPublicKey");
+            assert_eq!(status.code(), Code::NotFound, "{key_id}: {status:?}");
+            let status = local
+                .sign_message(key_id, content, v1::SignatureEncoding::Raw)
+                .await
+                .expect_err("Sign through the socket");
+            assert_eq!(status.code(), Code::NotFound, "{key_id}: {status:?}");
+        }
+    });
 }
 
 /// Refusals are calls too: the audit module promises one line per Sign, GenerateKey and
