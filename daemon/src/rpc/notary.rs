@@ -210,9 +210,14 @@ impl KeyManagement for NotarySignerApi {
         &self,
         request: Request<pb::KeyId>,
     ) -> Result<Response<pb::GetKeyInfoResponse>, Status> {
-        self.client(&request, "public", &request.get_ref().id)?;
+        let client = self.client(&request, "public", &request.get_ref().id)?;
         let id = requested_id(Some(request.into_inner()))?;
-        let key = self.service.notary_key(&id)?;
+        // Lookups that find nothing are audited, as refused GetPublicKey calls are on the
+        // socket; successful ones (one before every signature) are not.
+        let key = self.service.notary_key(&id).map_err(|e| {
+            self.service
+                .refuse("public", Who::TlsClient(&client), &id, None, e)
+        })?;
         Ok(Response::new(pb::GetKeyInfoResponse {
             key_info: Some(key_info(&key)?),
             public_key: key.notary_public_bytes(),
