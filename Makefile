@@ -2,7 +2,8 @@
 #
 #   make demo          install what is missing, build, run the narrated demo
 #   make test          install what is missing, fmt + clippy + the whole suite
-#   make bench         sigild over the socket vs. in-process PKCS#11 (release)
+#   make bench         sigild over the socket vs. in-process PKCS#11, and publishing
+#                      10,000 targets with sigil vs. the notary client (release)
 #   make test-vyubikey the yubikey backend on a virtual YubiKey (root; not in `make test` yet)
 #   make test-yubikey  tests against a real YubiKey (not yet available)
 #
@@ -48,6 +49,8 @@ test: deps fmt-check clippy build
 bench: deps
 	$(call banner,cargo run --release -p sigil-e2e --bin sigil-bench)
 	$(CARGO) run --release -p sigil-e2e --bin sigil-bench
+	$(call banner,cargo run --release -p sigil-e2e --bin publish-bench)
+	$(CARGO) run --release -p sigil-e2e --bin publish-bench
 
 # The yubikey backend against a virtual YubiKey (vyubikey: pcscd + vpcd + a PIV card
 # answering as a YubiKey 5). Needs root (private /run/pcscd per card). Not part of
