@@ -4,7 +4,7 @@
 #   make test          install what is missing, fmt + clippy + the whole suite
 #   make bench         sigild over the socket vs. in-process PKCS#11, and publishing
 #                      10,000 targets with sigil vs. the notary client (release)
-#   make test-vyubikey the yubikey backend on a virtual YubiKey (root; not in `make test` yet)
+#   make test-vyubikey only the yubikey backend suite on the virtual YubiKey (root)
 #   make test-yubikey  tests against a real YubiKey (not yet available)
 #
 # `deps` installs missing Debian packages through apt (root) or prints the
@@ -52,14 +52,10 @@ bench: deps
 	$(call banner,cargo run --release -p sigil-e2e --bin publish-bench)
 	$(CARGO) run --release -p sigil-e2e --bin publish-bench
 
-# The yubikey backend against a virtual YubiKey (vyubikey: pcscd + vpcd + a PIV card
-# answering as a YubiKey 5). Needs root (private /run/pcscd per card). Not part of
-# `make test` yet: vyubikey is not a workspace member (its build needs libclang).
-test-vyubikey: build
-	$(call banner,checking dependencies (scripts/deps.sh --vyubikey))
-	scripts/deps.sh --vyubikey
-	$(call banner,cargo test -p sigil-e2e --features vyubikey --test yubikey)
-	$(CARGO) test -p sigil-e2e --features vyubikey --test yubikey
+# Only the yubikey backend suite on the virtual YubiKey (also part of `make test`; root).
+test-vyubikey: deps build
+	$(call banner,cargo test -p sigil-e2e --test yubikey)
+	$(CARGO) test -p sigil-e2e --test yubikey
 
 test-yubikey:
 	@echo 'test-yubikey: needs YUBIKEY_SERIAL and a physical-YubiKey suite (not yet implemented); make test-vyubikey runs the backend suite on a virtual YubiKey' >&2

@@ -29,20 +29,18 @@ requirements=(
     "passwd            cmd:useradd"
 )
 
-# `deps.sh --vyubikey` (make test-vyubikey): also what the virtual YubiKey needs
-# (pcscd with vpcd, libclang to build vyubikey, Yubico's tools to check it).
-if [[ ${1:-} == --vyubikey ]]; then
-    requirements+=(
-        "pcscd             cmd:pcscd"
-        "vsmartcard-vpcd   file:/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
-        "libclang-dev      file:/usr/lib/llvm-14/lib/libclang.so"
-        "ykcs11            file:/usr/lib/x86_64-linux-gnu/libykcs11.so"
-        "yubico-piv-tool   cmd:yubico-piv-tool"
-        "util-linux        cmd:nsenter"
-        "util-linux        cmd:unshare"
-        "iproute2          cmd:ip"
-    )
-fi
+# The virtual YubiKey (vyubikey, tests/tests/yubikey.rs): pcscd with vpcd,
+# libclang to build vyubikey, Yubico's tools to check it, nsenter/unshare.
+requirements+=(
+    "pcscd             cmd:pcscd"
+    "vsmartcard-vpcd   file:/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
+    "libclang-dev      file:/usr/lib/llvm-14/lib/libclang.so"
+    "ykcs11            file:/usr/lib/x86_64-linux-gnu/libykcs11.so"
+    "yubico-piv-tool   cmd:yubico-piv-tool"
+    "util-linux        cmd:nsenter"
+    "util-linux        cmd:unshare"
+    "iproute2          cmd:ip"
+)
 
 present() {
     local what=$1

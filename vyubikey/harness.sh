@@ -39,8 +39,8 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $# -gt 0 ]] || { echo "usage: $0 [--keep] [--trace] [--serial N] [--private-net] [--no-unshare] -- CMD [ARGS...]" >&2; exit 2; }
 
-bin=${VYUBIKEY_BIN:-$here/target/debug/vyubikey}
-[[ -x $bin ]] || { echo "harness: $bin not built (cd vyubikey && cargo build)" >&2; exit 1; }
+bin=${VYUBIKEY_BIN:-${CARGO_TARGET_DIR:-$here/../target}/debug/vyubikey}
+[[ -x $bin ]] || { echo "harness: $bin not built (cargo build -p vyubikey)" >&2; exit 1; }
 
 if [[ $unshare == 1 && -z ${VYUBIKEY_IN_NS:-} && $(id -u) == 0 ]]; then
     mkdir -p /run/pcscd

@@ -19,7 +19,7 @@ pass=0
 step() { printf '\n--- %s\n' "$*"; }
 ok() { pass=$((pass + 1)); printf 'ok: %s\n' "$*"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
-ctl() { "${VYUBIKEY_BIN:-$here/target/debug/vyubikey}" ctl "$VYUBIKEY_CONTROL" "$@"; }
+ctl() { "${VYUBIKEY_BIN:-${CARGO_TARGET_DIR:-$here/../target}/debug/vyubikey}" ctl "$VYUBIKEY_CONTROL" "$@"; }
 
 step "yubico-piv-tool -a status"
 yubico-piv-tool -a status | tee status.txt

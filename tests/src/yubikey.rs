@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::{read_text, workspace_root};
+use crate::{read_text, target_dir, workspace_root};
 
 /// How long the harness may take to bring the card up (it builds nothing).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -53,23 +53,31 @@ pub fn require_vyubikey_tools() {
     );
 }
 
-/// The vyubikey binary, built once per test process into `vyubikey/target` (its own
-/// workspace and lock file, so it never touches the shared target directory).
+/// The vyubikey binary (a workspace member), built once per test process with
+/// `cargo build -p vyubikey --bins` so the tests never run a stale card.
 pub fn vyubikey_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let dir = workspace_root().join("vyubikey");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = Command::new(&cargo);
         build
-            .args(["build", "--quiet", "--manifest-path"])
-            .arg(dir.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(dir.join("target"))
+            .args(["build", "--quiet", "-p", "vyubikey", "--bins"])
+            .current_dir(workspace_root())
             .stdin(Stdio::null());
+        // As for sigild: variables describing this test crate would make the build differ
+        // from an ordinary `cargo build` and rebuild in turn.
         for (key, _) in std::env::vars_os() {
             let Some(key) = key.to_str() else { continue };
-            if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "OUT_DIR" {
+            let per_crate = [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ];
+            if per_crate.iter().any(|p| key.starts_with(p)) || key == "OUT_DIR" {
                 build.env_remove(key);
             }
         }
@@ -78,11 +86,11 @@ pub fn vyubikey_bin() -> &'static Path {
             .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build vyubikey: {e}"));
         assert!(
             output.status.success(),
-            "building vyubikey failed ({}; it needs libclang-dev):\n{}",
+            "`cargo build -p vyubikey --bins` failed ({}; it needs libclang-dev):\n{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );
-        let bin = dir.join("target").join("debug").join("vyubikey");
+        let bin = target_dir().join("debug").join("vyubikey");
         assert!(bin.is_file(), "{} was not built", bin.display());
         bin
     })

@@ -3,9 +3,9 @@
 //! checked by OpenSSL, the key ring rebuilt from the device after a restart, a wrong PIN never
 //! retried, the last PIN try never spent, hot-plug without restart, and a touch timeout.
 //!
-//! Needs root, pcscd, vsmartcard-vpcd, opensc, yubico-piv-tool and a vyubikey build
-//! (libclang-dev): run with `make test-vyubikey` (`cargo test -p sigil-e2e --features vyubikey
-//! --test yubikey`). Not part of `make test` yet.
+//! Part of `make test`. Needs root, pcscd, vsmartcard-vpcd, opensc, yubico-piv-tool and the
+//! vyubikey workspace member (built with libclang-dev); `scripts/deps.sh` installs them, and
+//! without them the tests fail with the install command. `make test-vyubikey` runs only these.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
