@@ -49,6 +49,8 @@ test: deps fmt-check clippy build
 bench: deps
 	$(call banner,cargo run --release -p sigil-e2e --bin sigil-bench)
 	$(CARGO) run --release -p sigil-e2e --bin sigil-bench
+	$(call banner,cargo run --release -p sigil-e2e --bin notary-signer-bench)
+	$(CARGO) run --release -p sigil-e2e --bin notary-signer-bench
 	$(call banner,cargo run --release -p sigil-e2e --bin publish-bench)
 	$(CARGO) run --release -p sigil-e2e --bin publish-bench
 
