@@ -1,0 +1,1114 @@
+//! sigil-bench exists to answer one question with numbers: how much does going through sigild
+//! (gRPC over the Unix socket, policy, audit, worker hand-off) cost compared with signing
+//! in-process through PKCS#11 on the same SoftHSM token? (DESIGN.md §7, BENCHMARKS.md.)
+//!
+//! It starts `target/release/sigild --dev DIR` on a throwaway token, generates one ECDSA P-256
+//! key through the API, then for each client count N measures
+//!
+//! * `in-process`: N threads, one PKCS#11 session each, signing SHA-256 digests with
+//!   `CKM_ECDSA` directly (the ceiling). cryptoki needs `SOFTHSM2_CONF` before `C_Initialize`
+//!   and the environment may not be changed safely in-process, so this part runs in a child:
+//!   the bench re-executes itself with `SOFTHSM2_CONF` set and a hidden flag, and reads the
+//!   result as JSON from the child's stdout.
+//! * `sigild`: N concurrent clients, each on its own Unix-socket connection, calling
+//!   `Signer/Sign` with `sha256_digest`.
+//!
+//! and prints throughput, p50 and p99 for both, their ratio and the latency sigild adds.
+//! Run it with `cargo run --release -p sigil-e2e --bin sigil-bench -- --help`.
+
+use std::io::{self, Read as _};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant, SystemTime};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use sigil_proto::sigil_v1 as pb;
+use sigil_proto::sigil_v1::keys_client::KeysClient;
+use sigil_proto::sigil_v1::signer_client::SignerClient;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Hidden flag: run the in-process part (in the re-executed child) and print JSON.
+const IN_PROCESS_FLAG: &str = "--in-process-child";
+/// Token that `sigild --dev` creates.
+const TOKEN_LABEL: &str = "sigil-dev";
+/// Role and GUN of the benchmark key, and the label sigild gives it on the token.
+const ROLE: &str = "targets";
+const GUN: &str = "bench";
+const KEY_LABEL: &str = "sigil:targets:bench";
+/// Where SoftHSM2's module is found on common distributions (same list as sigild's).
+const SOFTHSM_MODULES: [&str; 4] = [
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib64/pkcs11/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+];
+
+/// Above this share of the CPUs used by other processes, a run is flagged as noisy.
+const BUSY_PCT: f64 = 5.0;
+
+const USAGE: &str = "\
+sigil-bench: signatures/s and latency through sigild vs. in-process PKCS#11 (same token)
+
+usage: sigil-bench [options]
+  --clients LIST        client counts, comma-separated        (default 1,4,16)
+  --duration SECS       measured time per run                  (default 3)
+  --warmup SECS         unmeasured time before each run        (default 0.5)
+  --client-threads N    tokio worker threads for the gRPC clients; 1 = current-thread
+                        runtime, the lightest on a small machine (default 1)
+  --only MODE           run only `in-process` or `sigild`
+  --sigild PATH         the daemon binary (default: sigild next to this binary, else
+                        target/release/sigild; built with cargo if missing)
+  --pause SECS          after start-up, wait this long before measuring (attach perf)
+  --keep                keep the temporary directory (token, config, audit log, log)
+  --json                print the results as JSON instead of a table
+  -h, --help            this text";
+
+/// Why the benchmark could not run.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn fail(msg: impl Into<String>) -> BoxError {
+    msg.into().into()
+}
+
+/// Command-line options.
+#[derive(Debug, Clone)]
+struct Options {
+    clients: Vec<usize>,
+    duration: Duration,
+    warmup: Duration,
+    client_threads: usize,
+    only: Option<Mode>,
+    sigild: Option<PathBuf>,
+    pause: Duration,
+    keep: bool,
+    json: bool,
+}
+
+/// What is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Mode {
+    InProcess,
+    Sigild,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::InProcess => "in-process",
+            Mode::Sigild => "sigild",
+        }
+    }
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunResult {
+    mode: Mode,
+    clients: usize,
+    signatures: u64,
+    seconds: f64,
+    per_second: f64,
+    p50_us: f64,
+    p99_us: f64,
+    errors: u64,
+    /// CPU time of the signing side (the in-process child, or the gRPC client) per signature,
+    /// over the measured window, µs.
+    client_cpu_us: Option<f64>,
+    /// CPU time of sigild per signature over the measured window, µs (sigild runs only).
+    daemon_cpu_us: Option<f64>,
+    /// CPU used by everything else on the machine during the window, in % of all CPUs: a
+    /// busy machine makes the numbers meaningless.
+    other_cpu_pct: Option<f64>,
+}
+
+/// Everything printed by `--json`.
+#[derive(Debug, Serialize)]
+struct Report {
+    machine: Machine,
+    duration_s: f64,
+    warmup_s: f64,
+    client_threads: usize,
+    runs: Vec<RunResult>,
+    /// sigild throughput over in-process throughput, per client count.
+    ratios: Vec<Ratio>,
+    /// p50(sigild) − p50(in-process) at 1 client, µs.
+    added_p50_us_at_1: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Ratio {
+    clients: usize,
+    throughput_ratio: f64,
+    added_p50_us: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    nproc: usize,
+    cpu: String,
+    softhsm: String,
+    loadavg_before: String,
+    loadavg_after: String,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(IN_PROCESS_FLAG) {
+        return match in_process_child(&args[1..]) {
+            Ok(result) => match serde_json::to_string(&result) {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sigil-bench (in-process): {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("sigil-bench (in-process): {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let options = match parse_args(&args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("sigil-bench: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sigil-bench: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
+    let mut o = Options {
+        clients: vec![1, 4, 16],
+        duration: Duration::from_secs(3),
+        warmup: Duration::from_millis(500),
+        client_threads: 1,
+        only: None,
+        sigild: None,
+        pause: Duration::ZERO,
+        keep: false,
+        json: false,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || -> Result<String, BoxError> {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| fail(format!("{flag} needs a value")))
+        };
+        match flag {
+            "-h" | "--help" => return Ok(None),
+            "--clients" => {
+                o.clients = value()?
+                    .split(',')
+                    .map(|s| s.trim().parse::<usize>().ok().filter(|&n| n > 0))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| fail("--clients wants positive integers, e.g. 1,4,16"))?;
+            }
+            "--duration" => o.duration = seconds(flag, &value()?)?,
+            "--warmup" => o.warmup = seconds(flag, &value()?)?,
+            "--pause" => o.pause = seconds(flag, &value()?)?,
+            "--client-threads" => {
+                o.client_threads = value()?
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| fail("--client-threads wants a positive integer"))?;
+            }
+            "--only" => {
+                o.only = Some(match value()?.as_str() {
+                    "in-process" => Mode::InProcess,
+                    "sigild" => Mode::Sigild,
+                    other => return Err(fail(format!("--only {other:?}: in-process or sigild"))),
+                });
+            }
+            "--sigild" => o.sigild = Some(PathBuf::from(value()?)),
+            "--keep" => o.keep = true,
+            "--json" => o.json = true,
+            other => return Err(fail(format!("unknown argument {other:?}"))),
+        }
+    }
+    if o.duration.is_zero() {
+        return Err(fail("--duration must be more than 0"));
+    }
+    Ok(Some(o))
+}
+
+fn seconds(flag: &str, s: &str) -> Result<Duration, BoxError> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| fail(format!("{flag} wants seconds, e.g. 3 or 0.5; got {s:?}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The driver: start sigild, make a key, alternate in-process and sigild runs, report.
+
+fn run(o: &Options) -> Result<(), BoxError> {
+    let loadavg_before = loadavg();
+    let sigild = locate_sigild(o.sigild.as_deref())?;
+    let dir = tempfile::Builder::new().prefix("sigil-bench.").tempdir()?;
+    let dir_path = dir.path().to_owned();
+    let daemon = Daemon::start(&sigild, &dir_path)?;
+    eprintln!(
+        "sigil-bench: sigild pid {} serving {} ({})",
+        daemon.pid(),
+        daemon.socket.display(),
+        sigild.display()
+    );
+    let client_rt = client_runtime(o.client_threads)?;
+    let key_id = client_rt.block_on(generate_key(&daemon.socket))?;
+    eprintln!("sigil-bench: key {key_id} (ECDSA P-256, role {ROLE}, gun {GUN})");
+    if !o.pause.is_zero() {
+        eprintln!(
+            "sigil-bench: pausing {:.1} s (sigild pid {})",
+            o.pause.as_secs_f64(),
+            daemon.pid()
+        );
+        std::thread::sleep(o.pause);
+    }
+
+    let mut runs = Vec::new();
+    for &n in &o.clients {
+        if o.only != Some(Mode::Sigild) {
+            let r = in_process_run(&dir_path, n, o)?;
+            progress(&r);
+            runs.push(r);
+        }
+        if o.only != Some(Mode::InProcess) {
+            let r = client_rt.block_on(sigild_run(&daemon.socket, daemon.pid(), &key_id, n, o))?;
+            progress(&r);
+            runs.push(r);
+        }
+    }
+    let audit_lines = count_lines(&dir_path.join("audit.jsonl"));
+    // Dropping the client runtime closes every connection. It must go first: sigild's
+    // graceful shutdown waits for its clients, and these only answer while their runtime runs.
+    drop(client_rt);
+    daemon.stop()?;
+    if o.keep {
+        let kept = dir.keep();
+        eprintln!("sigil-bench: kept {}", kept.display());
+    }
+
+    let ratios = ratios(&runs);
+    let report = Report {
+        machine: Machine {
+            nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu: cpu_model(),
+            softhsm: softhsm_version(),
+            loadavg_before,
+            loadavg_after: loadavg(),
+        },
+        duration_s: o.duration.as_secs_f64(),
+        warmup_s: o.warmup.as_secs_f64(),
+        client_threads: o.client_threads,
+        added_p50_us_at_1: ratios
+            .iter()
+            .find(|r| r.clients == 1)
+            .map(|r| r.added_p50_us),
+        runs,
+        ratios,
+    };
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+        if let Ok(lines) = audit_lines {
+            println!("audit log: {lines} lines written during the run");
+        }
+    }
+    Ok(())
+}
+
+fn progress(r: &RunResult) {
+    eprintln!(
+        "sigil-bench: {:<10} {:>3} clients: {:>8.0}/s  p50 {:>6.0} µs  p99 {:>6.0} µs  \
+         CPU/sig: signer {} µs, sigild {} µs; others {}%{}",
+        r.mode.as_str(),
+        r.clients,
+        r.per_second,
+        r.p50_us,
+        r.p99_us,
+        opt(r.client_cpu_us),
+        opt(r.daemon_cpu_us),
+        opt(r.other_cpu_pct),
+        if r.errors > 0 {
+            format!("  ({} errors)", r.errors)
+        } else {
+            String::new()
+        }
+    );
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
+}
+
+fn ratios(runs: &[RunResult]) -> Vec<Ratio> {
+    let find = |mode, n| runs.iter().find(|r| r.mode == mode && r.clients == n);
+    let mut out = Vec::new();
+    for r in runs.iter().filter(|r| r.mode == Mode::Sigild) {
+        if let Some(base) = find(Mode::InProcess, r.clients) {
+            out.push(Ratio {
+                clients: r.clients,
+                throughput_ratio: r.per_second / base.per_second,
+                added_p50_us: r.p50_us - base.p50_us,
+            });
+        }
+    }
+    out
+}
+
+fn print_table(report: &Report) {
+    let m = &report.machine;
+    println!(
+        "machine: {} CPUs, {}; SoftHSM {}; load average {} (before) / {} (after)",
+        m.nproc, m.cpu, m.softhsm, m.loadavg_before, m.loadavg_after
+    );
+    println!(
+        "each run: {:.1} s warm-up, {:.1} s measured; gRPC clients on {} runtime thread(s)\n",
+        report.warmup_s, report.duration_s, report.client_threads
+    );
+    println!(
+        "| {:<10} | {:>7} | {:>12} | {:>7} | {:>7} | {:>5} | {:>13} | {:>13} | {:>8} |",
+        "mode",
+        "clients",
+        "signatures/s",
+        "p50 µs",
+        "p99 µs",
+        "b/a",
+        "client CPU µs",
+        "sigild CPU µs",
+        "others %"
+    );
+    println!(
+        "|{:-<12}|{:->9}|{:->14}|{:->9}|{:->9}|{:->7}|{:->15}|{:->15}|{:->10}|",
+        "", ":", ":", ":", ":", ":", ":", ":", ":"
+    );
+    for r in &report.runs {
+        let ratio = match r.mode {
+            Mode::Sigild => report
+                .ratios
+                .iter()
+                .find(|x| x.clients == r.clients)
+                .map_or_else(String::new, |x| format!("{:.2}", x.throughput_ratio)),
+            Mode::InProcess => String::new(),
+        };
+        println!(
+            "| {:<10} | {:>7} | {:>12.0} | {:>7.0} | {:>7.0} | {:>5} | {:>13} | {:>13} | {:>8} |",
+            r.mode.as_str(),
+            r.clients,
+            r.per_second,
+            r.p50_us,
+            r.p99_us,
+            ratio,
+            opt(r.client_cpu_us),
+            opt(r.daemon_cpu_us),
+            opt(r.other_cpu_pct)
+        );
+    }
+    println!(
+        "CPU µs: CPU time per signature in the measured window (\"client\" is the signing \
+         process in-process,\nthe gRPC clients otherwise). others %: CPU used by other \
+         processes then, in % of all CPUs.\n"
+    );
+    if let Some(added) = report.added_p50_us_at_1 {
+        println!("added p50 at 1 client: {added:.0} µs (target ≤ 50 µs)");
+    }
+    let at4: Vec<String> = report
+        .ratios
+        .iter()
+        .filter(|r| r.clients >= 4)
+        .map(|r| format!("{:.2}× at {}", r.throughput_ratio, r.clients))
+        .collect();
+    if !at4.is_empty() {
+        println!(
+            "throughput sigild / in-process: {} (target ≥ 0.9× at ≥ 4 clients)",
+            at4.join(", ")
+        );
+    }
+    let errors: u64 = report.runs.iter().map(|r| r.errors).sum();
+    if errors > 0 {
+        println!("WARNING: {errors} failed signatures (not counted)");
+    }
+    let busiest = report
+        .runs
+        .iter()
+        .filter_map(|r| r.other_cpu_pct)
+        .fold(0.0, f64::max);
+    if busiest > BUSY_PCT {
+        println!(
+            "WARNING: other processes used up to {busiest:.0}% of the CPUs during a run; \
+             these numbers are not representative, re-run on a quiet machine"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// sigild: locate, start, stop.
+
+/// Finds sigild: --sigild, else next to this binary, else target/release under the workspace;
+/// builds it with cargo if none exists. Warns when it is older than the daemon's sources.
+fn locate_sigild(explicit: Option<&Path>) -> Result<PathBuf, BoxError> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(p.to_owned())
+        } else {
+            Err(fail(format!("--sigild {}: no such file", p.display())))
+        };
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or_else(|| fail("cannot find the workspace root"))?
+        .to_owned();
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::current_exe()?.parent() {
+        candidates.push(dir.join("sigild"));
+    }
+    candidates.push(workspace.join("target/release/sigild"));
+    let found = match candidates.iter().find(|p| p.is_file()) {
+        Some(p) => p.clone(),
+        None => {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            eprintln!(
+                "sigil-bench: no release sigild; running cargo build --release -p sigil-daemon"
+            );
+            let status = Command::new(&cargo)
+                .args(["build", "--release", "-p", "sigil-daemon"])
+                .current_dir(&workspace)
+                .status()
+                .map_err(|e| fail(format!("cannot run cargo to build sigild: {e}")))?;
+            if !status.success() {
+                return Err(fail(format!(
+                    "cargo build --release -p sigil-daemon failed ({status}); build it yourself \
+                     or pass --sigild PATH"
+                )));
+            }
+            candidates
+                .into_iter()
+                .find(|p| p.is_file())
+                .ok_or_else(|| fail("cargo built sigil-daemon but no target/release/sigild"))?
+        }
+    };
+    if let (Ok(bin), Some(src)) = (
+        std::fs::metadata(&found).and_then(|m| m.modified()),
+        newest_mtime(&workspace.join("daemon/src")),
+    ) && src > bin
+    {
+        eprintln!(
+            "sigil-bench: WARNING: {} is older than daemon/src; run \
+             `cargo build --release -p sigil-daemon` to measure the current code",
+            found.display()
+        );
+    }
+    Ok(found)
+}
+
+fn newest_mtime(dir: &Path) -> Option<SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// A running `sigild --dev`, stopped (SIGTERM to its PID, then SIGKILL) when dropped.
+struct Daemon {
+    child: Option<Child>,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(sigild: &Path, dir: &Path) -> Result<Self, BoxError> {
+        let log = dir.join("sigild.log");
+        let log_file = std::fs::File::create(&log)?;
+        let child = Command::new(sigild)
+            .arg("--dev")
+            .arg(dir)
+            .env_remove("SOFTHSM2_CONF")
+            .env_remove("SIGIL_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| fail(format!("cannot start {}: {e}", sigild.display())))?;
+        let mut daemon = Self {
+            child: Some(child),
+            socket: dir.join("sigild.sock"),
+            log,
+        };
+        daemon.wait_ready()?;
+        Ok(daemon)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits until the socket accepts connections, or fails with sigild's log.
+    fn wait_ready(&mut self) -> Result<(), BoxError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                return Err(fail(format!(
+                    "sigild exited during start-up ({status}); its log:\n{}",
+                    read_log(&self.log)
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(fail(format!(
+                    "sigild did not open {} within 60 s; its log:\n{}",
+                    self.socket.display(),
+                    read_log(&self.log)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM to the PID we started, wait up to 10 s, then SIGKILL.
+    fn stop(mut self) -> Result<(), BoxError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let status = terminate(&mut child)?;
+        if !status.success() {
+            return Err(fail(format!(
+                "sigild did not stop cleanly ({status}); its log:\n{}",
+                read_log(&self.log)
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = terminate(&mut child);
+        }
+    }
+}
+
+fn terminate(child: &mut Child) -> Result<std::process::ExitStatus, BoxError> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let pid = i32::try_from(child.id()).map_err(|_| fail("sigild pid out of range"))?;
+    if child.try_wait()?.is_none() {
+        // The PID is our own child and has not been reaped, so it cannot have been reused.
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                eprintln!("sigil-bench: sigild ignored SIGTERM for 10 s; killing pid {pid}");
+                child.kill()?;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(child.wait()?)
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()))
+}
+
+fn count_lines(path: &Path) -> io::Result<usize> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes.iter().filter(|&&b| b == b'\n').count())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through sigild.
+
+fn client_runtime(threads: usize) -> Result<tokio::runtime::Runtime, BoxError> {
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    Ok(rt)
+}
+
+/// One HTTP/2 connection of its own on sigild's socket.
+async fn connect(socket: &Path) -> Result<Channel, BoxError> {
+    let path = socket.to_owned();
+    // The URI is required by the HTTP/2 layer but never resolved.
+    let channel =
+        Endpoint::try_from("http://[::]:50051")?
+            .connect_timeout(Duration::from_secs(10))
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+                }
+            }))
+            .await
+            .map_err(|e| fail(format!("connecting to {}: {e}", socket.display())))?;
+    Ok(channel)
+}
+
+async fn generate_key(socket: &Path) -> Result<String, BoxError> {
+    let mut keys = KeysClient::new(connect(socket).await?);
+    let key = keys
+        .generate_key(pb::GenerateKeyRequest {
+            backend: String::new(),
+            role: ROLE.into(),
+            gun: GUN.into(),
+            algorithm: pb::Algorithm::EcdsaP256.into(),
+        })
+        .await
+        .map_err(|s| fail(format!("GenerateKey: {s}")))?
+        .into_inner();
+    Ok(key.key_id)
+}
+
+/// A digest that differs per call, made outside the timed region.
+fn digest(thread: usize, i: u64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((thread as u64).to_le_bytes());
+    h.update(i.to_le_bytes());
+    h.finalize().into()
+}
+
+/// Per-client tally.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Latencies (ns) of calls that completed inside the measured window.
+    latencies: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+async fn sigild_run(
+    socket: &Path,
+    daemon_pid: u32,
+    key_id: &str,
+    clients: usize,
+    o: &Options,
+) -> Result<RunResult, BoxError> {
+    let mut signers = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        signers.push(SignerClient::new(connect(socket).await?));
+    }
+    // One untimed call each, so connections are fully set up before the clock starts.
+    for s in &mut signers {
+        s.sign(sign_request(key_id, digest(usize::MAX, 0)))
+            .await
+            .map_err(|e| fail(format!("Sign: {e}")))?;
+    }
+    let start = Instant::now();
+    let window = (start + o.warmup, start + o.warmup + o.duration);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (c, mut signer) in signers.into_iter().enumerate() {
+        let key_id = key_id.to_owned();
+        tasks.spawn(async move {
+            let mut tally = Tally::default();
+            let mut i = 0u64;
+            loop {
+                let request = sign_request(&key_id, digest(c, i));
+                i += 1;
+                let t0 = Instant::now();
+                let result = signer.sign(request).await;
+                let t1 = Instant::now();
+                if t1 >= window.1 {
+                    break;
+                }
+                match result {
+                    Ok(_) if t1 >= window.0 => tally.latencies.push(nanos(t1 - t0)),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tally.errors += 1;
+                        tally.first_error.get_or_insert_with(|| e.to_string());
+                        if tally.errors > 100 {
+                            break;
+                        }
+                    }
+                }
+            }
+            tally
+        });
+    }
+    // Sample CPU time at the window's edges; this task runs on the same runtime thread as
+    // the clients, which is fine: it wakes twice.
+    tokio::time::sleep_until(window.0.into()).await;
+    let cpu0 = (cpu_ns(None), cpu_ns(Some(daemon_pid)), busy_ns());
+    tokio::time::sleep_until(window.1.into()).await;
+    let cpu1 = (cpu_ns(None), cpu_ns(Some(daemon_pid)), busy_ns());
+    let mut tallies = Vec::with_capacity(clients);
+    while let Some(t) = tasks.join_next().await {
+        tallies.push(t?);
+    }
+    let mut r = summarize(Mode::Sigild, clients, o.duration, tallies)?;
+    r.client_cpu_us = per_signature(cpu0.0, cpu1.0, r.signatures);
+    r.daemon_cpu_us = per_signature(cpu0.1, cpu1.1, r.signatures);
+    r.other_cpu_pct = other_cpu_pct(
+        (cpu0.2, cpu1.2),
+        &[(cpu0.0, cpu1.0), (cpu0.1, cpu1.1)],
+        o.duration,
+    );
+    Ok(r)
+}
+
+/// Busy CPU time of the whole machine (ns), from the first line of /proc/stat.
+fn busy_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| fields.get(i))
+        .sum();
+    // /proc/stat counts in USER_HZ, which is 100 on Linux whatever the kernel's HZ.
+    Some(busy * 10_000_000)
+}
+
+/// What the rest of the machine used during the window, in % of all its CPUs.
+fn other_cpu_pct(
+    machine: (Option<u64>, Option<u64>),
+    ours: &[(Option<u64>, Option<u64>)],
+    window: Duration,
+) -> Option<f64> {
+    let total = machine.1?.saturating_sub(machine.0?);
+    let mut mine = 0u64;
+    for (before, after) in ours {
+        mine += after.as_ref()?.saturating_sub(before.as_ref().copied()?);
+    }
+    let cpus = std::thread::available_parallelism().ok()?.get() as f64;
+    let pct = total.saturating_sub(mine) as f64 / (window.as_nanos() as f64 * cpus) * 100.0;
+    Some(pct)
+}
+
+/// CPU time (ns) of every live thread of a process (`None`: this one), from schedstat.
+fn cpu_ns(pid: Option<u32>) -> Option<u64> {
+    let tasks = match pid {
+        Some(pid) => format!("/proc/{pid}/task"),
+        None => "/proc/self/task".to_owned(),
+    };
+    let mut total = 0u64;
+    for entry in std::fs::read_dir(tasks).ok()?.flatten() {
+        // A thread may exit between listing and reading; it just drops out of the sum.
+        if let Ok(s) = std::fs::read_to_string(entry.path().join("schedstat")) {
+            total += s.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(total)
+}
+
+fn per_signature(before: Option<u64>, after: Option<u64>, signatures: u64) -> Option<f64> {
+    let (before, after) = (before?, after?);
+    (signatures > 0).then(|| after.saturating_sub(before) as f64 / 1000.0 / signatures as f64)
+}
+
+fn sign_request(key_id: &str, digest: [u8; 32]) -> pb::SignRequest {
+    pb::SignRequest {
+        key_id: key_id.to_owned(),
+        payload: Some(pb::sign_request::Payload::Sha256Digest(digest.to_vec())),
+        encoding: pb::SignatureEncoding::Raw.into(),
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn summarize(
+    mode: Mode,
+    clients: usize,
+    duration: Duration,
+    tallies: Vec<Tally>,
+) -> Result<RunResult, BoxError> {
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tallies {
+        latencies.extend(t.latencies);
+        errors += t.errors;
+        first_error = first_error.or(t.first_error);
+    }
+    if latencies.is_empty() {
+        return Err(fail(format!(
+            "{}: no signature completed with {clients} clients{}",
+            mode.as_str(),
+            first_error.map_or_else(String::new, |e| format!("; first error: {e}"))
+        )));
+    }
+    if let Some(e) = first_error {
+        eprintln!(
+            "sigil-bench: {}: {errors} errors, first: {e}",
+            mode.as_str()
+        );
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        let idx = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies[idx.min(latencies.len() - 1)] as f64 / 1000.0
+    };
+    let seconds = duration.as_secs_f64();
+    Ok(RunResult {
+        mode,
+        clients,
+        signatures: latencies.len() as u64,
+        seconds,
+        per_second: latencies.len() as f64 / seconds,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        errors,
+        client_cpu_us: None,
+        daemon_cpu_us: None,
+        other_cpu_pct: None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-process, in a re-executed child with SOFTHSM2_CONF set.
+
+/// Runs the in-process part for `clients` threads in a child process and reads its JSON.
+fn in_process_run(dir: &Path, clients: usize, o: &Options) -> Result<RunResult, BoxError> {
+    let exe = std::env::current_exe()?;
+    let output = Command::new(exe)
+        .arg(IN_PROCESS_FLAG)
+        .arg(dir)
+        .arg(clients.to_string())
+        .arg(o.warmup.as_secs_f64().to_string())
+        .arg(o.duration.as_secs_f64().to_string())
+        .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| {
+            fail(format!(
+                "cannot re-execute myself for the in-process run: {e}"
+            ))
+        })?;
+    if !output.status.success() {
+        return Err(fail(format!(
+            "in-process run with {clients} threads failed ({})",
+            output.status
+        )));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| {
+        fail(format!(
+            "in-process run printed something other than its result ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        ))
+    })
+}
+
+/// The child: `--in-process-child DIR THREADS WARMUP DURATION`.
+fn in_process_child(args: &[String]) -> Result<RunResult, BoxError> {
+    let [dir, threads, warmup, duration] = args else {
+        return Err(fail(format!(
+            "{IN_PROCESS_FLAG} wants DIR THREADS WARMUP DURATION"
+        )));
+    };
+    let dir = Path::new(dir);
+    let threads: usize = threads
+        .parse()
+        .map_err(|_| fail(format!("bad thread count {threads:?}")))?;
+    let warmup = seconds("warmup", warmup)?;
+    let duration = seconds("duration", duration)?;
+    if std::env::var_os("SOFTHSM2_CONF").is_none() {
+        return Err(fail("SOFTHSM2_CONF is not set"));
+    }
+    let module = SOFTHSM_MODULES
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .ok_or_else(|| fail("SoftHSM2 module not found"))?;
+    let pin_path = dir.join("user.pin");
+    if std::fs::metadata(&pin_path)?.mode() & 0o077 != 0 {
+        return Err(fail(format!(
+            "{} is readable by others",
+            pin_path.display()
+        )));
+    }
+    let pin = std::fs::read_to_string(&pin_path)?;
+    let pin = AuthPin::from(pin.trim_end_matches(['\n', '\r']));
+
+    let ctx = Pkcs11::new(module)?;
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
+    let slot = ctx
+        .get_slots_with_initialized_token()?
+        .into_iter()
+        .find(|s| {
+            ctx.get_token_info(*s)
+                .map(|i| i.label().trim_end() == TOKEN_LABEL)
+                .unwrap_or(false)
+        })
+        .ok_or_else(|| fail(format!("no token labelled {TOKEN_LABEL:?}")))?;
+    // One session per thread, opened and logged in before the clock starts (login state is
+    // per application, so only the first login does anything).
+    let mut sessions = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let session = ctx.open_rw_session(slot)?;
+        match session.login(UserType::User, Some(&pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        sessions.push(session);
+    }
+    let key = *sessions[0]
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(KEY_LABEL.as_bytes().to_vec()),
+        ])?
+        .first()
+        .ok_or_else(|| fail(format!("no private key labelled {KEY_LABEL:?}")))?;
+    // An untimed signature per session, like the untimed first call per sigild client.
+    for s in &sessions {
+        s.sign(&Mechanism::Ecdsa, key, &digest(usize::MAX, 0))?;
+    }
+
+    // `start` lines the threads up; `done` and `release` keep them alive (and idle) until
+    // the CPU time has been read, so none of it drops out of the sum with an exited thread.
+    let start = Arc::new(Barrier::new(threads + 1));
+    let done = Arc::new(Barrier::new(threads + 1));
+    let release = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(t, session)| {
+            let (start, done, release) =
+                (Arc::clone(&start), Arc::clone(&done), Arc::clone(&release));
+            std::thread::spawn(move || {
+                start.wait();
+                let began = Instant::now();
+                let window = (began + warmup, began + warmup + duration);
+                let mut tally = Tally::default();
+                let mut i = 0u64;
+                loop {
+                    let d = digest(t, i);
+                    i += 1;
+                    let t0 = Instant::now();
+                    let result = session.sign(&Mechanism::Ecdsa, key, &d);
+                    let t1 = Instant::now();
+                    if t1 >= window.1 {
+                        break;
+                    }
+                    match result {
+                        Ok(_) if t1 >= window.0 => tally.latencies.push(nanos(t1 - t0)),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tally.errors += 1;
+                            tally.first_error.get_or_insert_with(|| e.to_string());
+                            if tally.errors > 100 {
+                                break;
+                            }
+                        }
+                    }
+                }
+                done.wait();
+                release.wait();
+                tally
+            })
+        })
+        .collect();
+    start.wait();
+    std::thread::sleep(warmup);
+    let cpu0 = (cpu_ns(None), busy_ns());
+    done.wait();
+    let cpu1 = (cpu_ns(None), busy_ns());
+    release.wait();
+    let mut tallies = Vec::with_capacity(threads);
+    for h in handles {
+        tallies.push(
+            h.join()
+                .map_err(|_| fail("an in-process signing thread panicked"))?,
+        );
+    }
+    let mut r = summarize(Mode::InProcess, threads, duration, tallies)?;
+    r.client_cpu_us = per_signature(cpu0.0, cpu1.0, r.signatures);
+    r.other_cpu_pct = other_cpu_pct((cpu0.1, cpu1.1), &[(cpu0.0, cpu1.0)], duration);
+    Ok(r)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machine description.
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+fn softhsm_version() -> String {
+    Command::new("softhsm2-util")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "?".into())
+}
