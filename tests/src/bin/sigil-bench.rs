@@ -66,6 +66,10 @@ usage: sigil-bench [options]
   --client-threads N    tokio worker threads for the gRPC clients; 1 = current-thread
                         runtime, the lightest on a small machine (default 1)
   --only MODE           run only `in-process` or `sigild`
+  --rpc-only            also measure Keys/GetPublicKey through sigild (`rpc-only`): the
+                        request path without token, worker hand-off or audit line
+  --repeat K            K rounds of everything, alternating; report the median round of
+                        each cell (by signatures/s) and the range (default 1)
   --sigild PATH         the daemon binary (default: sigild next to this binary, else
                         target/release/sigild; built with cargo if missing)
   --pause SECS          after start-up, wait this long before measuring (attach perf)
@@ -88,6 +92,8 @@ struct Options {
     warmup: Duration,
     client_threads: usize,
     only: Option<Mode>,
+    rpc_only: bool,
+    repeat: usize,
     sigild: Option<PathBuf>,
     pause: Duration,
     keep: bool,
@@ -98,8 +104,13 @@ struct Options {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 enum Mode {
+    /// `C_Sign` from threads of our own, one session each.
     InProcess,
+    /// `Signer/Sign` through sigild.
     Sigild,
+    /// `Keys/GetPublicKey` through sigild: the same socket, HTTP/2 and policy check, but no
+    /// token call, no worker hand-off and no audit line. The floor of the request path.
+    RpcOnly,
 }
 
 impl Mode {
@@ -107,6 +118,7 @@ impl Mode {
         match self {
             Mode::InProcess => "in-process",
             Mode::Sigild => "sigild",
+            Mode::RpcOnly => "rpc-only",
         }
     }
 }
@@ -130,6 +142,13 @@ struct RunResult {
     /// CPU used by everything else on the machine during the window, in % of all CPUs: a
     /// busy machine makes the numbers meaningless.
     other_cpu_pct: Option<f64>,
+    /// With `--repeat`: how many rounds, and the lowest and highest signatures/s among them.
+    #[serde(default)]
+    rounds: usize,
+    #[serde(default)]
+    per_second_min: f64,
+    #[serde(default)]
+    per_second_max: f64,
 }
 
 /// Everything printed by `--json`.
@@ -160,6 +179,17 @@ struct Machine {
     softhsm: String,
     loadavg_before: String,
     loadavg_after: String,
+    /// What a blocking hand-off between two threads costs here (see [`wake_test`]).
+    wake_round_trip: Vec<WakeCost>,
+}
+
+/// One row of [`wake_test`].
+#[derive(Debug, Serialize)]
+struct WakeCost {
+    /// Busy work the answering thread does before it answers, µs.
+    work_us: u64,
+    /// Median round trip minus the work, µs.
+    overhead_p50_us: f64,
 }
 
 fn main() -> ExitCode {
@@ -209,6 +239,8 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
         warmup: Duration::from_millis(500),
         client_threads: 1,
         only: None,
+        rpc_only: false,
+        repeat: 1,
         sigild: None,
         pause: Duration::ZERO,
         keep: false,
@@ -252,6 +284,14 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
                     other => return Err(fail(format!("--only {other:?}: in-process or sigild"))),
                 });
             }
+            "--rpc-only" => o.rpc_only = true,
+            "--repeat" => {
+                o.repeat = value()?
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| fail("--repeat wants a positive integer"))?;
+            }
             "--sigild" => o.sigild = Some(PathBuf::from(value()?)),
             "--keep" => o.keep = true,
             "--json" => o.json = true,
@@ -277,6 +317,7 @@ fn seconds(flag: &str, s: &str) -> Result<Duration, BoxError> {
 
 fn run(o: &Options) -> Result<(), BoxError> {
     let loadavg_before = loadavg();
+    let wake_round_trip = wake_test()?;
     let sigild = locate_sigild(o.sigild.as_deref())?;
     let dir = tempfile::Builder::new().prefix("sigil-bench.").tempdir()?;
     let dir_path = dir.path().to_owned();
@@ -299,19 +340,38 @@ fn run(o: &Options) -> Result<(), BoxError> {
         std::thread::sleep(o.pause);
     }
 
-    let mut runs = Vec::new();
-    for &n in &o.clients {
-        if o.only != Some(Mode::Sigild) {
-            let r = in_process_run(&dir_path, n, o)?;
-            progress(&r);
-            runs.push(r);
+    let mut all = Vec::new();
+    for round in 0..o.repeat {
+        if o.repeat > 1 {
+            eprintln!("sigil-bench: round {} of {}", round + 1, o.repeat);
         }
-        if o.only != Some(Mode::InProcess) {
-            let r = client_rt.block_on(sigild_run(&daemon.socket, daemon.pid(), &key_id, n, o))?;
-            progress(&r);
-            runs.push(r);
+        for &n in &o.clients {
+            if o.only != Some(Mode::Sigild) {
+                let r = in_process_run(&dir_path, n, o)?;
+                progress(&r);
+                all.push(r);
+            }
+            if o.only != Some(Mode::InProcess) {
+                let mut modes = vec![Mode::Sigild];
+                if o.rpc_only {
+                    modes.push(Mode::RpcOnly);
+                }
+                for mode in modes {
+                    let r = client_rt.block_on(sigild_run(
+                        mode,
+                        &daemon.socket,
+                        daemon.pid(),
+                        &key_id,
+                        n,
+                        o,
+                    ))?;
+                    progress(&r);
+                    all.push(r);
+                }
+            }
         }
     }
+    let runs = medians(all);
     let audit_lines = count_lines(&dir_path.join("audit.jsonl"));
     // Dropping the client runtime closes every connection. It must go first: sigild's
     // graceful shutdown waits for its clients, and these only answer while their runtime runs.
@@ -330,6 +390,7 @@ fn run(o: &Options) -> Result<(), BoxError> {
             softhsm: softhsm_version(),
             loadavg_before,
             loadavg_after: loadavg(),
+            wake_round_trip,
         },
         duration_s: o.duration.as_secs_f64(),
         warmup_s: o.warmup.as_secs_f64(),
@@ -376,6 +437,34 @@ fn opt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
 }
 
+/// One result per (mode, clients), in first-seen order: the median round by signatures/s,
+/// carrying the range over all rounds.
+fn medians(all: Vec<RunResult>) -> Vec<RunResult> {
+    let mut cells: Vec<Vec<RunResult>> = Vec::new();
+    for r in all {
+        match cells
+            .iter_mut()
+            .find(|c| c[0].mode == r.mode && c[0].clients == r.clients)
+        {
+            Some(cell) => cell.push(r),
+            None => cells.push(vec![r]),
+        }
+    }
+    cells
+        .into_iter()
+        .map(|mut cell| {
+            cell.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+            let rounds = cell.len();
+            let (lo, hi) = (cell[0].per_second, cell[rounds - 1].per_second);
+            let mut median = cell.swap_remove(rounds / 2);
+            median.rounds = rounds;
+            median.per_second_min = lo;
+            median.per_second_max = hi;
+            median
+        })
+        .collect()
+}
+
 fn ratios(runs: &[RunResult]) -> Vec<Ratio> {
     let find = |mode, n| runs.iter().find(|r| r.mode == mode && r.clients == n);
     let mut out = Vec::new();
@@ -397,15 +486,32 @@ fn print_table(report: &Report) {
         "machine: {} CPUs, {}; SoftHSM {}; load average {} (before) / {} (after)",
         m.nproc, m.cpu, m.softhsm, m.loadavg_before, m.loadavg_after
     );
+    let wake: Vec<String> = m
+        .wake_round_trip
+        .iter()
+        .map(|w| format!("{:.0} µs with {} µs of work", w.overhead_p50_us, w.work_us))
+        .collect();
     println!(
-        "each run: {:.1} s warm-up, {:.1} s measured; gRPC clients on {} runtime thread(s)\n",
-        report.warmup_s, report.duration_s, report.client_threads
+        "blocking hand-off between two threads (round trip beyond the work, p50): {}",
+        wake.join(", ")
+    );
+    let rounds = report.runs.iter().map(|r| r.rounds).max().unwrap_or(1);
+    println!(
+        "each run: {:.1} s warm-up, {:.1} s measured; gRPC clients on {} runtime thread(s){}\n",
+        report.warmup_s,
+        report.duration_s,
+        report.client_threads,
+        if rounds > 1 {
+            format!("; median of {rounds} alternating rounds (by calls/s), range in brackets")
+        } else {
+            String::new()
+        }
     );
     println!(
-        "| {:<10} | {:>7} | {:>12} | {:>7} | {:>7} | {:>5} | {:>13} | {:>13} | {:>8} |",
+        "| {:<10} | {:>7} | {:>21} | {:>7} | {:>7} | {:>5} | {:>13} | {:>13} | {:>8} |",
         "mode",
         "clients",
-        "signatures/s",
+        "calls/s",
         "p50 µs",
         "p99 µs",
         "b/a",
@@ -414,7 +520,7 @@ fn print_table(report: &Report) {
         "others %"
     );
     println!(
-        "|{:-<12}|{:->9}|{:->14}|{:->9}|{:->9}|{:->7}|{:->15}|{:->15}|{:->10}|",
+        "|{:-<12}|{:->9}|{:->23}|{:->9}|{:->9}|{:->7}|{:->15}|{:->15}|{:->10}|",
         "", ":", ":", ":", ":", ":", ":", ":", ":"
     );
     for r in &report.runs {
@@ -424,13 +530,21 @@ fn print_table(report: &Report) {
                 .iter()
                 .find(|x| x.clients == r.clients)
                 .map_or_else(String::new, |x| format!("{:.2}", x.throughput_ratio)),
-            Mode::InProcess => String::new(),
+            Mode::InProcess | Mode::RpcOnly => String::new(),
+        };
+        let rate = if r.rounds > 1 {
+            format!(
+                "{:.0} [{:.0}–{:.0}]",
+                r.per_second, r.per_second_min, r.per_second_max
+            )
+        } else {
+            format!("{:.0}", r.per_second)
         };
         println!(
-            "| {:<10} | {:>7} | {:>12.0} | {:>7.0} | {:>7.0} | {:>5} | {:>13} | {:>13} | {:>8} |",
+            "| {:<10} | {:>7} | {:>21} | {:>7.0} | {:>7.0} | {:>5} | {:>13} | {:>13} | {:>8} |",
             r.mode.as_str(),
             r.clients,
-            r.per_second,
+            rate,
             r.p50_us,
             r.p99_us,
             ratio,
@@ -440,8 +554,9 @@ fn print_table(report: &Report) {
         );
     }
     println!(
-        "CPU µs: CPU time per signature in the measured window (\"client\" is the signing \
-         process in-process,\nthe gRPC clients otherwise). others %: CPU used by other \
+        "calls: signatures (rpc-only: GetPublicKey calls, no token, hand-off or audit). \
+         CPU µs: CPU time per call in the\nmeasured window (\"client\" is the signing \
+         process in-process, the gRPC clients otherwise). others %: CPU used\nby other \
          processes then, in % of all CPUs.\n"
     );
     if let Some(added) = report.added_p50_us_at_1 {
@@ -733,36 +848,67 @@ struct Tally {
     first_error: Option<String>,
 }
 
+/// A client connection and the call it makes.
+struct Caller {
+    signer: SignerClient<Channel>,
+    keys: KeysClient<Channel>,
+    mode: Mode,
+    key_id: String,
+}
+
+impl Caller {
+    /// One call: Sign for [`Mode::Sigild`], GetPublicKey for [`Mode::RpcOnly`]. The request
+    /// is built before the clock starts; the returned instant is when the call was made.
+    async fn call(&mut self, client: usize, i: u64) -> (Instant, Result<(), tonic::Status>) {
+        if self.mode == Mode::RpcOnly {
+            let request = pb::GetPublicKeyRequest {
+                key_id: self.key_id.clone(),
+            };
+            let t0 = Instant::now();
+            (t0, self.keys.get_public_key(request).await.map(drop))
+        } else {
+            let request = sign_request(&self.key_id, digest(client, i));
+            let t0 = Instant::now();
+            (t0, self.signer.sign(request).await.map(drop))
+        }
+    }
+}
+
 async fn sigild_run(
+    mode: Mode,
     socket: &Path,
     daemon_pid: u32,
     key_id: &str,
     clients: usize,
     o: &Options,
 ) -> Result<RunResult, BoxError> {
-    let mut signers = Vec::with_capacity(clients);
+    let mut callers = Vec::with_capacity(clients);
     for _ in 0..clients {
-        signers.push(SignerClient::new(connect(socket).await?));
+        let channel = connect(socket).await?;
+        callers.push(Caller {
+            signer: SignerClient::new(channel.clone()),
+            keys: KeysClient::new(channel),
+            mode,
+            key_id: key_id.to_owned(),
+        });
     }
     // One untimed call each, so connections are fully set up before the clock starts.
-    for s in &mut signers {
-        s.sign(sign_request(key_id, digest(usize::MAX, 0)))
+    for c in &mut callers {
+        c.call(usize::MAX, 0)
             .await
-            .map_err(|e| fail(format!("Sign: {e}")))?;
+            .1
+            .map_err(|e| fail(format!("{}: {e}", mode.as_str())))?;
     }
     let start = Instant::now();
     let window = (start + o.warmup, start + o.warmup + o.duration);
     let mut tasks = tokio::task::JoinSet::new();
-    for (c, mut signer) in signers.into_iter().enumerate() {
-        let key_id = key_id.to_owned();
+    for (c, mut caller) in callers.into_iter().enumerate() {
         tasks.spawn(async move {
             let mut tally = Tally::default();
             let mut i = 0u64;
             loop {
-                let request = sign_request(&key_id, digest(c, i));
+                let (t0, result) = caller.call(c, i).await;
                 i += 1;
-                let t0 = Instant::now();
-                let result = signer.sign(request).await;
                 let t1 = Instant::now();
                 if t1 >= window.1 {
                     break;
@@ -792,7 +938,7 @@ async fn sigild_run(
     while let Some(t) = tasks.join_next().await {
         tallies.push(t?);
     }
-    let mut r = summarize(Mode::Sigild, clients, o.duration, tallies)?;
+    let mut r = summarize(mode, clients, o.duration, tallies)?;
     r.client_cpu_us = per_signature(cpu0.0, cpu1.0, r.signatures);
     r.daemon_cpu_us = per_signature(cpu0.1, cpu1.1, r.signatures);
     r.other_cpu_pct = other_cpu_pct(
@@ -904,18 +1050,22 @@ fn summarize(
         latencies[idx.min(latencies.len() - 1)] as f64 / 1000.0
     };
     let seconds = duration.as_secs_f64();
+    let per_second = latencies.len() as f64 / seconds;
     Ok(RunResult {
         mode,
         clients,
         signatures: latencies.len() as u64,
         seconds,
-        per_second: latencies.len() as f64 / seconds,
+        per_second,
         p50_us: pct(0.50),
         p99_us: pct(0.99),
         errors,
         client_cpu_us: None,
         daemon_cpu_us: None,
         other_cpu_pct: None,
+        rounds: 1,
+        per_second_min: per_second,
+        per_second_max: per_second,
     })
 }
 
@@ -1084,6 +1234,53 @@ fn in_process_child(args: &[String]) -> Result<RunResult, BoxError> {
 
 // ---------------------------------------------------------------------------------------------
 // Machine description.
+
+/// What a blocking round trip between two threads costs on this machine: one thread writes a
+/// byte to a socket pair and blocks reading the answer; the other reads it, busy-works for W µs
+/// and answers. On bare metal the overhead is a few µs whatever W is; on some virtual machines
+/// it jumps to tens of µs as soon as W is long enough for the waiting CPU to halt, which is
+/// the situation of every thread hand-off in sigild's sign path (the client waits for the
+/// daemon, the daemon's reactor waits for the token worker).
+fn wake_test() -> Result<Vec<WakeCost>, BoxError> {
+    use std::io::Write as _;
+    use std::os::unix::net::UnixStream;
+    const ROUNDS: usize = 3000;
+    let mut out = Vec::new();
+    for work_us in [0u64, 45] {
+        let (mut near, mut far) = UnixStream::pair()?;
+        let work = Duration::from_micros(work_us);
+        let answerer = std::thread::spawn(move || -> io::Result<()> {
+            let mut byte = [0u8; 1];
+            for _ in 0..ROUNDS {
+                far.read_exact(&mut byte)?;
+                let until = Instant::now() + work;
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                far.write_all(&byte)?;
+            }
+            Ok(())
+        });
+        let mut trips = Vec::with_capacity(ROUNDS);
+        let mut byte = [1u8; 1];
+        for _ in 0..ROUNDS {
+            let t0 = Instant::now();
+            near.write_all(&byte)?;
+            near.read_exact(&mut byte)?;
+            trips.push(nanos(t0.elapsed()));
+        }
+        answerer
+            .join()
+            .map_err(|_| fail("wake test thread panicked"))??;
+        trips.sort_unstable();
+        let p50 = trips[trips.len() / 2] as f64 / 1000.0;
+        out.push(WakeCost {
+            work_us,
+            overhead_p50_us: (p50 - work_us as f64).max(0.0),
+        });
+    }
+    Ok(out)
+}
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
