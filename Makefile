@@ -47,6 +47,8 @@ test: deps fmt-check clippy build
 	$(CARGO) test --workspace
 
 bench: deps
+	$(call banner,cargo build --release --workspace --bins)
+	$(CARGO) build --release --workspace --bins
 	$(call banner,cargo run --release -p sigil-e2e --bin sigil-bench)
 	$(CARGO) run --release -p sigil-e2e --bin sigil-bench
 	$(call banner,cargo run --release -p sigil-e2e --bin notary-signer-bench)
