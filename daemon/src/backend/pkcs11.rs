@@ -3,6 +3,12 @@
 //! application), and takes jobs from a shared queue. Token calls block, so they never run on
 //! the async reactor: callers await a oneshot reply instead.
 //!
+//! A hand-off to a worker costs two thread wake-ups (tens of µs each on a VM), more than a
+//! fast token takes to sign (SoftHSM: ~45 µs). So a sign whose token call has been measured
+//! to be short runs on the caller's thread, with a session from a small pool, when one is free
+//! ([`Shared::sign_inline`]); slow tokens (network HSMs, RSA on a smart card) always go through
+//! the workers, so a runtime thread is never blocked for long.
+//!
 //! Tokens disappear (unplugged, or a module that lost its store). The health probe then resets
 //! the module (`C_Finalize`, `C_Initialize`, login, re-scan) while no job runs, so the daemon
 //! recovers without a restart. Object handles do not survive a reset, so keys are located by
@@ -13,9 +19,10 @@
 //! ring needs to be rebuilt from the token at start-up.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -45,6 +52,9 @@ pub(super) const LABEL_PREFIX: &str = "sigil:";
 pub(super) const NOTARY_LABEL_PREFIX: &str = "sigil-notary:";
 /// Modulus size of generated RSA keys.
 const RSA_BITS: u64 = 3072;
+/// Token calls measured to take less than this on average run on the caller's thread: about
+/// what a hand-off to a worker and back costs, and short enough not to stall the runtime.
+const INLINE_BELOW: Duration = Duration::from_micros(250);
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
@@ -96,6 +106,18 @@ struct Shared {
     pin_refused: AtomicBool,
     /// Jobs hold it for reading; a reset holds it for writing, so it never races a job.
     token: RwLock<Token>,
+    /// Sessions for signing on the caller's thread; at most `inline_max` exist.
+    inline: Mutex<InlinePool>,
+    inline_max: usize,
+    /// Moving average of the token's sign time per algorithm, in ns (`u64::MAX`: unknown).
+    sign_nanos: [AtomicU64; 3],
+}
+
+/// Idle sessions for inline signing, and how many exist (idle or in use).
+#[derive(Default)]
+struct InlinePool {
+    idle: Vec<(u64, Session)>,
+    open: usize,
 }
 
 /// A PKCS#11 token served by a small pool of worker threads, one session each.
@@ -158,6 +180,9 @@ impl Pkcs11Backend {
                 handles: RwLock::new(HashMap::new()),
                 keeper: None,
             }),
+            inline: Mutex::new(InlinePool::default()),
+            inline_max: workers.max(1),
+            sign_nanos: std::array::from_fn(|_| AtomicU64::new(u64::MAX)),
         });
         // Logging in here makes a wrong PIN stop start-up, before any worker exists.
         let keeper = shared.open_session(&shared.read_token())?;
@@ -214,6 +239,14 @@ impl Drop for Pkcs11Backend {
         self.jobs.take();
         for handle in self.workers.drain(..) {
             let _ = handle.join();
+        }
+        // Inline sessions of an older incarnation must not be closed (see `session_for`).
+        let generation = self.shared.read_token().generation;
+        let mut pool = self.shared.inline.lock().unwrap_or_else(|p| p.into_inner());
+        for (g, session) in pool.idle.drain(..) {
+            if g != generation {
+                std::mem::forget(session);
+            }
         }
     }
 }
@@ -277,6 +310,9 @@ impl super::Backend for Pkcs11Backend {
         let Some(id) = pkcs11_id(&locator) else {
             return Box::pin(async { Err(Error::KeyNotFound) });
         };
+        if let Some(result) = self.shared.sign_inline(&id, algorithm, &input) {
+            return Box::pin(std::future::ready(result));
+        }
         self.submit(|reply| Job::Sign {
             id,
             algorithm,
@@ -379,6 +415,88 @@ impl Shared {
         }
     }
 
+    /// Signs and folds the token's time into the algorithm's moving average.
+    fn timed_sign(
+        &self,
+        session: &Session,
+        private: ObjectHandle,
+        algorithm: Algorithm,
+        input: &SignInput,
+    ) -> Result<Vec<u8>, Error> {
+        let started = Instant::now();
+        let result = sign(session, private, algorithm, input, &self.name);
+        if result.is_ok() {
+            let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let average = &self.sign_nanos[algorithm_index(algorithm)];
+            // Racing updates may drop a sample; the average stays an average.
+            average.store(
+                fold_average(average.load(Ordering::Relaxed), took),
+                Ordering::Relaxed,
+            );
+        }
+        result
+    }
+
+    /// Signs on the calling thread when the token has been fast for this algorithm and an
+    /// inline session is free; `None` sends the job to the workers instead. Never waits: a
+    /// reset in progress or a busy pool also means `None`.
+    fn sign_inline(
+        &self,
+        id: &[u8],
+        algorithm: Algorithm,
+        input: &SignInput,
+    ) -> Option<Result<Vec<u8>, Error>> {
+        let average = self.sign_nanos[algorithm_index(algorithm)].load(Ordering::Relaxed);
+        if !fast_enough(average) || !self.healthy.load(Ordering::Relaxed) {
+            return None;
+        }
+        let token = self.token.try_read().ok()?;
+        let private = token
+            .handles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(|(private, _)| *private)?;
+        let mut session = self.take_inline(&token)?;
+        let result = match self.session_for(&token, &mut session) {
+            Ok(s) => self.timed_sign(s, private, algorithm, input),
+            Err(e) => Err(e),
+        };
+        if matches!(&result, Err(e) if breaks_session(e)) {
+            self.healthy.store(false, Ordering::Relaxed);
+            // Same generation (the read lock is held): closing it is safe.
+            session = None;
+        }
+        self.give_back_inline(session);
+        Some(result)
+    }
+
+    /// An idle inline session, or room to open one (`Some(None)`); `None` when all are busy.
+    fn take_inline(&self, token: &Token) -> Option<WorkerSession> {
+        let mut pool = self.inline.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((generation, session)) = pool.idle.pop() {
+            if generation == token.generation {
+                return Some(Some((generation, session)));
+            }
+            // A session of an older incarnation: its handle may now be another's; forget it.
+            std::mem::forget(session);
+            pool.open -= 1;
+        }
+        if pool.open < self.inline_max {
+            pool.open += 1;
+            return Some(None);
+        }
+        None
+    }
+
+    fn give_back_inline(&self, session: WorkerSession) {
+        let mut pool = self.inline.lock().unwrap_or_else(|p| p.into_inner());
+        match session {
+            Some(session) => pool.idle.push(session),
+            None => pool.open -= 1,
+        }
+    }
+
     /// Checks the token; when it is gone or broken, resets the module to pick it up again.
     fn probe(&self, session: &mut WorkerSession) -> Result<(), Error> {
         let checked = {
@@ -473,7 +591,7 @@ fn run(shared: &Shared, token: &Token, session: &Session, job: Job) -> bool {
             reply,
         } => {
             let result = handles(&id)
-                .and_then(|(private, _)| sign(session, private, algorithm, &input, name));
+                .and_then(|(private, _)| shared.timed_sign(session, private, algorithm, &input));
             answer(reply, result)
         }
         Job::Scan(reply) => answer(reply, scan(session, token, name)),
@@ -822,6 +940,31 @@ fn unwrap_octet_string(bytes: &[u8]) -> &[u8] {
 }
 
 /// Errors after which the session is not worth keeping: the next job opens a new one.
+/// Folds a sign time (ns) into a moving average (`u64::MAX`: no sample yet). The new sample
+/// weighs 1/8, so one slow call is enough to move a fast average past [`INLINE_BELOW`].
+fn fold_average(average: u64, took: u64) -> u64 {
+    if average == u64::MAX {
+        took
+    } else {
+        average - average / 8 + took / 8
+    }
+}
+
+/// Whether an average sign time (ns) is short enough to sign on the caller's thread; an
+/// unmeasured token is not.
+fn fast_enough(average: u64) -> bool {
+    u128::from(average) < INLINE_BELOW.as_nanos()
+}
+
+/// Index of an algorithm in [`Shared::sign_nanos`].
+fn algorithm_index(algorithm: Algorithm) -> usize {
+    match algorithm {
+        Algorithm::EcdsaP256 => 0,
+        Algorithm::Ed25519 => 1,
+        Algorithm::Rsa3072Pss => 2,
+    }
+}
+
 fn breaks_session(e: &Error) -> bool {
     match e {
         Error::TokenNotPresent { .. } | Error::PinIncorrect { .. } | Error::PinLocked { .. } => {
@@ -865,6 +1008,26 @@ fn classify(backend: &str, e: CkError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_measured_fast_token_signs_inline() {
+        assert!(!fast_enough(u64::MAX), "unmeasured: through the workers");
+        assert!(fast_enough(45_000), "SoftHSM-like 45 µs: inline");
+        assert!(!fast_enough(2_000_000), "a 2 ms token: through the workers");
+    }
+
+    #[test]
+    fn the_first_sample_sets_the_average_and_one_slow_call_ends_inline_signing() {
+        let fast = fold_average(u64::MAX, 45_000);
+        assert_eq!(fast, 45_000);
+        let steady = (0..100).fold(fast, |avg, _| fold_average(avg, 50_000));
+        assert!(fast_enough(steady) && (45_000..=50_000).contains(&steady));
+        // A token that became slow (10 ms) moves the average past the limit at once.
+        assert!(!fast_enough(fold_average(steady, 10_000_000)));
+        // And a long-fast token only comes back once its calls are fast again.
+        let recovering = (0..40).fold(10_000_000, |avg, _| fold_average(avg, 45_000));
+        assert!(fast_enough(recovering));
+    }
 
     #[test]
     fn labels_round_trip_role_gun_and_owner() {
