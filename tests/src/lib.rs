@@ -21,6 +21,7 @@
 //! Tests must not change their own environment (edition 2024 makes `set_var` unsafe, and unsafe
 //! code is forbidden), so every child gets its environment on its `Command`.
 
+pub mod bench;
 pub mod notary;
 pub mod yubikey;
 
@@ -117,6 +118,50 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
+/// Runs `cargo build --quiet ARGS` in the workspace: a no-op when the binaries are fresh.
+///
+/// Cargo gives the running test or `cargo run` binary variables that describe *its* crate.
+/// Some build scripts (ring's, for one) track e.g. `CARGO_MANIFEST_DIR`, so passing them on
+/// would make this build and every ordinary `cargo build` rebuild half the tree in turn: they
+/// are removed. The error carries cargo's output.
+pub fn cargo_build(args: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(&cargo);
+    build
+        .args(["build", "--quiet"])
+        .args(args)
+        .current_dir(workspace_root())
+        .stdin(Stdio::null());
+    const PER_CRATE: [&str; 7] = [
+        "CARGO_MANIFEST_",
+        "CARGO_PKG_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ];
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if PER_CRATE.iter().any(|p| key.starts_with(p)) || key == "OUT_DIR" {
+            build.env_remove(key);
+        }
+    }
+    let output = build
+        .output()
+        .map_err(|e| format!("cannot run {cargo:?} to build {args:?}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`cargo build {}` failed ({}):\n{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
 /// The `sigild` binary, built (once per test process) from the current sources.
 ///
 /// `cargo test -p sigil-e2e` does not build another crate's binaries, and a binary left over
@@ -127,39 +172,9 @@ pub fn sigild() -> &'static Path {
     static SIGILD: OnceLock<PathBuf> = OnceLock::new();
     SIGILD.get_or_init(|| {
         require_tools();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(&cargo);
-        build
-            .args(["build", "--quiet", "-p", "sigil-daemon", "--bins"])
-            .current_dir(workspace_root())
-            .stdin(Stdio::null());
-        // Cargo gives this test process variables that describe *this* crate. Some build
-        // scripts (ring's, for one) track e.g. CARGO_MANIFEST_DIR, so passing them on would
-        // make this build and every ordinary `cargo build` rebuild half the tree in turn.
-        for (key, _) in std::env::vars_os() {
-            let Some(key) = key.to_str() else { continue };
-            let per_crate = [
-                "CARGO_MANIFEST_",
-                "CARGO_PKG_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ];
-            if per_crate.iter().any(|p| key.starts_with(p)) || key == "OUT_DIR" {
-                build.env_remove(key);
-            }
+        if let Err(e) = cargo_build(&["-p", "sigil-daemon", "--bins"]) {
+            panic!("{e}");
         }
-        let output = build
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build sigild: {e}"));
-        assert!(
-            output.status.success(),
-            "`cargo build -p sigil-daemon --bins` failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
         let path = target_dir().join("debug").join("sigild");
         assert!(
             path.is_file(),

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sigil_e2e::DevDir;
+use sigil_e2e::bench::{self, BoxError, cell, fail, loadavg, seconds};
 use sigil_e2e::notary::{
     NotarySigner, Pki, Process, SERVER_CLIENT_CN, SignerApi, connect_signer, free_port,
     notary_key_id, read_audit_lines, require_notary, verify_notary_signature, wait_mtls,
@@ -48,12 +49,6 @@ const ROLE: &str = "timestamp";
 const GUN: &str = "bench.example/notary-signer";
 /// Size of the signed payload.
 const PAYLOAD_BYTES: usize = 1024;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-fn fail(msg: impl Into<String>) -> BoxError {
-    msg.into().into()
-}
 
 #[derive(Debug)]
 struct Options {
@@ -113,32 +108,7 @@ struct Report {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = match parse_args(&args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("notary-signer-bench: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("notary-signer-bench: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn seconds(flag: &str, s: &str) -> Result<Duration, BoxError> {
-    s.parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| fail(format!("{flag} wants seconds, e.g. 3 or 0.5; got {s:?}")))
+    bench::main("notary-signer-bench", USAGE, &args, parse_args, run)
 }
 
 fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
@@ -199,53 +169,12 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
     Ok(Some(o))
 }
 
-/// The release sigild: `--sigild`, else built from the current sources with cargo (a no-op
-/// when fresh) so the numbers are never those of a stale binary.
+/// The release sigild: `--sigild`, else built from the current sources.
 fn locate_sigild(explicit: Option<&Path>) -> Result<PathBuf, BoxError> {
-    if let Some(path) = explicit {
-        return Ok(path.to_owned());
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(&cargo);
-    build
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "sigil-daemon",
-            "--bins",
-        ])
-        .current_dir(sigil_e2e::workspace_root())
-        .stdin(Stdio::null());
-    // `cargo run` gives us variables describing this crate; passing them on would make build
-    // scripts that track them (ring's) rebuild half the tree (same as sigil_e2e::sigild).
-    for (key, _) in std::env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        let per_crate = [
-            "CARGO_MANIFEST_",
-            "CARGO_PKG_",
-            "CARGO_CRATE_",
-            "CARGO_BIN_",
-            "CARGO_PRIMARY_PACKAGE",
-            "CARGO_TARGET_TMPDIR",
-            "CARGO_RUSTC_CURRENT_DIR",
-        ];
-        if per_crate.iter().any(|p| key.starts_with(p)) || key == "OUT_DIR" {
-            build.env_remove(key);
-        }
-    }
-    let status = build.status().map_err(|e| {
-        fail(format!(
-            "running {cargo:?} to build sigild: {e} (or pass --sigild)"
-        ))
-    })?;
-    if !status.success() {
-        return Err(fail(format!(
-            "cargo build --release -p sigil-daemon failed ({status})"
-        )));
-    }
-    let path = sigil_e2e::target_dir().join("release").join("sigild");
+    let path = match explicit {
+        Some(path) => path.to_owned(),
+        None => bench::release_binaries(&["sigil-daemon"], "--sigild")?.join("sigild"),
+    };
     if !path.is_file() {
         return Err(fail(format!("no sigild at {}", path.display())));
     }
@@ -267,12 +196,6 @@ fn payload() -> Vec<u8> {
     text.push_str(&"p".repeat(PAYLOAD_BYTES - head.len() - tail.len()));
     text.push_str(tail);
     text.into_bytes()
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 /// The release sigild with `[notary_signer]`, on a fresh `--dev` token.
@@ -352,39 +275,6 @@ async fn prepare(port: u16, pki: &Pki, content: &[u8], name: &str) -> Result<Str
     Ok(id)
 }
 
-/// CPU time (user + system, all threads) of a process, or of this one, in ns.
-fn cpu_ns(pid: Option<u32>) -> Option<u64> {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/stat"),
-        None => "/proc/self/stat".to_owned(),
-    };
-    let stat = std::fs::read_to_string(path).ok()?;
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
-    // stime 15, in USER_HZ (100 on Linux).
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks * 10_000_000)
-}
-
-/// Busy CPU time of the whole machine, in ns.
-fn machine_busy_ns() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().ok())
-        .collect::<Option<_>>()?;
-    // user nice system irq softirq steal (not idle, iowait), in USER_HZ.
-    let busy: u64 = [0, 1, 2, 5, 6, 7]
-        .iter()
-        .filter_map(|&i| fields.get(i))
-        .sum();
-    Some(busy * 10_000_000)
-}
-
 /// CPU readings at the start or end of a run.
 #[derive(Clone, Copy)]
 struct Cpu {
@@ -397,9 +287,9 @@ struct Cpu {
 impl Cpu {
     fn now(server: u32) -> Self {
         Self {
-            machine: machine_busy_ns(),
-            server: cpu_ns(Some(server)),
-            bench: cpu_ns(None),
+            machine: bench::machine_busy_ns(),
+            server: bench::process_cpu_ns(Some(server)),
+            bench: bench::process_cpu_ns(None),
             at: Instant::now(),
         }
     }
@@ -481,15 +371,11 @@ async fn measure(
             .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
             .map_or(0.0, |d| d.as_secs_f64() * 1e6)
     };
-    let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
-    let server_cpu = delta(before.server, after.server);
-    let others_cpu_pct = (|| {
-        let machine = delta(before.machine, after.machine)?;
-        let ours = server_cpu? + delta(before.bench, after.bench)?;
-        let cpus = std::thread::available_parallelism().ok()?.get() as f64;
-        let window = (after.at - before.at).as_nanos() as f64 * cpus;
-        Some(machine.saturating_sub(ours) as f64 / window * 100.0)
-    })();
+    let others_cpu_pct = bench::others_cpu_pct(
+        (before.machine, after.machine),
+        &[(before.server, after.server), (before.bench, after.bench)],
+        after.at - before.at,
+    );
     let result = RunResult {
         target: target.name,
         clients,
@@ -498,9 +384,7 @@ async fn measure(
         per_second: latencies.len() as f64 / seconds,
         p50_us: quantile(0.50),
         p99_us: quantile(0.99),
-        server_cpu_us_per_sig: server_cpu
-            .filter(|_| total > 0)
-            .map(|ns| ns as f64 / total as f64 / 1e3),
+        server_cpu_us_per_sig: bench::per_operation_us(before.server, after.server, total),
         others_cpu_pct,
     };
     eprintln!(
@@ -511,14 +395,10 @@ async fn measure(
         result.per_second,
         result.p50_us,
         result.p99_us,
-        opt(result.server_cpu_us_per_sig),
-        opt(result.others_cpu_pct)
+        cell(result.server_cpu_us_per_sig),
+        cell(result.others_cpu_pct)
     );
     Ok(result)
-}
-
-fn opt(v: Option<f64>) -> String {
-    v.map_or_else(|| "?".to_owned(), |v| format!("{v:.0}"))
 }
 
 /// The run with the median throughput among `runs` of `target` at `clients`.
@@ -676,15 +556,15 @@ fn print_table(report: &Report) {
                 a.per_second,
                 a.p50_us,
                 a.p99_us,
-                opt(a.server_cpu_us_per_sig),
+                cell(a.server_cpu_us_per_sig),
                 b.per_second,
                 b.p50_us,
                 b.p99_us,
-                opt(b.server_cpu_us_per_sig),
+                cell(b.server_cpu_us_per_sig),
                 ratio.throughput_b_over_a,
                 ratio.p50_b_over_a,
-                opt(a.others_cpu_pct),
-                opt(b.others_cpu_pct)
+                cell(a.others_cpu_pct),
+                cell(b.others_cpu_pct)
             );
         }
     }

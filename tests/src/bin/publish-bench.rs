@@ -29,6 +29,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
 use sigil_e2e::DevDir;
+use sigil_e2e::bench::{self, BoxError, fail};
 use sigil_e2e::notary::{
     NotaryClient, NotaryServer, NotarySigner, Pki, Process, TrustService, read_audit_lines,
     require_notary,
@@ -57,12 +58,6 @@ const NOTARY_GUN: &str = "bench.example/notary";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long sigild may take to serve its socket.
 const SIGILD_START: Duration = Duration::from_secs(20);
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-fn fail(msg: impl Into<String>) -> BoxError {
-    msg.into().into()
-}
 
 #[derive(Debug)]
 struct Options {
@@ -115,24 +110,7 @@ struct Report {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = match parse_args(&args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("publish-bench: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("publish-bench: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::main("publish-bench", USAGE, &args, parse_args, run)
 }
 
 fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
@@ -187,43 +165,11 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
 /// The release sigild and sigil: as given, else built from the current sources with cargo (a
 /// no-op when fresh) so the numbers are never those of stale binaries.
 fn locate_binaries(o: &Options) -> Result<(PathBuf, PathBuf), BoxError> {
-    let release = sigil_e2e::target_dir().join("release");
-    if o.sigild.is_none() || o.sigil.is_none() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(&cargo);
-        build
-            .args(["build", "--quiet", "--release"])
-            .args(["-p", "sigil-daemon", "-p", "sigil-cli", "--bins"])
-            .current_dir(sigil_e2e::workspace_root())
-            .stdin(Stdio::null());
-        // `cargo run` gives us variables describing this crate; passing them on would make
-        // build scripts that track them (ring's) rebuild half the tree (as sigil_e2e::sigild).
-        for (key, _) in std::env::vars_os() {
-            let Some(key) = key.to_str() else { continue };
-            let per_crate = [
-                "CARGO_MANIFEST_",
-                "CARGO_PKG_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ];
-            if per_crate.iter().any(|p| key.starts_with(p)) || key == "OUT_DIR" {
-                build.env_remove(key);
-            }
-        }
-        let status = build.status().map_err(|e| {
-            fail(format!(
-                "running {cargo:?} to build sigild and sigil: {e} (or pass --sigild and --sigil)"
-            ))
-        })?;
-        if !status.success() {
-            return Err(fail(format!(
-                "cargo build --release -p sigil-daemon -p sigil-cli failed ({status})"
-            )));
-        }
-    }
+    let release = if o.sigild.is_none() || o.sigil.is_none() {
+        bench::release_binaries(&["sigil-daemon", "sigil-cli"], "--sigild and --sigil")?
+    } else {
+        sigil_e2e::target_dir().join("release")
+    };
     let sigild = o.sigild.clone().unwrap_or_else(|| release.join("sigild"));
     let sigil = o.sigil.clone().unwrap_or_else(|| release.join("sigil"));
     for path in [&sigild, &sigil] {
@@ -413,15 +359,6 @@ fn uptime() -> String {
     }
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_default()
-}
-
 fn notary_version() -> String {
     let mut dpkg = Command::new("dpkg-query");
     dpkg.args(["-W", "-f", "${Version}", "notary"]);
@@ -586,7 +523,7 @@ fn run(o: &Options) -> Result<(), BoxError> {
     ];
     let report = Report {
         nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu: cpu_model(),
+        cpu: bench::cpu_model(),
         uptime_before,
         uptime_after,
         workdir: dev.root().display().to_string(),

@@ -21,7 +21,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -32,6 +32,7 @@ use cryptoki::types::AuthPin;
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use sigil_e2e::bench::{self, BoxError, cell, fail, loadavg, seconds};
 use sigil_proto::sigil_v1 as pb;
 use sigil_proto::sigil_v1::keys_client::KeysClient;
 use sigil_proto::sigil_v1::signer_client::SignerClient;
@@ -76,13 +77,6 @@ usage: sigil-bench [options]
   --keep                keep the temporary directory (token, config, audit log, log)
   --json                print the results as JSON instead of a table
   -h, --help            this text";
-
-/// Why the benchmark could not run.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-fn fail(msg: impl Into<String>) -> BoxError {
-    msg.into().into()
-}
 
 /// Command-line options.
 #[derive(Debug, Clone)]
@@ -212,24 +206,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let options = match parse_args(&args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("sigil-bench: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sigil-bench: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::main("sigil-bench", USAGE, &args, parse_args, run)
 }
 
 fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
@@ -302,14 +279,6 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
         return Err(fail("--duration must be more than 0"));
     }
     Ok(Some(o))
-}
-
-fn seconds(flag: &str, s: &str) -> Result<Duration, BoxError> {
-    s.parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| fail(format!("{flag} wants seconds, e.g. 3 or 0.5; got {s:?}")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -386,8 +355,8 @@ fn run(o: &Options) -> Result<(), BoxError> {
     let report = Report {
         machine: Machine {
             nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
-            cpu: cpu_model(),
-            softhsm: softhsm_version(),
+            cpu: bench::cpu_model(),
+            softhsm: bench::softhsm_version(),
             loadavg_before,
             loadavg_after: loadavg(),
             wake_round_trip,
@@ -422,19 +391,15 @@ fn progress(r: &RunResult) {
         r.per_second,
         r.p50_us,
         r.p99_us,
-        opt(r.client_cpu_us),
-        opt(r.daemon_cpu_us),
-        opt(r.other_cpu_pct),
+        cell(r.client_cpu_us),
+        cell(r.daemon_cpu_us),
+        cell(r.other_cpu_pct),
         if r.errors > 0 {
             format!("  ({} errors)", r.errors)
         } else {
             String::new()
         }
     );
-}
-
-fn opt(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
 }
 
 /// One result per (mode, clients), in first-seen order: the median round by signatures/s,
@@ -548,9 +513,9 @@ fn print_table(report: &Report) {
             r.p50_us,
             r.p99_us,
             ratio,
-            opt(r.client_cpu_us),
-            opt(r.daemon_cpu_us),
-            opt(r.other_cpu_pct)
+            cell(r.client_cpu_us),
+            cell(r.daemon_cpu_us),
+            cell(r.other_cpu_pct)
         );
     }
     println!(
@@ -594,75 +559,16 @@ fn print_table(report: &Report) {
 // ---------------------------------------------------------------------------------------------
 // sigild: locate, start, stop.
 
-/// Finds sigild: --sigild, else next to this binary, else target/release under the workspace;
-/// builds it with cargo if none exists. Warns when it is older than the daemon's sources.
+/// The daemon: `--sigild`, else the release build from the current sources.
 fn locate_sigild(explicit: Option<&Path>) -> Result<PathBuf, BoxError> {
-    if let Some(p) = explicit {
-        return if p.is_file() {
-            Ok(p.to_owned())
-        } else {
-            Err(fail(format!("--sigild {}: no such file", p.display())))
-        };
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or_else(|| fail("cannot find the workspace root"))?
-        .to_owned();
-    let mut candidates = Vec::new();
-    if let Some(dir) = std::env::current_exe()?.parent() {
-        candidates.push(dir.join("sigild"));
-    }
-    candidates.push(workspace.join("target/release/sigild"));
-    let found = match candidates.iter().find(|p| p.is_file()) {
-        Some(p) => p.clone(),
-        None => {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            eprintln!(
-                "sigil-bench: no release sigild; running cargo build --release -p sigil-daemon"
-            );
-            let status = Command::new(&cargo)
-                .args(["build", "--release", "-p", "sigil-daemon"])
-                .current_dir(&workspace)
-                .status()
-                .map_err(|e| fail(format!("cannot run cargo to build sigild: {e}")))?;
-            if !status.success() {
-                return Err(fail(format!(
-                    "cargo build --release -p sigil-daemon failed ({status}); build it yourself \
-                     or pass --sigild PATH"
-                )));
-            }
-            candidates
-                .into_iter()
-                .find(|p| p.is_file())
-                .ok_or_else(|| fail("cargo built sigil-daemon but no target/release/sigild"))?
-        }
+    let path = match explicit {
+        Some(path) => path.to_owned(),
+        None => bench::release_binaries(&["sigil-daemon"], "--sigild PATH")?.join("sigild"),
     };
-    if let (Ok(bin), Some(src)) = (
-        std::fs::metadata(&found).and_then(|m| m.modified()),
-        newest_mtime(&workspace.join("daemon/src")),
-    ) && src > bin
-    {
-        eprintln!(
-            "sigil-bench: WARNING: {} is older than daemon/src; run \
-             `cargo build --release -p sigil-daemon` to measure the current code",
-            found.display()
-        );
+    if !path.is_file() {
+        return Err(fail(format!("{}: no such file", path.display())));
     }
-    Ok(found)
-}
-
-fn newest_mtime(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let t = if path.is_dir() {
-            newest_mtime(&path)
-        } else {
-            entry.metadata().and_then(|m| m.modified()).ok()
-        };
-        newest = newest.max(t);
-    }
-    newest
+    Ok(path)
 }
 
 /// A running `sigild --dev`, stopped (SIGTERM to its PID, then SIGKILL) when dropped.
@@ -931,78 +837,30 @@ async fn sigild_run(
     // Sample CPU time at the window's edges; this task runs on the same runtime thread as
     // the clients, which is fine: it wakes twice.
     tokio::time::sleep_until(window.0.into()).await;
-    let cpu0 = (cpu_ns(None), cpu_ns(Some(daemon_pid)), busy_ns());
+    let cpu0 = (
+        bench::process_cpu_ns(None),
+        bench::process_cpu_ns(Some(daemon_pid)),
+        bench::machine_busy_ns(),
+    );
     tokio::time::sleep_until(window.1.into()).await;
-    let cpu1 = (cpu_ns(None), cpu_ns(Some(daemon_pid)), busy_ns());
+    let cpu1 = (
+        bench::process_cpu_ns(None),
+        bench::process_cpu_ns(Some(daemon_pid)),
+        bench::machine_busy_ns(),
+    );
     let mut tallies = Vec::with_capacity(clients);
     while let Some(t) = tasks.join_next().await {
         tallies.push(t?);
     }
     let mut r = summarize(mode, clients, o.duration, tallies)?;
-    r.client_cpu_us = per_signature(cpu0.0, cpu1.0, r.signatures);
-    r.daemon_cpu_us = per_signature(cpu0.1, cpu1.1, r.signatures);
-    r.other_cpu_pct = other_cpu_pct(
+    r.client_cpu_us = bench::per_operation_us(cpu0.0, cpu1.0, r.signatures);
+    r.daemon_cpu_us = bench::per_operation_us(cpu0.1, cpu1.1, r.signatures);
+    r.other_cpu_pct = bench::others_cpu_pct(
         (cpu0.2, cpu1.2),
         &[(cpu0.0, cpu1.0), (cpu0.1, cpu1.1)],
         o.duration,
     );
     Ok(r)
-}
-
-/// Busy CPU time of the whole machine (ns), from the first line of /proc/stat.
-fn busy_ns() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().ok())
-        .collect::<Option<_>>()?;
-    // user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
-    let busy: u64 = [0, 1, 2, 5, 6, 7]
-        .iter()
-        .filter_map(|&i| fields.get(i))
-        .sum();
-    // /proc/stat counts in USER_HZ, which is 100 on Linux whatever the kernel's HZ.
-    Some(busy * 10_000_000)
-}
-
-/// What the rest of the machine used during the window, in % of all its CPUs.
-fn other_cpu_pct(
-    machine: (Option<u64>, Option<u64>),
-    ours: &[(Option<u64>, Option<u64>)],
-    window: Duration,
-) -> Option<f64> {
-    let total = machine.1?.saturating_sub(machine.0?);
-    let mut mine = 0u64;
-    for (before, after) in ours {
-        mine += after.as_ref()?.saturating_sub(before.as_ref().copied()?);
-    }
-    let cpus = std::thread::available_parallelism().ok()?.get() as f64;
-    let pct = total.saturating_sub(mine) as f64 / (window.as_nanos() as f64 * cpus) * 100.0;
-    Some(pct)
-}
-
-/// CPU time (ns) of every live thread of a process (`None`: this one), from schedstat.
-fn cpu_ns(pid: Option<u32>) -> Option<u64> {
-    let tasks = match pid {
-        Some(pid) => format!("/proc/{pid}/task"),
-        None => "/proc/self/task".to_owned(),
-    };
-    let mut total = 0u64;
-    for entry in std::fs::read_dir(tasks).ok()?.flatten() {
-        // A thread may exit between listing and reading; it just drops out of the sum.
-        if let Ok(s) = std::fs::read_to_string(entry.path().join("schedstat")) {
-            total += s.split_whitespace().next()?.parse::<u64>().ok()?;
-        }
-    }
-    Some(total)
-}
-
-fn per_signature(before: Option<u64>, after: Option<u64>, signatures: u64) -> Option<f64> {
-    let (before, after) = (before?, after?);
-    (signatures > 0).then(|| after.saturating_sub(before) as f64 / 1000.0 / signatures as f64)
 }
 
 fn sign_request(key_id: &str, digest: [u8; 32]) -> pb::SignRequest {
@@ -1215,9 +1073,9 @@ fn in_process_child(args: &[String]) -> Result<RunResult, BoxError> {
         .collect();
     start.wait();
     std::thread::sleep(warmup);
-    let cpu0 = (cpu_ns(None), busy_ns());
+    let cpu0 = (bench::process_cpu_ns(None), bench::machine_busy_ns());
     done.wait();
-    let cpu1 = (cpu_ns(None), busy_ns());
+    let cpu1 = (bench::process_cpu_ns(None), bench::machine_busy_ns());
     release.wait();
     let mut tallies = Vec::with_capacity(threads);
     for h in handles {
@@ -1227,8 +1085,8 @@ fn in_process_child(args: &[String]) -> Result<RunResult, BoxError> {
         );
     }
     let mut r = summarize(Mode::InProcess, threads, duration, tallies)?;
-    r.client_cpu_us = per_signature(cpu0.0, cpu1.0, r.signatures);
-    r.other_cpu_pct = other_cpu_pct((cpu0.1, cpu1.1), &[(cpu0.0, cpu1.0)], duration);
+    r.client_cpu_us = bench::per_operation_us(cpu0.0, cpu1.0, r.signatures);
+    r.other_cpu_pct = bench::others_cpu_pct((cpu0.1, cpu1.1), &[(cpu0.0, cpu1.0)], duration);
     Ok(r)
 }
 
@@ -1280,32 +1138,4 @@ fn wake_test() -> Result<Vec<WakeCost>, BoxError> {
         });
     }
     Ok(out)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
-fn softhsm_version() -> String {
-    Command::new("softhsm2-util")
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|| "?".into())
 }

@@ -1,0 +1,191 @@
+//! What the benchmark binaries (`src/bin/*-bench.rs`) share: the command-line frame, building
+//! the binaries they measure, CPU accounting from `/proc`, and the machine facts a report
+//! prints so that numbers from a loaded or different machine are recognisable as such.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+/// Errors of a benchmark run: printed once, then the process exits non-zero.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An error from a message.
+pub fn fail(msg: impl Into<String>) -> BoxError {
+    msg.into().into()
+}
+
+/// The common `main`: `parse` gives `None` for `--help` (usage on stdout, success), a parse
+/// error prints the usage and exits 2, a failed run exits 1.
+pub fn main<O>(
+    name: &str,
+    usage: &str,
+    args: &[String],
+    parse: impl FnOnce(&[String]) -> Result<Option<O>, BoxError>,
+    run: impl FnOnce(&O) -> Result<(), BoxError>,
+) -> ExitCode {
+    let options = match parse(args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            println!("{usage}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}\n\n{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A non-negative number of seconds given to `flag`, e.g. `3` or `0.5`.
+pub fn seconds(flag: &str, s: &str) -> Result<Duration, BoxError> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| fail(format!("{flag} wants seconds, e.g. 3 or 0.5; got {s:?}")))
+}
+
+/// Builds `packages`' binaries with the release profile from the current sources (a no-op
+/// when fresh, so numbers are never those of a stale binary) and returns the directory they
+/// are in. `escape` names the option that lets a user pass a binary instead.
+pub fn release_binaries(packages: &[&str], escape: &str) -> Result<PathBuf, BoxError> {
+    let mut args = vec!["--release"];
+    for package in packages {
+        args.extend(["-p", package]);
+    }
+    args.push("--bins");
+    crate::cargo_build(&args).map_err(|e| fail(format!("{e}\n(or pass {escape})")))?;
+    Ok(crate::target_dir().join("release"))
+}
+
+/// CPU time (ns) of every live thread of a process (`None`: this one), from schedstat, which
+/// counts in ns rather than in 10 ms ticks.
+pub fn process_cpu_ns(pid: Option<u32>) -> Option<u64> {
+    let tasks = match pid {
+        Some(pid) => format!("/proc/{pid}/task"),
+        None => "/proc/self/task".to_owned(),
+    };
+    let mut total = 0u64;
+    for entry in std::fs::read_dir(tasks).ok()?.flatten() {
+        // A thread may exit between listing and reading; it just drops out of the sum.
+        if let Ok(s) = std::fs::read_to_string(entry.path().join("schedstat")) {
+            total += s.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(total)
+}
+
+/// Busy CPU time (ns) of the whole machine, from the first line of /proc/stat.
+pub fn machine_busy_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| fields.get(i))
+        .sum();
+    // /proc/stat counts in USER_HZ, which is 100 on Linux whatever the kernel's HZ.
+    Some(busy * 10_000_000)
+}
+
+/// What the rest of the machine used during `window`, in % of all its CPUs: the machine's busy
+/// time (before, after) minus that of our processes (before, after each).
+pub fn others_cpu_pct(
+    machine: (Option<u64>, Option<u64>),
+    ours: &[(Option<u64>, Option<u64>)],
+    window: Duration,
+) -> Option<f64> {
+    let total = machine.1?.saturating_sub(machine.0?);
+    let mut mine = 0u64;
+    for (before, after) in ours {
+        mine += after.as_ref()?.saturating_sub(before.as_ref().copied()?);
+    }
+    let cpus = std::thread::available_parallelism().ok()?.get() as f64;
+    Some(total.saturating_sub(mine) as f64 / (window.as_nanos() as f64 * cpus) * 100.0)
+}
+
+/// CPU µs per operation between two readings in ns.
+pub fn per_operation_us(before: Option<u64>, after: Option<u64>, operations: u64) -> Option<f64> {
+    let (before, after) = (before?, after?);
+    (operations > 0).then(|| after.saturating_sub(before) as f64 / 1000.0 / operations as f64)
+}
+
+/// An optional number for a table cell.
+pub fn cell(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
+}
+
+/// The load averages (1, 5, 15 min).
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// The CPU model, for the report header.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// `softhsm2-util --version`, for the report header.
+pub fn softhsm_version() -> String {
+    Command::new("softhsm2-util")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "?".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_take_fractions_and_refuse_nonsense() {
+        assert_eq!(seconds("--x", "0.5").ok(), Some(Duration::from_millis(500)));
+        for bad in ["-1", "NaN", "inf", "three", ""] {
+            assert!(seconds("--x", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn per_operation_needs_both_readings_and_an_operation() {
+        assert_eq!(per_operation_us(Some(0), Some(5_000_000), 1000), Some(5.0));
+        assert_eq!(per_operation_us(None, Some(1), 1), None);
+        assert_eq!(per_operation_us(Some(0), Some(1), 0), None);
+    }
+
+    #[test]
+    fn this_process_uses_some_cpu() {
+        let before = process_cpu_ns(None).expect("schedstat of this process");
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu_ns(None).expect("schedstat") > before);
+    }
+}
