@@ -43,6 +43,68 @@ pub fn main<O>(
     }
 }
 
+/// Reads `--flag value` and `--flag=value` arguments one flag at a time.
+pub struct Flags<'a> {
+    args: std::slice::Iter<'a, String>,
+    inline: Option<String>,
+}
+
+impl<'a> Flags<'a> {
+    /// Reads `args` (without the program name).
+    pub fn new(args: &'a [String]) -> Self {
+        Self {
+            args: args.iter(),
+            inline: None,
+        }
+    }
+
+    /// The next flag (for `--flag=value`, the part before `=`).
+    pub fn next_flag(&mut self) -> Option<String> {
+        let arg = self.args.next()?;
+        match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                self.inline = Some(value.to_owned());
+                Some(flag.to_owned())
+            }
+            _ => {
+                self.inline = None;
+                Some(arg.clone())
+            }
+        }
+    }
+
+    /// The value of `flag`, the flag just read.
+    pub fn value(&mut self, flag: &str) -> Result<String, BoxError> {
+        self.inline
+            .take()
+            .or_else(|| self.args.next().cloned())
+            .ok_or_else(|| fail(format!("{flag} needs a value")))
+    }
+
+    /// The value of `flag` as a positive integer.
+    pub fn positive(&mut self, flag: &str) -> Result<usize, BoxError> {
+        self.value(flag)?
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| fail(format!("{flag} wants a positive integer")))
+    }
+
+    /// The value of `flag` as comma-separated positive integers, e.g. `1,4,16`.
+    pub fn counts(&mut self, flag: &str) -> Result<Vec<usize>, BoxError> {
+        self.value(flag)?
+            .split(',')
+            .map(|s| s.trim().parse::<usize>().ok().filter(|&n| n > 0))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| fail(format!("{flag} wants positive integers, e.g. 1,4,16")))
+    }
+
+    /// The value of `flag` as seconds.
+    pub fn seconds(&mut self, flag: &str) -> Result<Duration, BoxError> {
+        seconds(flag, &self.value(flag)?)
+    }
+}
+
 /// A non-negative number of seconds given to `flag`, e.g. `3` or `0.5`.
 pub fn seconds(flag: &str, s: &str) -> Result<Duration, BoxError> {
     s.parse::<f64>()
@@ -169,6 +231,26 @@ mod tests {
         for bad in ["-1", "NaN", "inf", "three", ""] {
             assert!(seconds("--x", bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn flags_take_values_inline_or_next_and_check_them() {
+        let args: Vec<String> = ["--clients=1,4", "--rounds", "3", "--json", "--duration"]
+            .map(String::from)
+            .to_vec();
+        let mut flags = Flags::new(&args);
+        assert_eq!(flags.next_flag().as_deref(), Some("--clients"));
+        assert_eq!(flags.counts("--clients").ok(), Some(vec![1, 4]));
+        assert_eq!(flags.next_flag().as_deref(), Some("--rounds"));
+        assert_eq!(flags.positive("--rounds").ok(), Some(3));
+        assert_eq!(flags.next_flag().as_deref(), Some("--json"));
+        assert_eq!(flags.next_flag().as_deref(), Some("--duration"));
+        let missing = flags.seconds("--duration").expect_err("no value left");
+        assert_eq!(missing.to_string(), "--duration needs a value");
+        let zero: Vec<String> = vec!["--rounds=0".into()];
+        let mut flags = Flags::new(&zero);
+        flags.next_flag();
+        assert!(flags.positive("--rounds").is_err());
     }
 
     #[test]

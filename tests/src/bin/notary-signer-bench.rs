@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sigil_e2e::DevDir;
-use sigil_e2e::bench::{self, BoxError, cell, fail, loadavg, seconds};
+use sigil_e2e::bench::{self, BoxError, Flags, cell, fail, loadavg};
 use sigil_e2e::notary::{
     NotarySigner, Pki, Process, SERVER_CLIENT_CN, SignerApi, connect_signer, free_port,
     notary_key_id, read_audit_lines, require_notary, verify_notary_signature, wait_mtls,
@@ -121,44 +121,23 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
         sigild: None,
         json: false,
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || -> Result<String, BoxError> {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| fail(format!("{flag} needs a value")))
-        };
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
+        let flag = flag.as_str();
         match flag {
             "-h" | "--help" => return Ok(None),
             "--clients" => {
-                o.clients = value()?
-                    .split(',')
-                    .map(|s| s.trim().parse::<usize>().ok().filter(|&n| n > 0))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| fail("--clients wants positive integers, e.g. 1,4,16"))?;
+                o.clients = flags.counts(flag)?;
             }
-            "--duration" => o.duration = seconds(flag, &value()?)?,
-            "--warmup" => o.warmup = seconds(flag, &value()?)?,
+            "--duration" => o.duration = flags.seconds(flag)?,
+            "--warmup" => o.warmup = flags.seconds(flag)?,
             "--rounds" => {
-                o.rounds = value()?
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| fail("--rounds wants a positive integer"))?;
+                o.rounds = flags.positive(flag)?;
             }
             "--client-threads" => {
-                o.client_threads = value()?
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| fail("--client-threads wants a positive integer"))?;
+                o.client_threads = flags.positive(flag)?;
             }
-            "--sigild" => o.sigild = Some(PathBuf::from(value()?)),
+            "--sigild" => o.sigild = Some(PathBuf::from(flags.value(flag)?)),
             "--json" => o.json = true,
             other => return Err(fail(format!("unknown argument {other:?}"))),
         }

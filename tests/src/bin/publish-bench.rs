@@ -29,7 +29,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
 use sigil_e2e::DevDir;
-use sigil_e2e::bench::{self, BoxError, fail};
+use sigil_e2e::bench::{self, BoxError, Flags, fail};
 use sigil_e2e::notary::{
     NotaryClient, NotaryServer, NotarySigner, Pki, Process, TrustService, read_audit_lines,
     require_notary,
@@ -121,29 +121,16 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
         sigil: None,
         json: false,
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || -> Result<String, BoxError> {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| fail(format!("{flag} needs a value")))
-        };
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
+        let flag = flag.as_str();
         match flag {
             "-h" | "--help" => return Ok(None),
             "--targets" => {
-                o.targets = value()?
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| fail("--targets wants a positive integer"))?;
+                o.targets = flags.positive(flag)?;
             }
             "--trust-service" => {
-                o.local = match value()?.as_str() {
+                o.local = match flags.value(flag)?.as_str() {
                     "local" => true,
                     "notary-signer" => false,
                     other => {
@@ -153,8 +140,8 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
                     }
                 }
             }
-            "--sigild" => o.sigild = Some(PathBuf::from(value()?)),
-            "--sigil" => o.sigil = Some(PathBuf::from(value()?)),
+            "--sigild" => o.sigild = Some(PathBuf::from(flags.value(flag)?)),
+            "--sigil" => o.sigil = Some(PathBuf::from(flags.value(flag)?)),
             "--json" => o.json = true,
             other => return Err(fail(format!("unknown argument {other:?}"))),
         }

@@ -32,7 +32,7 @@ use cryptoki::types::AuthPin;
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use sigil_e2e::bench::{self, BoxError, cell, fail, loadavg, seconds};
+use sigil_e2e::bench::{self, BoxError, Flags, cell, fail, loadavg, seconds};
 use sigil_proto::sigil_v1 as pb;
 use sigil_proto::sigil_v1::keys_client::KeysClient;
 use sigil_proto::sigil_v1::signer_client::SignerClient;
@@ -223,39 +223,22 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
         keep: false,
         json: false,
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || -> Result<String, BoxError> {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| fail(format!("{flag} needs a value")))
-        };
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
+        let flag = flag.as_str();
         match flag {
             "-h" | "--help" => return Ok(None),
             "--clients" => {
-                o.clients = value()?
-                    .split(',')
-                    .map(|s| s.trim().parse::<usize>().ok().filter(|&n| n > 0))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| fail("--clients wants positive integers, e.g. 1,4,16"))?;
+                o.clients = flags.counts(flag)?;
             }
-            "--duration" => o.duration = seconds(flag, &value()?)?,
-            "--warmup" => o.warmup = seconds(flag, &value()?)?,
-            "--pause" => o.pause = seconds(flag, &value()?)?,
+            "--duration" => o.duration = flags.seconds(flag)?,
+            "--warmup" => o.warmup = flags.seconds(flag)?,
+            "--pause" => o.pause = flags.seconds(flag)?,
             "--client-threads" => {
-                o.client_threads = value()?
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| fail("--client-threads wants a positive integer"))?;
+                o.client_threads = flags.positive(flag)?;
             }
             "--only" => {
-                o.only = Some(match value()?.as_str() {
+                o.only = Some(match flags.value(flag)?.as_str() {
                     "in-process" => Mode::InProcess,
                     "sigild" => Mode::Sigild,
                     other => return Err(fail(format!("--only {other:?}: in-process or sigild"))),
@@ -263,13 +246,9 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
             }
             "--rpc-only" => o.rpc_only = true,
             "--repeat" => {
-                o.repeat = value()?
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| fail("--repeat wants a positive integer"))?;
+                o.repeat = flags.positive(flag)?;
             }
-            "--sigild" => o.sigild = Some(PathBuf::from(value()?)),
+            "--sigild" => o.sigild = Some(PathBuf::from(flags.value(flag)?)),
             "--keep" => o.keep = true,
             "--json" => o.json = true,
             other => return Err(fail(format!("unknown argument {other:?}"))),
