@@ -165,18 +165,34 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-/// SIGHUP: re-read the configuration and swap in its policy; a bad file keeps the old one.
+/// SIGHUP: re-read the configuration and swap in its policy (a bad file keeps the old one),
+/// then reopen every token with its PIN file read again. Backends are not added or removed:
+/// that takes a restart.
 async fn reload_on_sighup(service: Arc<sigil_daemon::service::SigningService>, path: PathBuf) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
-        match Config::load(&path).and_then(|c| Policy::from_config(&c.policies)) {
+        let config = match Config::load(&path) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!(error = %e, "policy not reloaded, tokens not reopened: keeping the old configuration");
+                continue;
+            }
+        };
+        match Policy::from_config(&config.policies) {
             Ok(policy) => {
                 tracing::info!(rules = ?policy.rule_names(), "policy reloaded");
                 service.replace_policy(policy);
             }
             Err(e) => tracing::error!(error = %e, "policy not reloaded; keeping the old one"),
+        }
+        let pins = startup::reread_pins(&config);
+        for (backend, result) in service.reopen_tokens(pins).await {
+            match result {
+                Ok(keys) => tracing::info!(%backend, keys, "token reopened (SIGHUP)"),
+                Err(e) => tracing::error!(%backend, error = %e, "token not reopened (SIGHUP)"),
+            }
         }
     }
 }

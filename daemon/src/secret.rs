@@ -24,6 +24,11 @@ impl Pin {
         &self.0
     }
 
+    /// Whether two PINs are the same (so that a PIN a token refused is not offered again).
+    pub fn same_as(&self, other: &Pin) -> bool {
+        self.0.expose_secret() == other.0.expose_secret()
+    }
+
     /// Length in characters, for validation messages that must not show the PIN itself.
     pub fn len(&self) -> usize {
         self.0.expose_secret().chars().count()

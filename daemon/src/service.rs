@@ -176,6 +176,44 @@ impl SigningService {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
     }
 
+    /// SIGHUP: reopens every backend's token — with the PIN read again from its file where
+    /// `pins` has one for it — and brings the key ring in line with what each token now holds
+    /// (keys made or removed behind sigild's back). Answers, per backend, its key count or why
+    /// it could not be reopened (it then stays unhealthy until a probe or the next SIGHUP).
+    pub async fn reopen_tokens(
+        &self,
+        mut pins: Vec<(String, crate::secret::Pin)>,
+    ) -> Vec<(String, Result<usize, backend::Error>)> {
+        let mut outcome = Vec::with_capacity(self.backends.len());
+        for (index, backend) in self.backends.iter().enumerate() {
+            let pin = pins
+                .iter()
+                .position(|(name, _)| name == backend.name())
+                .map(|at| pins.swap_remove(at).1);
+            let result = backend.reopen(pin).await.map(|keys| {
+                let found: Vec<KeyEntry> = keys
+                    .into_iter()
+                    .map(|key| KeyEntry::new(index, backend.name(), key))
+                    .collect();
+                for old in self.keyring.all() {
+                    if old.backend == index && !found.iter().any(|k| k.key_id == old.key_id) {
+                        self.keyring.remove(&old.key_id);
+                    }
+                }
+                let count = found.len();
+                for key in found {
+                    if self.keyring.get(&key.key_id).is_none() {
+                        // A duplicate id on another backend stays with the one that had it.
+                        let _ = self.keyring.insert(key);
+                    }
+                }
+                count
+            });
+            outcome.push((backend.name().to_owned(), result));
+        }
+        outcome
+    }
+
     fn policy(&self) -> Arc<Policy> {
         Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
     }

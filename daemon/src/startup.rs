@@ -85,3 +85,24 @@ pub async fn build(config: &Config) -> Result<SigningService, Error> {
     let backends = open_backends(config)?;
     Ok(SigningService::new(backends, policy, audit, config.server.max_message_bytes).await?)
 }
+
+/// SIGHUP: each backend's PIN read again from its file, so that a corrected PIN file takes
+/// effect without a restart. A PIN file that is now unreadable or unsafe is reported, and that
+/// backend keeps the PIN it has.
+pub fn reread_pins(config: &Config) -> Vec<(String, crate::secret::Pin)> {
+    let mut pins = Vec::new();
+    for backend in &config.backends {
+        let (name, file) = match backend {
+            BackendConfig::Pkcs11(c) => (&c.name, Some(&c.pin_file)),
+            BackendConfig::Yubikey(c) => (&c.name, c.pin_file.as_ref()),
+        };
+        let Some(file) = file else { continue };
+        match read_pin_file(file) {
+            Ok(pin) => pins.push((name.clone(), pin)),
+            Err(e) => {
+                tracing::error!(backend = %name, error = %e, "PIN file not re-read; keeping the PIN in use");
+            }
+        }
+    }
+    pins
+}

@@ -476,3 +476,134 @@ async fn keys_survive_a_restart_and_sigterm_drains_in_flight_requests() {
     );
     assert!(!socket.exists(), "the socket must be removed on SIGTERM");
 }
+
+/// Runs OpenSC's pkcs11-tool on the dev token, as an administrator would; panics on failure.
+fn pkcs11_tool(dir: &DevDir, args: &[&str]) -> String {
+    let output = std::process::Command::new("pkcs11-tool")
+        .args(["--module", sigil_e2e::SOFTHSM_MODULE, "--token-label"])
+        .arg(sigil_e2e::DEV_TOKEN_LABEL)
+        .args(args)
+        .env("SOFTHSM2_CONF", dir.softhsm_conf())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running pkcs11-tool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "pkcs11-tool {args:?}: {text}");
+    text
+}
+
+/// SIGHUP reopens the token with its PIN file read again: a PIN changed on the token takes
+/// effect without a restart once the file has it, a refused PIN is not offered again by the
+/// next SIGHUP, and keys removed from the token behind sigild's back leave the key ring.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reopens_the_token_with_its_pin_file_read_again() {
+    let dir = DevDir::new();
+    dir.init();
+    // Through OpenSC's pkcs11-spy, which logs every PKCS#11 call sigild makes.
+    let spy = sigil_e2e::pkcs11_spy_path().expect("pkcs11-spy.so (checked by require_tools)");
+    let spy_log = dir.root().join("pkcs11-spy.log");
+    let config = dir.config().module(&spy).write("spy.toml");
+    let mut daemon = dir
+        .sigild_config(&config)
+        .env("PKCS11SPY", sigil_e2e::SOFTHSM_MODULE)
+        .env("PKCS11SPY_OUTPUT", &spy_log)
+        .spawn();
+    let pid = daemon.pid();
+    let mut client = daemon.client().await;
+    let kept = client
+        .generate("targets", "example.com/kept", pb::Algorithm::EcdsaP256)
+        .await;
+    let gone = client
+        .generate("targets", "example.com/gone", pb::Algorithm::EcdsaP256)
+        .await;
+    let digest = sha256(b"sighup");
+    client
+        .sign_digest(&kept.key_id, &digest, RAW)
+        .await
+        .expect("sign before the PIN changes");
+
+    // An administrator changes the user PIN on the token; the PIN file still has the old one.
+    let old_pin = dir.user_pin();
+    let new_pin = "654321-changed";
+    pkcs11_tool(
+        &dir,
+        &[
+            "--login",
+            "--pin",
+            &old_pin,
+            "--change-pin",
+            "--new-pin",
+            new_pin,
+        ],
+    );
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log("token not reopened", 1);
+    let refused = client
+        .sign_digest(&kept.key_id, &digest, RAW)
+        .await
+        .expect_err("the old PIN no longer logs in");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    // The same file again: the refused PIN is not offered a second time.
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log("token not reopened", 2);
+    let calls = std::fs::read_to_string(&spy_log).expect("the spy log");
+    assert_eq!(
+        calls.matches("CKR_PIN_INCORRECT").count(),
+        1,
+        "the old PIN is offered once, not once per SIGHUP:\n{calls}"
+    );
+
+    // Meanwhile a key is removed from the token behind sigild's back.
+    for kind in ["privkey", "pubkey"] {
+        pkcs11_tool(
+            &dir,
+            &[
+                "--login",
+                "--pin",
+                new_pin,
+                "--delete-object",
+                "--type",
+                kind,
+                "--label",
+                "sigil:targets:example.com/gone",
+            ],
+        );
+    }
+
+    // The PIN file gets the new PIN: the next SIGHUP reopens the token, same process.
+    sigil_e2e::write_file(&dir.user_pin_file(), format!("{new_pin}\n"), 0o600);
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log("token reopened (SIGHUP)", 1);
+    let signed = client
+        .sign_digest(&kept.key_id, &digest, RAW)
+        .await
+        .expect("sign after the reopen");
+    parse_public(&kept)
+        .verify_digest(&digest, &signed.signature)
+        .expect("a valid signature from the same key");
+    let listed: Vec<String> = client.list().await.into_iter().map(|k| k.key_id).collect();
+    assert_eq!(
+        listed,
+        vec![kept.key_id.clone()],
+        "the removed key left the ring"
+    );
+    let status = client
+        .sign_digest(&gone.key_id, &digest, RAW)
+        .await
+        .expect_err("the removed key");
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    assert!(daemon.is_running());
+    assert_eq!(daemon.pid(), pid, "no restart");
+    assert!(
+        !daemon.stderr().contains(new_pin) && !daemon.stderr().contains(&old_pin),
+        "no PIN in the log"
+    );
+}

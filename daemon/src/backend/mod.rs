@@ -103,4 +103,14 @@ pub trait Backend: Send + Sync {
         algorithm: Algorithm,
         input: SignInput,
     ) -> BoxFuture<'_, Result<Vec<u8>, Error>>;
+
+    /// SIGHUP: reopen the token — fresh module state and login, with `pin` when its PIN file
+    /// was read again — and list its keys anew. The default only lists them, for backends that
+    /// reopen their device on their own.
+    fn reopen(
+        &self,
+        _pin: Option<crate::secret::Pin>,
+    ) -> BoxFuture<'_, Result<Vec<BackendKey>, Error>> {
+        self.scan()
+    }
 }

@@ -60,6 +60,10 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 enum Job {
     Probe(Reply<()>),
+    Reopen {
+        pin: Option<Pin>,
+        reply: Reply<Vec<BackendKey>>,
+    },
     Scan(Reply<Vec<BackendKey>>),
     Generate {
         algorithm: Algorithm,
@@ -100,7 +104,8 @@ struct Shared {
     name: String,
     ctx: Pkcs11,
     selector: TokenSelector,
-    pin: Pin,
+    /// Replaced when SIGHUP reads the PIN file again.
+    pin: Mutex<Pin>,
     healthy: AtomicBool,
     /// Set once the token refused the PIN: it is never offered again.
     pin_refused: AtomicBool,
@@ -171,7 +176,7 @@ impl Pkcs11Backend {
             name,
             ctx,
             selector,
-            pin,
+            pin: Mutex::new(pin),
             healthy: AtomicBool::new(true),
             pin_refused: AtomicBool::new(false),
             token: RwLock::new(Token {
@@ -282,6 +287,10 @@ impl super::Backend for Pkcs11Backend {
         self.submit(Job::Scan)
     }
 
+    fn reopen(&self, pin: Option<Pin>) -> BoxFuture<'_, Result<Vec<BackendKey>, Error>> {
+        self.submit(|reply| Job::Reopen { pin, reply })
+    }
+
     fn generate(
         &self,
         algorithm: Algorithm,
@@ -376,7 +385,8 @@ impl Shared {
             .ctx
             .open_rw_session(slot)
             .map_err(|e| classify(&self.name, e))?;
-        match session.login(UserType::User, Some(self.pin.as_auth_pin())) {
+        let pin = self.pin.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match session.login(UserType::User, Some(pin.as_auth_pin())) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
             Err(e) => {
                 let err = classify(&self.name, e);
@@ -497,6 +507,29 @@ impl Shared {
         }
     }
 
+    /// SIGHUP: takes a PIN read again from its file, resets the module and lists the keys.
+    /// A PIN the token refused is offered again only if the file now holds a different one.
+    fn reopen(
+        &self,
+        pin: Option<Pin>,
+        session: &mut WorkerSession,
+    ) -> Result<Vec<BackendKey>, Error> {
+        if let Some(pin) = pin {
+            let mut current = self.pin.lock().unwrap_or_else(|p| p.into_inner());
+            if !pin.same_as(&current) {
+                *current = pin;
+                self.pin_refused.store(false, Ordering::Relaxed);
+            }
+        }
+        let result = self.reset().and_then(|()| {
+            let token = self.read_token();
+            let s = self.session_for(&token, session)?;
+            scan(s, &token, &self.name)
+        });
+        self.healthy.store(result.is_ok(), Ordering::Relaxed);
+        result
+    }
+
     /// Checks the token; when it is gone or broken, resets the module to pick it up again.
     fn probe(&self, session: &mut WorkerSession) -> Result<(), Error> {
         let checked = {
@@ -544,10 +577,17 @@ impl Shared {
 /// One worker: owns its session, reopens it when the token comes back, runs jobs in order.
 fn worker(shared: &Shared, mut session: WorkerSession, jobs: &crossbeam_channel::Receiver<Job>) {
     for job in jobs.iter() {
-        if let Job::Probe(reply) = job {
-            let _ = reply.send(shared.probe(&mut session));
-            continue;
-        }
+        let job = match job {
+            Job::Probe(reply) => {
+                let _ = reply.send(shared.probe(&mut session));
+                continue;
+            }
+            Job::Reopen { pin, reply } => {
+                let _ = reply.send(shared.reopen(pin, &mut session));
+                continue;
+            }
+            job => job,
+        };
         let token = shared.read_token();
         let s = match shared.session_for(&token, &mut session) {
             Ok(s) => s,
@@ -616,8 +656,9 @@ fn run(shared: &Shared, token: &Token, session: &Session, job: Job) -> bool {
             }
             answer(reply, result)
         }
-        // Handled by the worker loop itself (it may reset the module).
+        // Handled by the worker loop itself (they reset the module).
         Job::Probe(reply) => answer(reply, Ok(())),
+        Job::Reopen { reply, .. } => answer(reply, Ok(Vec::new())),
     }
 }
 
@@ -625,7 +666,7 @@ impl Job {
     fn fail(self, err: Error) {
         match self {
             Job::Probe(r) | Job::Delete { reply: r, .. } => drop(r.send(Err(err))),
-            Job::Scan(r) => drop(r.send(Err(err))),
+            Job::Scan(r) | Job::Reopen { reply: r, .. } => drop(r.send(Err(err))),
             Job::Generate { reply, .. } => drop(reply.send(Err(err))),
             Job::Sign { reply, .. } => drop(reply.send(Err(err))),
         }
