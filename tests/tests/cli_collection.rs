@@ -430,6 +430,24 @@ fn sigil_publishes_and_the_real_notary_client_lists_looks_up_and_verifies() {
         "b.bin",
         b_path.to_str().expect("utf8"),
     ]);
+    // Custom data must be JSON; a bad file stages nothing.
+    let not_json = env.target("not.json", b"{ tag: v1");
+    let err = sigil.fails(&[
+        "addhash",
+        gun,
+        "images/c",
+        "1234",
+        &hex::encode(c_digest),
+        "--custom",
+        not_json.to_str().expect("utf8"),
+    ]);
+    assert!(err.contains("custom data must be JSON"), "{err}");
+    assert_eq!(
+        sigil.json(&["status", gun]).as_array().map(Vec::len),
+        Some(2)
+    );
+    let custom = serde_json::json!({"tag": "v1.2.3", "platforms": ["linux/amd64"]});
+    let custom_file = env.target("custom.json", custom.to_string().as_bytes());
     sigil.ok(&[
         "addhash",
         gun,
@@ -437,6 +455,8 @@ fn sigil_publishes_and_the_real_notary_client_lists_looks_up_and_verifies() {
         "1234",
         "--sha256",
         &hex::encode(c_digest),
+        "--custom",
+        custom_file.to_str().expect("utf8"),
     ]);
     let status = sigil.json(&["status", gun]);
     let staged: Vec<&str> = status
@@ -509,6 +529,10 @@ fn sigil_publishes_and_the_real_notary_client_lists_looks_up_and_verifies() {
     );
     let err = sigil.fails(&["lookup", gun, "missing"]);
     assert!(err.contains("not found"), "{err}");
+    // The custom data went out signed (notary's client verified the same targets.json above).
+    let looked_up = sigil.json(&["lookup", gun, "images/c"]);
+    assert_eq!(looked_up["custom"], custom, "{looked_up}");
+    assert!(sigil.json(&["lookup", gun, "a.sh"]).get("custom").is_none());
 
     // remove, staged then published with -p; notary sees it gone.
     sigil.ok(&["remove", gun, "b.bin", "-p"]);

@@ -260,6 +260,33 @@ fn staged_message(count: usize, first: &str, gun: &str) -> String {
     }
 }
 
+/// Reads `--custom FILE`: any JSON value, attached to every target of the call as its
+/// `custom` data (notary's `add --custom`).
+fn read_custom(path: Option<&Path>) -> Result<Option<serde_json::Value>, Error> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read(path).map_err(|source| Error::Read {
+        what: "custom data",
+        path: path.display().to_string(),
+        source,
+    })?;
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| Error::Usage(format!("{}: custom data must be JSON: {e}", path.display())))
+}
+
+/// Attaches `custom` (when given) to every target.
+fn with_custom(
+    mut targets: Vec<(String, FileMeta)>,
+    custom: Option<serde_json::Value>,
+) -> Vec<(String, FileMeta)> {
+    if let Some(custom) = custom {
+        for (_, meta) in &mut targets {
+            meta.custom = Some(custom.clone());
+        }
+    }
+    targets
+}
+
 fn add_changes(roles: &[String], targets: Vec<(String, FileMeta)>) -> Result<Vec<Change>, Error> {
     let mut changes = Vec::with_capacity(targets.len() * roles.len());
     for (name, meta) in targets {
@@ -284,8 +311,8 @@ fn add_changes(roles: &[String], targets: Vec<(String, FileMeta)>) -> Result<Vec
 /// SHA-512 are recorded, as `notary add` does.
 #[derive(Debug, Args)]
 #[command(
-    override_usage = "sigil add <GUN> <NAME> <FILE> [<NAME> <FILE>...] [-r ROLE] [-p]\n       \
-                            sigil add <GUN> --manifest <LIST> [-r ROLE] [-p]"
+    override_usage = "sigil add <GUN> <NAME> <FILE> [<NAME> <FILE>...] [--custom JSON_FILE] [-r ROLE] [-p]\n       \
+                            sigil add <GUN> --manifest <LIST> [--custom JSON_FILE] [-r ROLE] [-p]"
 )]
 pub(crate) struct AddArgs {
     /// The collection (GUN).
@@ -297,6 +324,9 @@ pub(crate) struct AddArgs {
     /// A file (or `-`) listing `NAME PATH` per line.
     #[arg(long, value_name = "LIST")]
     pub(crate) manifest: Option<PathBuf>,
+    /// A JSON file whose content becomes every added target's custom data.
+    #[arg(long, value_name = "JSON_FILE")]
+    pub(crate) custom: Option<PathBuf>,
     /// Role to add to: targets (default) or a delegation such as targets/releases; repeatable.
     #[arg(short = 'r', long = "roles", value_name = "ROLE", value_parser = parse_targets_role)]
     pub(crate) roles: Vec<String>,
@@ -334,6 +364,7 @@ impl AddArgs {
                 "nothing to add: give NAME FILE pairs or --manifest LIST".into(),
             ));
         }
+        let custom = read_custom(self.custom.as_deref())?;
         let total = files.len();
         let targets = tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(files.len());
@@ -348,6 +379,7 @@ impl AddArgs {
         .await
         .map_err(|e| Error::Internal(format!("hashing failed: {e}")))??;
         let first = targets[0].0.clone();
+        let targets = with_custom(targets, custom);
         let changes = add_changes(&roles_or_targets(&self.roles), targets)?;
         let message = staged_message(total, &first, &self.gun);
         stage_and_maybe_publish(global, &self.gun, &changes, &message, self.publish).await
@@ -391,9 +423,9 @@ fn meta_from_hashes(size: u64, sha256: Option<Vec<u8>>, sha512: Option<Vec<u8>>)
 /// allowed, `-` reads standard input). Thousands per call are fine.
 #[derive(Debug, Args)]
 #[command(
-    override_usage = "sigil addhash <GUN> <NAME> <SIZE> --sha256 <HEX> [--sha512 <HEX>] [-r ROLE] [-p]\n       \
-                      sigil addhash <GUN> <NAME> <SIZE> <SHA256> [<NAME> <SIZE> <SHA256>...] [-r ROLE] [-p]\n       \
-                      sigil addhash <GUN> --manifest <LIST> [-r ROLE] [-p]"
+    override_usage = "sigil addhash <GUN> <NAME> <SIZE> --sha256 <HEX> [--sha512 <HEX>] [--custom JSON_FILE] [-r ROLE] [-p]\n       \
+                      sigil addhash <GUN> <NAME> <SIZE> <SHA256> [<NAME> <SIZE> <SHA256>...] [--custom JSON_FILE] [-r ROLE] [-p]\n       \
+                      sigil addhash <GUN> --manifest <LIST> [--custom JSON_FILE] [-r ROLE] [-p]"
 )]
 pub(crate) struct AddhashArgs {
     /// The collection (GUN).
@@ -411,6 +443,9 @@ pub(crate) struct AddhashArgs {
     /// A file (or `-`) listing `NAME SIZE SHA256` per line.
     #[arg(long, value_name = "LIST")]
     pub(crate) manifest: Option<PathBuf>,
+    /// A JSON file whose content becomes every added target's custom data.
+    #[arg(long, value_name = "JSON_FILE")]
+    pub(crate) custom: Option<PathBuf>,
     /// Role to add to: targets (default) or a delegation; repeatable.
     #[arg(short = 'r', long = "roles", value_name = "ROLE", value_parser = parse_targets_role)]
     pub(crate) roles: Vec<String>,
@@ -480,7 +515,7 @@ impl AddhashArgs {
 
     /// Stages.
     pub(crate) async fn run(&self, global: &GlobalArgs) -> Result<(), Error> {
-        let targets = self.collect()?;
+        let targets = with_custom(self.collect()?, read_custom(self.custom.as_deref())?);
         let total = targets.len();
         let first = targets[0].0.clone();
         let changes = add_changes(&roles_or_targets(&self.roles), targets)?;
@@ -560,6 +595,9 @@ pub(crate) struct TargetJson {
     sha512: Option<String>,
     length: u64,
     role: String,
+    /// The target's custom data, when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    custom: Option<serde_json::Value>,
 }
 
 impl From<&TargetEntry> for TargetJson {
@@ -570,6 +608,7 @@ impl From<&TargetEntry> for TargetJson {
             sha512: t.meta.hashes.get(notary::SHA512).map(|h| hex::encode(&h.0)),
             length: t.meta.length,
             role: t.role.clone(),
+            custom: t.meta.custom.clone(),
         }
     }
 }
@@ -990,6 +1029,31 @@ mod tests {
         assert!(Cli::try_parse_from(["sigil", "reset", "g/x", "--all"]).is_ok());
         assert!(Cli::try_parse_from(["sigil", "reset", "g/x", "-n", "0", "-n", "2"]).is_ok());
         assert!(Cli::try_parse_from(["sigil", "reset", "g/x", "--all", "-n", "1"]).is_err());
+    }
+
+    #[test]
+    fn custom_data_is_json_and_goes_on_every_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = dir.path().join("good.json");
+        std::fs::write(&good, r#"{"tag":"v1"}"#).expect("write");
+        let custom = read_custom(Some(&good)).expect("JSON").expect("some");
+        let targets = with_custom(
+            vec![
+                ("a".into(), FileMeta::from_bytes(b"a")),
+                ("b".into(), FileMeta::from_bytes(b"b")),
+            ],
+            Some(custom.clone()),
+        );
+        assert!(
+            targets
+                .iter()
+                .all(|(_, m)| m.custom.as_ref() == Some(&custom))
+        );
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, "tag: v1").expect("write");
+        let err = read_custom(Some(&bad)).expect_err("not JSON").to_string();
+        assert!(err.contains("custom data must be JSON"), "{err}");
+        assert!(read_custom(None).expect("none").is_none());
     }
 
     #[test]
