@@ -79,7 +79,7 @@ pub(crate) struct GlobalArgs {
 /// The top-level commands. A command's help comes from its `Args` struct's docs.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// List, generate, show, remove and rotate keys held by sigild.
+    /// List, generate, show, remove, rotate and attest keys held by sigild.
     #[command(subcommand)]
     Key(key::Command),
     Sign(sign::SignArgs),

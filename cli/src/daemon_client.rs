@@ -34,6 +34,38 @@ pub(crate) struct KeyInfo {
     pub(crate) gun: Option<String>,
     /// The public key, ready for local verification.
     pub(crate) public_key: PublicKey,
+    /// The device holding the key, for YubiKey backends.
+    pub(crate) device: Option<DeviceInfo>,
+}
+
+/// What sigild reports about the device holding a key (YubiKey backends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeviceInfo {
+    /// YubiKey serial number.
+    pub(crate) serial: u32,
+    /// Touch policy the device reports (`never`, `cached`, `always`), if known.
+    pub(crate) touch_policy: Option<String>,
+    /// PIN policy the device reports, if known.
+    pub(crate) pin_policy: Option<String>,
+    /// Whether the key's attestation verified against sigild's configured roots.
+    pub(crate) attested: bool,
+}
+
+/// A key's attestation as sigild fetched and checked it.
+#[derive(Debug, Clone)]
+pub(crate) struct Attestation {
+    /// DER certificates, leaf first.
+    pub(crate) chain_der: Vec<Vec<u8>>,
+    /// Attested PIN policy.
+    pub(crate) pin_policy: String,
+    /// Attested touch policy.
+    pub(crate) touch_policy: String,
+    /// Whether the chain verified against sigild's attestation roots.
+    pub(crate) verified: bool,
+    /// Why it did not verify.
+    pub(crate) verify_error: Option<String>,
+    /// Device serial number.
+    pub(crate) device_serial: u32,
 }
 
 impl KeyInfo {
@@ -68,12 +100,19 @@ impl TryFrom<pb::PublicKey> for KeyInfo {
                 public_key.algorithm()
             )));
         }
+        let device = (key.backend_type == "yubikey").then(|| DeviceInfo {
+            serial: key.device_serial,
+            touch_policy: Some(key.touch_policy).filter(|p| !p.is_empty()),
+            pin_policy: Some(key.pin_policy).filter(|p| !p.is_empty()),
+            attested: key.attested,
+        });
         Ok(Self {
             key_id: key.key_id,
             backend: key.backend,
             role: key.role,
             gun: Some(key.gun).filter(|g| !g.is_empty()),
             public_key,
+            device,
         })
     }
 }
@@ -225,6 +264,27 @@ impl DaemonClient {
         Ok(())
     }
 
+    /// A key's attestation chain, fetched from its device by sigild and checked there.
+    pub(crate) async fn attest_key(&mut self, key_id: &KeyId) -> Result<Attestation, Error> {
+        let request = pb::AttestKeyRequest {
+            key_id: key_id.as_str().to_owned(),
+        };
+        let response = self
+            .keys
+            .attest_key(request)
+            .await
+            .map_err(|s| Error::from_status(&s, Some(key_id.as_str())))?
+            .into_inner();
+        Ok(Attestation {
+            chain_der: response.chain_der,
+            pin_policy: response.pin_policy,
+            touch_policy: response.touch_policy,
+            verified: response.verified,
+            verify_error: Some(response.verify_error).filter(|e| !e.is_empty()),
+            device_serial: response.device_serial,
+        })
+    }
+
     /// Asks sigild for one signature. The caller checks the result against the public key.
     pub(crate) async fn sign(
         &mut self,
@@ -266,6 +326,7 @@ njzqZfzl7SVdD1sqaYi5gmv4qDkbnCGJshESyRaeooNGYOwsIqFUeOIjPw==
             gun: String::new(),
             algorithm: pb::Algorithm::EcdsaP256.into(),
             spki_der,
+            ..Default::default()
         }
     }
 

@@ -184,6 +184,10 @@ pub struct YubikeyConfig {
     /// Touch policy of keys generated for every other role (default `never`).
     #[serde(default)]
     pub touch_other: TouchSetting,
+    /// PEM files with the attestation root certificates that generated keys are checked
+    /// against (e.g. Yubico's PIV attestation root). Without any, no key counts as attested.
+    #[serde(default)]
+    pub attestation_roots: Vec<PathBuf>,
 }
 
 /// A PIV touch policy, set on the device when a key is generated.

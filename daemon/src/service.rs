@@ -8,7 +8,7 @@ use sha2::{Digest as _, Sha256};
 use sigil_tuf::key::SignatureEncoding;
 
 use crate::audit::{AuditLog, Event, Who};
-use crate::backend::{self, Algorithm, Backend, KeyMeta, KeyOwner, SignInput};
+use crate::backend::{self, Algorithm, AttestationReport, Backend, KeyMeta, KeyOwner, SignInput};
 use crate::config::Op;
 use crate::keyring::{KeyEntry, KeyRing};
 use crate::policy::{Caller, KeyView, Policy};
@@ -40,6 +40,9 @@ pub enum Error {
     /// The token is locked or refused the PIN.
     #[error("{0}")]
     TokenLocked(String),
+    /// The key or backend cannot do this (no attestation, a `[[require]]` rule not met).
+    #[error("{0}")]
+    Precondition(String),
     /// Anything else; the detail is logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -56,6 +59,7 @@ impl From<backend::Error> for Error {
             | B::PinFinalTry { .. }
             | B::TouchTimeout { .. } => Self::TokenLocked(e.to_string()),
             B::Unsupported { .. } => Self::BadRequest(e.to_string()),
+            B::NoAttestation { .. } => Self::Precondition(e.to_string()),
             B::KeyNotFound => Self::Internal("key vanished from the token".into()),
             other => Self::Internal(other.to_string()),
         }
@@ -138,8 +142,9 @@ impl SigningService {
         let keyring = KeyRing::default();
         for (index, backend) in backends.iter().enumerate() {
             for key in backend.scan().await? {
+                let device = backend.device_key(&key.locator);
                 keyring
-                    .insert(KeyEntry::new(index, backend.name(), key))
+                    .insert(KeyEntry::new(index, backend.name(), key).with_device(device))
                     .map_err(|e| Error::Internal(e.to_string()))?;
             }
         }
@@ -213,6 +218,33 @@ impl SigningService {
                 started,
             )?;
         }
+        result
+    }
+
+    /// A key's attestation chain, fetched from the device now, if the caller may read the
+    /// key's public half. Audited (op `attest`) whatever the outcome.
+    pub async fn attest(
+        &self,
+        caller: &Caller,
+        key_id: &str,
+    ) -> Result<(Arc<KeyEntry>, AttestationReport), Error> {
+        let started = Instant::now();
+        let result = async {
+            let key = self.authorise(caller, key_id, Op::Public)?;
+            let report = self.backend_of(&key)?.attest(key.locator.clone()).await?;
+            Ok((key, report))
+        }
+        .await;
+        let key = self.keyring.get(key_id);
+        self.audit(
+            "attest",
+            Who::Unix(caller),
+            key_id,
+            key.as_deref(),
+            None,
+            result.as_ref().err(),
+            started,
+        )?;
         result
     }
 
@@ -438,8 +470,9 @@ impl SigningService {
             owner,
         };
         let key = backend.generate(req.algorithm, meta).await?;
+        let device = backend.device_key(&key.locator);
         self.keyring
-            .insert(KeyEntry::new(index, backend.name(), key))
+            .insert(KeyEntry::new(index, backend.name(), key).with_device(device))
             .map_err(|e| Error::Internal(e.to_string()))
     }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::audit::AuditLog;
+use crate::backend::attestation::Roots;
 use crate::backend::{self, Backend, pkcs11::Pkcs11Backend, yubikey::YubikeyBackend};
 use crate::config::{self, BackendConfig, Config};
 use crate::policy::Policy;
@@ -64,7 +65,9 @@ pub fn open_backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>, Error> {
                     )));
                 };
                 let pin = read_pin_file(pin_file)?;
-                backends.push(Arc::new(YubikeyBackend::open(c, pin)?));
+                let roots = Roots::load(&c.attestation_roots)
+                    .map_err(|e| config::Error::Invalid(format!("backend {:?}: {e}", c.name)))?;
+                backends.push(Arc::new(YubikeyBackend::open(c, pin, roots)?));
             }
         }
     }

@@ -8,10 +8,15 @@
 //! without them the tests fail with the install command. `make test-vyubikey` runs only these.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use sigil_e2e::yubikey::VirtualYubikey;
-use sigil_e2e::{Client, Daemon, DevDir, openssl, parse_public, sha256, write_file, write_pem};
+use sigil_e2e::{
+    Client, Daemon, DevDir, openssl, parse_public, sha256, target_dir, workspace_root, write_file,
+    write_pem,
+};
 use sigil_proto::sigil_v1 as pb;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
@@ -22,15 +27,32 @@ const GUN: &str = "example.com/yubikey";
 
 /// A sigild configuration with one `yubikey` backend for `card` and an owner policy.
 fn write_config(dir: &DevDir, card: &VirtualYubikey, pin: &str, backend_extra: &str) -> PathBuf {
+    write_config_with(dir, card, Some(pin), backend_extra, "")
+}
+
+/// The same, with the PIN file optional and `extra` TOML appended (more rules, `[[require]]`).
+fn write_config_with(
+    dir: &DevDir,
+    card: &VirtualYubikey,
+    pin: Option<&str>,
+    backend_extra: &str,
+    extra: &str,
+) -> PathBuf {
     std::fs::create_dir_all(dir.path()).expect("creating the sigil dir");
-    let pin_file = dir.path().join("yubikey.pin");
-    write_file(&pin_file, format!("{pin}\n"), 0o600);
+    let pin_line = match pin {
+        Some(pin) => {
+            let pin_file = dir.path().join("yubikey.pin");
+            write_file(&pin_file, format!("{pin}\n"), 0o600);
+            format!("pin_file = {pin_file:?}")
+        }
+        None => String::new(),
+    };
     let text = format!(
         "[server]\nsocket = {socket:?}\nsocket_mode = \"0666\"\naudit_log = {audit:?}\n\n\
          [[backend]]\nname = \"yubikey\"\ntype = \"yubikey\"\nserial = {serial}\n\
-         pin_file = {pin_file:?}\n{backend_extra}\n\n\
+         {pin_line}\n{backend_extra}\n\n\
          [[policy]]\nname = \"owner\"\nuids = [{uid}]\nkeys = [{{ gun = \"*\", role = \"*\" }}]\n\
-         allow = [\"sign\", \"public\", \"list\", \"generate\", \"delete\"]\n",
+         allow = [\"sign\", \"public\", \"list\", \"generate\", \"delete\"]\n{extra}\n",
         socket = dir.socket(),
         audit = dir.audit_log(),
         serial = card.serial,
@@ -39,6 +61,81 @@ fn write_config(dir: &DevDir, card: &VirtualYubikey, pin: &str, backend_extra: &
     let path = dir.path().join("sigild.toml");
     write_file(&path, text, 0o600);
     path
+}
+
+/// `attestation_roots = [<the card's test attestation CA>]`.
+fn roots_line(card: &VirtualYubikey) -> String {
+    format!("attestation_roots = [{:?}]", card.state.join("ca.pem"))
+}
+
+/// The `sigil` binary, built once per test process from the current sources.
+fn sigil_exe() -> &'static Path {
+    static SIGIL: OnceLock<PathBuf> = OnceLock::new();
+    SIGIL.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(&cargo);
+        build
+            .args(["build", "--quiet", "-p", "sigil-cli", "--bins"])
+            .current_dir(workspace_root())
+            .stdin(Stdio::null());
+        for (key, _) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            if key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR"
+                || key == "OUT_DIR"
+            {
+                build.env_remove(key);
+            }
+        }
+        let output = build
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build sigil: {e}"));
+        assert!(
+            output.status.success(),
+            "`cargo build -p sigil-cli --bins` failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let path = target_dir().join("debug").join("sigil");
+        assert!(path.is_file(), "{} was not built", path.display());
+        path
+    })
+}
+
+/// Runs `sigil --socket SOCKET ARGS` and returns (success, stdout, stderr).
+fn sigil(dir: &DevDir, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new(sigil_exe())
+        .arg("--socket")
+        .arg(dir.socket())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running sigil");
+    if let Some(text) = stdin {
+        use std::io::Write as _;
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(text.as_bytes()).expect("writing stdin");
+    }
+    let output = child.wait_with_output().expect("sigil output");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn attest(client: &mut Client, key_id: &str) -> Result<pb::AttestKeyResponse, tonic::Status> {
+    client
+        .keys
+        .attest_key(pb::AttestKeyRequest {
+            key_id: key_id.to_owned(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 fn start(dir: &DevDir, card: &VirtualYubikey, config: &Path) -> Daemon {
@@ -312,5 +409,133 @@ async fn touch_not_given_in_time_is_a_clear_error_and_a_touch_then_signs() {
 
     assert_eq!(card.ctl("touch"), "ok armed");
     sign_and_check(&mut client, &key, "touched").await;
+    assert!(daemon.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attestation_is_verified_at_generate_recorded_and_printed_as_a_chain_openssl_accepts() {
+    let card = VirtualYubikey::start(5_400_005, "");
+    let dir = DevDir::new();
+    let config = write_config(&dir, &card, RIGHT_PIN, &roots_line(&card));
+    let daemon = start(&dir, &card, &config);
+    let mut client = daemon.client().await;
+
+    let root = generate_root(&mut client).await;
+    assert_eq!(root.backend_type, "yubikey");
+    assert_eq!(root.device_serial, card.serial);
+    assert!(root.attested, "{root:?}\n{}", daemon.stderr());
+    assert_eq!(
+        (root.pin_policy.as_str(), root.touch_policy.as_str()),
+        ("always", "always")
+    );
+    let other = client
+        .generate("targets", GUN, pb::Algorithm::EcdsaP256)
+        .await;
+    assert!(other.attested);
+    assert_eq!(other.touch_policy, "never");
+
+    // The API: chain leaf first, verified, policies read back, the leaf's key is the key.
+    let att = attest(&mut client, &root.key_id).await.expect("AttestKey");
+    assert!(att.verified, "{att:?}");
+    assert!(att.verify_error.is_empty());
+    assert_eq!(att.chain_der.len(), 2);
+    assert_eq!(
+        (att.pin_policy.as_str(), att.touch_policy.as_str()),
+        ("always", "always")
+    );
+    assert_eq!(att.device_serial, card.serial);
+
+    // The CLI prints a PEM chain that OpenSSL verifies against the test attestation CA.
+    let (ok, stdout, stderr) = sigil(&dir, &["key", "attest", &root.key_id], None);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("touch policy always") && stderr.contains("verified"),
+        "{stderr}"
+    );
+    let blocks: Vec<String> = stdout
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(blocks.len(), 2, "{stdout}");
+    let (leaf, f9) = (dir.root().join("leaf.pem"), dir.root().join("f9.pem"));
+    write_file(&leaf, &blocks[0], 0o644);
+    write_file(&f9, &blocks[1], 0o644);
+    let ca = card.state.join("ca.pem");
+    let (ok, text) = openssl(&[
+        "verify".as_ref(),
+        "-CAfile".as_ref(),
+        ca.as_os_str(),
+        "-untrusted".as_ref(),
+        f9.as_os_str(),
+        leaf.as_os_str(),
+    ]);
+    assert!(ok && text.contains(": OK"), "{text}");
+    let attested_pub = openssl(&[
+        "x509".as_ref(),
+        "-noout".as_ref(),
+        "-pubkey".as_ref(),
+        "-in".as_ref(),
+        leaf.as_os_str(),
+    ]);
+    assert_eq!(attested_pub.1.trim(), parse_public(&root).to_pem().trim());
+    let (ok, json, stderr) = sigil(&dir, &["--json", "key", "attest", &root.key_id], None);
+    assert!(ok, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(json["verified"], true);
+    assert_eq!(json["touch_policy"], "always");
+    assert_eq!(json["pin_policy"], "always");
+    assert_eq!(json["chain"].as_array().map(Vec::len), Some(2));
+
+    // Recorded on the device with the label, and verified again after a restart.
+    let out = card.piv_tool(&["-a", "read-certificate", "-s", "9c"]);
+    let label = dir.root().join("label.pem");
+    write_file(&label, &out.stdout, 0o644);
+    let (_, subject) = openssl(&[
+        "x509".as_ref(),
+        "-noout".as_ref(),
+        "-subject".as_ref(),
+        "-in".as_ref(),
+        label.as_os_str(),
+    ]);
+    assert!(
+        subject.contains("sigil-attestation:pin=always,touch=always,verified=yes"),
+        "{subject}"
+    );
+    drop(client);
+    assert!(daemon.stop().success());
+    let daemon = start(&dir, &card, &config);
+    let mut client = daemon.client().await;
+    let again = client
+        .public(&root.key_id)
+        .await
+        .expect("public after restart");
+    assert!(
+        again.attested && again.touch_policy == "always",
+        "{again:?}"
+    );
+
+    // Without roots the policies are still read, but nothing is attested.
+    drop(client);
+    assert!(daemon.stop().success());
+    let config = write_config(&dir, &card, RIGHT_PIN, "");
+    let daemon = start(&dir, &card, &config);
+    let mut client = daemon.client().await;
+    let unrooted = client.public(&root.key_id).await.expect("public");
+    assert!(!unrooted.attested);
+    assert_eq!(unrooted.touch_policy, "always");
+    let att = attest(&mut client, &root.key_id).await.expect("AttestKey");
+    assert!(!att.verified);
+    assert!(att.verify_error.contains("no attestation_roots"), "{att:?}");
+
+    // Keys the caller cannot see are NOT_FOUND; the call is audited.
+    let missing = attest(&mut client, &"0".repeat(64))
+        .await
+        .expect_err("unknown");
+    assert_eq!(missing.code(), Code::NotFound);
+    let audit = std::fs::read_to_string(dir.audit_log()).expect("audit log");
+    assert!(
+        audit.lines().any(|l| l.contains("\"op\":\"attest\"")),
+        "{audit}"
+    );
     assert!(daemon.stop().success());
 }

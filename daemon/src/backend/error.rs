@@ -109,6 +109,14 @@ pub enum Error {
         /// The yubikey crate's error.
         source: ::yubikey::Error,
     },
+    /// The backend cannot attest keys (PKCS#11 tokens have no attestation).
+    #[error(
+        "backend {backend:?} cannot attest keys: attestation needs a YubiKey backend (type = \"yubikey\")"
+    )]
+    NoAttestation {
+        /// Backend name.
+        backend: String,
+    },
     /// The backend's worker threads have stopped.
     #[error("backend {backend:?} is shutting down")]
     Stopped {

@@ -16,9 +16,17 @@
 //!
 //! A PC/SC error (card removed, reader gone) drops the handle and marks the backend unhealthy;
 //! the next request or health probe opens the device again.
+//!
+//! Attestation: right after generating, the backend fetches the slot's attestation certificate
+//! and the device's F9 certificate, checks them against `attestation_roots`
+//! ([`super::attestation`]) and records the attested PIN/touch policies, and whether they
+//! verified, in the label certificate (a second subject attribute,
+//! `OU=sigil-attestation:pin=…,touch=…,verified=yes|no`). At start-up each key's attestation is
+//! fetched and checked again: only a chain that verifies now makes a key "attested".
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -32,9 +40,11 @@ use yubikey::certificate::CertInfo;
 use yubikey::piv::{self, AlgorithmId, SlotId};
 use yubikey::{Certificate, MgmKey, PinPolicy, Serial, TouchPolicy, YubiKey};
 
+use super::attestation::{self, Policies, Roots};
 use super::pkcs11::{LABEL_PREFIX, NOTARY_LABEL_PREFIX, parse_label};
 use super::{
-    Algorithm, BackendKey, BoxFuture, Error, KeyLocator, KeyMeta, KeyOwner, PublicKey, SignInput,
+    Algorithm, AttestationReport, BackendKey, BoxFuture, DeviceKey, Error, KeyLocator, KeyMeta,
+    KeyOwner, PublicKey, SignInput,
 };
 use crate::config::{TouchSetting, YubikeyConfig};
 use crate::secret::Pin;
@@ -48,6 +58,8 @@ const RETIRED_SLOTS: std::ops::RangeInclusive<u8> = 0x82..=0x95;
 const PROBE_WAIT: Duration = Duration::from_secs(1);
 /// Issuer of the label certificates: they carry a label, they certify nothing.
 const LABEL_ISSUER: &str = "sigil key label (not a CA)";
+/// Prefix of the attestation record in a label certificate's OU.
+const RECORD_PREFIX: &str = "sigil-attestation:";
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
@@ -69,6 +81,10 @@ enum Job {
         input: SignInput,
         reply: Reply<Vec<u8>>,
     },
+    Attest {
+        slot: u8,
+        reply: Reply<AttestationReport>,
+    },
 }
 
 /// What the async side and the actor share.
@@ -78,6 +94,14 @@ struct Shared {
     healthy: AtomicBool,
     /// A probe is queued and not answered yet: do not queue another.
     probe_queued: AtomicBool,
+    /// What the device said about each key slot (attestation), for the key ring.
+    keys: Mutex<HashMap<u8, DeviceKey>>,
+}
+
+impl Shared {
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<u8, DeviceKey>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A YubiKey (PIV) served by one actor thread that owns the device handle.
@@ -89,13 +113,15 @@ pub struct YubikeyBackend {
 
 impl YubikeyBackend {
     /// Opens the YubiKey with the configured serial and starts its actor. Fails when the
-    /// device is not there. The PIN is not used until the first signature.
-    pub fn open(config: &YubikeyConfig, pin: Pin) -> Result<Self, Error> {
+    /// device is not there. The PIN is not used until the first signature. `roots` are the
+    /// attestation roots generated keys are checked against.
+    pub fn open(config: &YubikeyConfig, pin: Pin, roots: Roots) -> Result<Self, Error> {
         let shared = Arc::new(Shared {
             name: config.name.clone(),
             serial: config.serial,
             healthy: AtomicBool::new(false),
             probe_queued: AtomicBool::new(false),
+            keys: Mutex::new(HashMap::new()),
         });
         let yk = YubiKey::open_by_serial(Serial(config.serial)).map_err(|e| match e {
             yubikey::Error::NotFound | yubikey::Error::PcscError { .. } => Error::TokenNotFound {
@@ -125,6 +151,8 @@ impl YubikeyBackend {
             pin_refused: None,
             touch_root: touch_policy(config.touch_root),
             touch_other: touch_policy(config.touch_other),
+            roots,
+            spkis: HashMap::new(),
         };
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let handle = std::thread::Builder::new()
@@ -248,6 +276,18 @@ impl super::Backend for YubikeyBackend {
             reply,
         })
     }
+
+    fn device_key(&self, locator: &KeyLocator) -> Option<DeviceKey> {
+        let slot = yubikey_slot(locator)?;
+        self.shared.keys().get(&slot).cloned()
+    }
+
+    fn attest(&self, locator: KeyLocator) -> BoxFuture<'_, Result<AttestationReport, Error>> {
+        let Some(slot) = yubikey_slot(&locator) else {
+            return Box::pin(async { Err(Error::KeyNotFound) });
+        };
+        self.submit(|reply| Job::Attest { slot, reply })
+    }
 }
 
 /// The one owner of the device handle.
@@ -262,6 +302,10 @@ struct Actor {
     pin_refused: Option<u8>,
     touch_root: TouchPolicy,
     touch_other: TouchPolicy,
+    /// Attestation roots.
+    roots: Roots,
+    /// The public key in each sigil slot, as the key ring knows it.
+    spkis: HashMap<u8, SubjectPublicKeyInfoOwned>,
 }
 
 impl Actor {
@@ -292,6 +336,9 @@ impl Actor {
                 reply,
             } => {
                 let _ = reply.send(self.with_device(|a| a.sign(slot, algorithm, &input)));
+            }
+            Job::Attest { slot, reply } => {
+                let _ = reply.send(self.with_device(|a| a.attest(slot)));
             }
         }
     }
@@ -436,14 +483,25 @@ impl Actor {
             let Some(meta) = label_of(&cert.cert.tbs_certificate.subject) else {
                 continue;
             };
-            let spki = cert
-                .cert
-                .tbs_certificate
-                .subject_public_key_info
+            let recorded = record_of(&cert.cert.tbs_certificate.subject);
+            let spki_info = cert.cert.tbs_certificate.subject_public_key_info.clone();
+            let spki = spki_info
                 .to_der()
                 .map_err(|e| self.bad(format!("slot {slot:02x}: certificate key: {e}")))?;
             let public = PublicKey::from_spki_der(&spki)
                 .map_err(|e| self.bad(format!("slot {slot:02x}: certificate key: {e}")))?;
+            // The record says what was attested at generation; only a chain that verifies
+            // now makes the key attested.
+            let mut device = self.attestation_of(slot, &spki_info)?;
+            if let Some((policies, verified)) = recorded {
+                if verified && !device.attested {
+                    tracing::warn!(backend = %self.shared.name, slot = format!("{slot:02x}"), "key was attested when generated but its attestation does not verify now; treating it as not attested");
+                }
+                if device.policies.is_none() {
+                    device.policies = Some(policies);
+                }
+            }
+            self.remember(slot, spki_info, device);
             keys.push(BackendKey {
                 public,
                 meta,
@@ -514,7 +572,9 @@ impl Actor {
             KeyOwner::NotarySigner => NOTARY_LABEL_PREFIX,
         };
         let label = format!("{prefix}{}:{}", meta.role, meta.gun);
-        let der = label_certificate(&spki, &label)
+        let device = self.attestation_of(slot, &spki)?;
+        let record = device.policies.map(|p| record_text(p, device.attested));
+        let der = label_certificate(&spki, &label, record.as_deref())
             .map_err(|e| self.bad(format!("label certificate: {e}")))?;
         let cert = match Certificate::from_bytes(der) {
             Ok(cert) => cert,
@@ -529,7 +589,8 @@ impl Actor {
             .map_err(|e| self.bad(format!("generated key: {e}")))?;
         let public = PublicKey::from_spki_der(&spki_der)
             .map_err(|e| self.bad(format!("generated key: {e}")))?;
-        tracing::info!(backend = %self.shared.name, slot = format!("{slot:02x}"), role = %meta.role, gun = %meta.gun, "YubiKey key generated");
+        tracing::info!(backend = %self.shared.name, slot = format!("{slot:02x}"), role = %meta.role, gun = %meta.gun, attested = device.attested, touch = device.policies.map_or("unknown", |p| p.touch.as_str()), "YubiKey key generated");
+        self.remember(slot, spki, device);
         Ok(BackendKey {
             public,
             meta: meta.clone(),
@@ -547,9 +608,93 @@ impl Actor {
         }
         let yk = self.device()?;
         match Certificate::delete(yk, slot_id) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.spkis.remove(&slot);
+                self.shared.keys().remove(&slot);
+                Ok(())
+            }
             Err(e) => Err(self.fail("delete label certificate", e)),
         }
+    }
+
+    fn remember(&mut self, slot: u8, spki: SubjectPublicKeyInfoOwned, device: DeviceKey) {
+        self.spkis.insert(slot, spki);
+        self.shared.keys().insert(slot, device);
+    }
+
+    /// The slot's attestation certificate and the device's F9 certificate, DER.
+    fn fetch_attestation(&mut self, slot: u8) -> Result<(Vec<u8>, Vec<u8>), Error> {
+        let slot_id = self.slot_id(slot)?;
+        let yk = self.device()?;
+        let leaf = match piv::attest(yk, slot_id) {
+            Ok(der) => der.to_vec(),
+            Err(e) => return Err(self.fail("attest", e)),
+        };
+        let yk = self.device()?;
+        let f9 = match Certificate::read(yk, SlotId::Attestation) {
+            Ok(cert) => cert
+                .cert
+                .to_der()
+                .map_err(|e| self.bad(format!("attestation (F9) certificate: {e}")))?,
+            Err(e) => return Err(self.fail("read the attestation (F9) certificate", e)),
+        };
+        Ok((leaf, f9))
+    }
+
+    /// Fetches and checks a slot's attestation. Only a missing device is an error: a device
+    /// without attestation, or a chain that does not verify, gives an unattested key.
+    fn attestation_of(
+        &mut self,
+        slot: u8,
+        spki: &SubjectPublicKeyInfoOwned,
+    ) -> Result<DeviceKey, Error> {
+        let mut device = DeviceKey {
+            serial: self.shared.serial,
+            slot,
+            policies: None,
+            attested: false,
+        };
+        let (leaf, f9) = match self.fetch_attestation(slot) {
+            Ok(chain) => chain,
+            Err(e @ Error::TokenNotPresent { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(backend = %self.shared.name, slot = format!("{slot:02x}"), error = %e, "no attestation for the key");
+                return Ok(device);
+            }
+        };
+        match attestation::verify(&leaf, &f9, &self.roots, spki) {
+            Ok(policies) => {
+                device.policies = Some(policies);
+                device.attested = true;
+            }
+            Err(why) => {
+                if !self.roots.is_empty() {
+                    tracing::warn!(backend = %self.shared.name, slot = format!("{slot:02x}"), %why, "key attestation does not verify");
+                }
+                device.policies = attestation::policies(&leaf).ok();
+            }
+        }
+        Ok(device)
+    }
+
+    /// AttestKey: the chain, fetched now, checked now.
+    fn attest(&mut self, slot: u8) -> Result<AttestationReport, Error> {
+        let spki = self.spkis.get(&slot).cloned().ok_or(Error::KeyNotFound)?;
+        let (leaf, f9) = self.fetch_attestation(slot)?;
+        let (policies, verified) = match attestation::verify(&leaf, &f9, &self.roots, &spki) {
+            Ok(p) => (p, Ok(())),
+            Err(why) => (
+                attestation::policies(&leaf)
+                    .map_err(|e| self.bad(format!("slot {slot:02x}: {e}")))?,
+                Err(why),
+            ),
+        };
+        Ok(AttestationReport {
+            chain: vec![leaf, f9],
+            policies,
+            verified,
+            serial: self.shared.serial,
+        })
     }
 
     fn sign(
@@ -647,9 +792,54 @@ fn label_of(subject: &Name) -> Option<KeyMeta> {
         .find_map(|atv| parse_label(atv.value.value()))
 }
 
+/// The attestation record written into a label certificate.
+fn record_text(policies: Policies, verified: bool) -> String {
+    format!(
+        "{RECORD_PREFIX}pin={},touch={},verified={}",
+        policies.pin.as_str(),
+        policies.touch.as_str(),
+        if verified { "yes" } else { "no" }
+    )
+}
+
+/// The attestation record in a label certificate's subject, if any.
+fn record_of(subject: &Name) -> Option<(Policies, bool)> {
+    let text = subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .filter(|atv| atv.oid == const_oid::db::rfc4519::OU)
+        .find_map(|atv| {
+            std::str::from_utf8(atv.value.value())
+                .ok()?
+                .strip_prefix(RECORD_PREFIX)
+        })?;
+    let (mut pin, mut touch, mut verified) = (None, None, None);
+    for part in text.split(',') {
+        match part.split_once('=')? {
+            ("pin", v) => pin = attestation::PinPolicy::parse(v),
+            ("touch", v) => touch = attestation::TouchPolicy::parse(v),
+            ("verified", "yes") => verified = Some(true),
+            ("verified", "no") => verified = Some(false),
+            _ => return None,
+        }
+    }
+    Some((
+        Policies {
+            pin: pin?,
+            touch: touch?,
+        },
+        verified?,
+    ))
+}
+
 /// A certificate for the slot's public key whose subject is the sigil label, signed by a
 /// throwaway software key (the device key would need the PIN and maybe a touch).
-fn label_certificate(spki: &SubjectPublicKeyInfoOwned, label: &str) -> Result<Vec<u8>, String> {
+fn label_certificate(
+    spki: &SubjectPublicKeyInfoOwned,
+    label: &str,
+    record: Option<&str>,
+) -> Result<Vec<u8>, String> {
     use x509_cert::builder::{Builder as _, CertificateBuilder, Profile};
     let signer = loop {
         let bytes: [u8; 32] = rand::random();
@@ -663,7 +853,15 @@ fn label_certificate(spki: &SubjectPublicKeyInfoOwned, label: &str) -> Result<Ve
     let serial = x509_cert::serial_number::SerialNumber::new(&serial).map_err(|e| e.to_string())?;
     let validity = x509_cert::time::Validity::from_now(Duration::from_secs(100 * 365 * 86_400))
         .map_err(|e| e.to_string())?;
-    let subject = label_name(label).map_err(|e| e.to_string())?;
+    let mut subject = label_name(label).map_err(|e| e.to_string())?;
+    if let Some(record) = record {
+        let atv = x509_cert::attr::AttributeTypeAndValue {
+            oid: const_oid::db::rfc4519::OU,
+            value: Any::new(Tag::Utf8String, record.as_bytes()).map_err(|e| e.to_string())?,
+        };
+        let rdn = SetOfVec::try_from(vec![atv]).map_err(|e| e.to_string())?;
+        subject.0.push(RelativeDistinguishedName::from(rdn));
+    }
     let issuer = label_name(LABEL_ISSUER).map_err(|e| e.to_string())?;
     // No extensions: the certificate is a label, not a credential.
     let profile = Profile::Manual {
@@ -681,15 +879,28 @@ fn label_certificate(spki: &SubjectPublicKeyInfoOwned, label: &str) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use x509_cert::der::Decode as _;
 
     #[test]
     fn label_certificate_round_trips_role_gun_and_key() {
         let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).expect("key");
         let spki = SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).expect("spki");
         let label = "sigil:targets/releases:localhost:5000/app,with=odd+chars";
-        let der = label_certificate(&spki, label).expect("certificate");
+        let policies = Policies {
+            pin: attestation::PinPolicy::Always,
+            touch: attestation::TouchPolicy::Always,
+        };
+        let record = record_text(policies, true);
+        let der = label_certificate(&spki, label, Some(&record)).expect("certificate");
         let cert = Certificate::from_bytes(der).expect("parses");
         let meta = label_of(&cert.cert.tbs_certificate.subject).expect("label");
+        assert_eq!(
+            record_of(&cert.cert.tbs_certificate.subject),
+            Some((policies, true))
+        );
+        let bare = label_certificate(&spki, label, None).expect("certificate");
+        let bare = x509_cert::Certificate::from_der(&bare).expect("parses");
+        assert_eq!(record_of(&bare.tbs_certificate.subject), None);
         assert_eq!(meta.role, "targets/releases");
         assert_eq!(meta.gun, "localhost:5000/app,with=odd+chars");
         assert_eq!(meta.owner, KeyOwner::Sigil);

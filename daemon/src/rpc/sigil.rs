@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use super::peer::caller;
 use crate::audit::Who;
 use crate::backend::Algorithm;
+use crate::backend::attestation::Policies;
 use crate::keyring::KeyEntry;
 use crate::service::{self, GenerateRequest, KeyFilter, Payload, SigningService};
 
@@ -65,7 +66,16 @@ fn public_key(key: &KeyEntry) -> pb::PublicKey {
         gun: key.meta.gun.clone(),
         algorithm: algorithm_to_pb(key.algorithm()).into(),
         spki_der: key.spki_der.clone(),
+        backend_type: key.locator.backend_type().to_owned(),
+        device_serial: key.device.as_ref().map_or(0, |d| d.serial),
+        touch_policy: policies(key).map_or_else(String::new, |p| p.touch.as_str().to_owned()),
+        pin_policy: policies(key).map_or_else(String::new, |p| p.pin.as_str().to_owned()),
+        attested: key.device.as_ref().is_some_and(|d| d.attested),
     }
+}
+
+fn policies(key: &KeyEntry) -> Option<Policies> {
+    key.device.as_ref().and_then(|d| d.policies)
 }
 
 #[tonic::async_trait]
@@ -132,6 +142,26 @@ impl pb::keys_server::Keys for SigilApi {
             .delete(&caller, &request.get_ref().key_id)
             .await?;
         Ok(Response::new(pb::DeleteKeyResponse {}))
+    }
+
+    async fn attest_key(
+        &self,
+        request: Request<pb::AttestKeyRequest>,
+    ) -> Result<Response<pb::AttestKeyResponse>, Status> {
+        let caller = caller(&request)?;
+        let (key, report) = self
+            .service
+            .attest(&caller, &request.get_ref().key_id)
+            .await?;
+        Ok(Response::new(pb::AttestKeyResponse {
+            key_id: key.key_id.clone(),
+            chain_der: report.chain,
+            pin_policy: report.policies.pin.as_str().to_owned(),
+            touch_policy: report.policies.touch.as_str().to_owned(),
+            verified: report.verified.is_ok(),
+            verify_error: report.verified.err().unwrap_or_default(),
+            device_serial: report.serial,
+        }))
     }
 }
 

@@ -13,7 +13,7 @@ impl From<Error> for Status {
             Error::BadRequest(_) => Code::InvalidArgument,
             Error::TooLarge { .. } => Code::ResourceExhausted,
             Error::Unavailable(_) => Code::Unavailable,
-            Error::TokenLocked(_) => Code::FailedPrecondition,
+            Error::TokenLocked(_) | Error::Precondition(_) => Code::FailedPrecondition,
             Error::Internal(detail) => {
                 tracing::error!(%detail, "request failed");
                 return Status::internal("internal error (see sigild's log)");
