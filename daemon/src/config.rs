@@ -50,6 +50,28 @@ pub struct Config {
     /// Policy rules; with none, nobody may do anything.
     #[serde(default, rename = "policy")]
     pub policies: Vec<PolicyConfig>,
+    /// What keys of some roles must be (attested, touch), whoever asks.
+    #[serde(default, rename = "require")]
+    pub requirements: Vec<RequirementConfig>,
+}
+
+/// `[[require]]`: a property every key of the matching roles must have, for everyone. A key
+/// generated without it is refused (and removed again); a key without it cannot sign.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequirementConfig {
+    /// Rule name, for messages and logs.
+    pub name: String,
+    /// Glob over the key's role (default `*`).
+    pub role: Option<String>,
+    /// Glob over the key's GUN (default `*`).
+    pub gun: Option<String>,
+    /// The key's attestation must verify against its backend's `attestation_roots`.
+    #[serde(default)]
+    pub attested: bool,
+    /// The key's attested touch policy must be at least this (`always`, or `cached` which
+    /// `always` also satisfies).
+    pub touch: Option<TouchSetting>,
 }
 
 /// `[server]`.
@@ -362,6 +384,19 @@ impl Config {
                 ));
             }
         }
+        for req in &self.requirements {
+            if req.name.is_empty() {
+                return Err(Error::Invalid(
+                    "a [[require]] rule has an empty name".into(),
+                ));
+            }
+            if !req.attested && matches!(req.touch, None | Some(TouchSetting::Never)) {
+                return Err(Error::Invalid(format!(
+                    "[[require]] {:?} requires nothing: set attested = true and/or touch = \"always\" (or \"cached\")",
+                    req.name
+                )));
+            }
+        }
         for rule in &self.policies {
             if rule.users.is_empty()
                 && rule.uids.is_empty()
@@ -478,6 +513,32 @@ allow = ["sign", "public", "list"]
                 .to_string()
                 .contains("tpm")
         );
+    }
+
+    #[test]
+    fn requirements_parse_strictly() {
+        let text = format!(
+            "{MINIMAL}\n[[require]]\nname = \"root\"\nrole = \"root\"\nattested = true\ntouch = \"always\"\n"
+        );
+        let c = parse(&text).expect("parse");
+        assert_eq!(c.requirements[0].touch, Some(TouchSetting::Always));
+        assert!(c.requirements[0].attested);
+        let unknown = text.replace("attested = true", "attested = true\npin = \"always\"");
+        assert!(
+            parse(&unknown)
+                .expect_err("unknown")
+                .to_string()
+                .contains("pin")
+        );
+        let empty = format!("{MINIMAL}\n[[require]]\nname = \"x\"\ntouch = \"never\"\n");
+        assert!(
+            parse(&empty)
+                .expect_err("nothing")
+                .to_string()
+                .contains("requires nothing")
+        );
+        let bad = text.replace("touch = \"always\"", "touch = \"sometimes\"");
+        assert!(parse(&bad).is_err());
     }
 
     #[test]

@@ -171,7 +171,7 @@ async fn reload_on_sighup(service: Arc<sigil_daemon::service::SigningService>, p
         return;
     };
     while hup.recv().await.is_some() {
-        match Config::load(&path).and_then(|c| Policy::from_config(&c.policies)) {
+        match Config::load(&path).and_then(|c| Policy::load(&c)) {
             Ok(policy) => {
                 tracing::info!(rules = ?policy.rule_names(), "policy reloaded");
                 service.replace_policy(policy);

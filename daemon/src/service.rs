@@ -11,7 +11,7 @@ use crate::audit::{AuditLog, Event, Who};
 use crate::backend::{self, Algorithm, AttestationReport, Backend, KeyMeta, KeyOwner, SignInput};
 use crate::config::Op;
 use crate::keyring::{KeyEntry, KeyRing};
-use crate::policy::{Caller, KeyView, Policy};
+use crate::policy::{Caller, KeyFacts, KeyView, Policy};
 
 /// Why a request was refused or failed. Messages are safe to send to the caller; `Internal`
 /// keeps its detail for the daemon's log only.
@@ -366,6 +366,15 @@ impl SigningService {
             }
         };
         *digest_hex = Some(hex::encode(digest));
+        let needs = self.policy().needs(&key.meta.gun, &key.meta.role);
+        if needs.any()
+            && let Some(why) = needs.unmet(&facts(key.device.as_ref()))
+        {
+            return Err(Error::Precondition(format!(
+                "key {} may not sign: {why}",
+                key.key_id
+            )));
+        }
         let backend = self.backend_of(&key)?;
         let raw = backend.sign(key.locator.clone(), algorithm, input).await?;
         let (bytes, encoding) = match (algorithm, encoding) {
@@ -469,8 +478,56 @@ impl SigningService {
             gun: req.gun.clone(),
             owner,
         };
+        // [[require]] rules: refuse up front what the backend cannot deliver, and check the
+        // new key's attestation afterwards (discarding the key when it falls short).
+        let needs = self.policy().needs(&req.gun, &req.role);
+        if needs.any() {
+            let plan = backend.generation_plan(&req.role);
+            let rules = needs.rules.join(", ");
+            if needs.attested
+                && let Err(why) = &plan.attestable
+            {
+                return Err(Error::Precondition(format!(
+                    "requirement {rules}: {} keys must be attested, but {why}; nothing was generated",
+                    req.role
+                )));
+            }
+            if let Some(want) = needs.touch {
+                match plan.touch {
+                    Some(have) if have >= want => {}
+                    Some(have) => {
+                        return Err(Error::Precondition(format!(
+                            "requirement {rules}: {} keys need touch {}, but backend {:?} generates them with touch {} (set touch_root / touch_other); nothing was generated",
+                            req.role,
+                            want.as_str(),
+                            backend.name(),
+                            have.as_str()
+                        )));
+                    }
+                    None => {
+                        return Err(Error::Precondition(format!(
+                            "requirement {rules}: {} keys need an attested touch policy, which backend {:?} cannot give; nothing was generated",
+                            req.role,
+                            backend.name()
+                        )));
+                    }
+                }
+            }
+        }
         let key = backend.generate(req.algorithm, meta).await?;
         let device = backend.device_key(&key.locator);
+        if needs.any()
+            && let Some(why) = needs.unmet(&facts(device.as_ref()))
+        {
+            let discarded = match backend.delete(key.locator.clone()).await {
+                Ok(()) => "the new key was discarded (its label removed from the device)",
+                Err(e) => {
+                    tracing::error!(error = %e, "could not discard a key that failed a requirement");
+                    "the new key could not be discarded from the device; it is not in the key ring"
+                }
+            };
+            return Err(Error::Precondition(format!("{why}; {discarded}")));
+        }
         self.keyring
             .insert(KeyEntry::new(index, backend.name(), key).with_device(device))
             .map_err(|e| Error::Internal(e.to_string()))
@@ -708,6 +765,14 @@ fn outcome(error: Option<&Error>) -> &'static str {
         Some(Error::BadRequest(_) | Error::TooLarge { .. }) => "invalid",
         Some(_) => "error",
     }
+}
+
+/// What the key ring knows about a key's attestation, for `[[require]]` rules.
+fn facts(device: Option<&backend::DeviceKey>) -> KeyFacts {
+    device.map_or_else(KeyFacts::default, |d| KeyFacts {
+        attested: d.attested,
+        touch: d.policies.map(|p| p.touch),
+    })
 }
 
 fn micros(started: Instant) -> u64 {

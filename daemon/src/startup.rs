@@ -80,7 +80,7 @@ pub async fn build(config: &Config) -> Result<SigningService, Error> {
         // The TLS key guards the endpoint like a PIN guards the token.
         secret::check_private_file(&ns.tls_key)?;
     }
-    let policy = Policy::from_config(&config.policies)?;
+    let policy = Policy::load(config)?;
     let audit = AuditLog::open(&config.server.audit_log).map_err(|source| Error::Audit {
         path: config.server.audit_log.clone(),
         source,

@@ -539,3 +539,170 @@ async fn attestation_is_verified_at_generate_recorded_and_printed_as_a_chain_ope
     );
     assert!(daemon.stop().success());
 }
+
+/// `[[require]]`: root keys must be attested and touch-always.
+const REQUIRE_ROOT: &str = "[[require]]\nname = \"attested-touch-root\"\nrole = \"root\"\n\
+                            attested = true\ntouch = \"always\"\n";
+
+/// A self-signed P-256 CA with the test CA's name but another key.
+fn foreign_ca(dir: &DevDir) -> PathBuf {
+    let (key, cert) = (
+        dir.root().join("foreign.key"),
+        dir.root().join("foreign.pem"),
+    );
+    let (ok, text) = openssl(&[
+        "req".as_ref(),
+        "-x509".as_ref(),
+        "-newkey".as_ref(),
+        "ec".as_ref(),
+        "-pkeyopt".as_ref(),
+        "ec_paramgen_curve:P-256".as_ref(),
+        "-nodes".as_ref(),
+        "-days".as_ref(),
+        "2".as_ref(),
+        "-subj".as_ref(),
+        "/CN=vyubikey Test PIV Attestation Root CA".as_ref(),
+        "-keyout".as_ref(),
+        key.as_os_str(),
+        "-out".as_ref(),
+        cert.as_os_str(),
+    ]);
+    assert!(ok, "{text}");
+    cert
+}
+
+async fn generate_status(client: &mut Client, role: &str) -> Result<pb::PublicKey, tonic::Status> {
+    client
+        .keys
+        .generate_key(pb::GenerateKeyRequest {
+            backend: String::new(),
+            role: role.to_owned(),
+            gun: GUN.to_owned(),
+            algorithm: pb::Algorithm::EcdsaP256.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn require_rules_refuse_unattested_or_touch_never_roots_at_generate_and_at_sign() {
+    let card = VirtualYubikey::start(5_400_006, "--touch-timeout 5");
+    let dir = DevDir::new();
+    let roots = roots_line(&card);
+
+    // Touch "never" for roots cannot meet touch = "always": refused before the device is touched.
+    let config = write_config_with(
+        &dir,
+        &card,
+        Some(RIGHT_PIN),
+        &format!("{roots}\ntouch_root = \"never\""),
+        REQUIRE_ROOT,
+    );
+    let daemon = start(&dir, &card, &config);
+    let mut client = daemon.client().await;
+    let refused = generate_status(&mut client, "root")
+        .await
+        .expect_err("touch never");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("need touch always")
+            && refused.message().contains("nothing was generated"),
+        "{refused:?}"
+    );
+    let out = card.piv_tool(&["-a", "read-certificate", "-s", "9c"]);
+    assert!(!out.status.success(), "slot 9c was written: {out:?}");
+    // Other roles are not covered by the rule.
+    let targets = generate_status(&mut client, "targets")
+        .await
+        .expect("targets");
+    drop(client);
+    assert!(daemon.stop().success());
+
+    // Attestation that does not chain to the configured root: generated, then discarded.
+    let foreign = foreign_ca(&dir);
+    let config = write_config_with(
+        &dir,
+        &card,
+        Some(RIGHT_PIN),
+        &format!("attestation_roots = [{foreign:?}]"),
+        REQUIRE_ROOT,
+    );
+    let daemon = start(&dir, &card, &config);
+    let mut client = daemon.client().await;
+    let refused = generate_status(&mut client, "root")
+        .await
+        .expect_err("unattested");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("not attested") && refused.message().contains("discarded"),
+        "{refused:?}"
+    );
+    let keys = client.list().await;
+    assert_eq!(keys.len(), 1, "only the targets key: {keys:?}");
+    assert_eq!(keys[0].key_id, targets.key_id);
+    let out = card.piv_tool(&["-a", "read-certificate", "-s", "9c"]);
+    assert!(
+        !out.status.success(),
+        "the refused key kept its label: {out:?}"
+    );
+    let audit = std::fs::read_to_string(dir.audit_log()).expect("audit log");
+    let refusals = audit
+        .lines()
+        .filter(|l| l.contains("\"op\":\"generate\"") && l.contains("attested-touch-root"))
+        .count();
+    assert_eq!(refusals, 2, "{audit}");
+    drop(client);
+    assert!(daemon.stop().success());
+
+    // A root made while no rule applied cannot sign once the rule is in force.
+    let config = write_config(&dir, &card, RIGHT_PIN, "");
+    let daemon = start(&dir, &card, &config);
+    let mut client = daemon.client().await;
+    let old_root = generate_root(&mut client).await;
+    assert!(!old_root.attested);
+    drop(client);
+    assert!(daemon.stop().success());
+    let config = write_config_with(&dir, &card, Some(RIGHT_PIN), &roots, REQUIRE_ROOT);
+    let daemon = start(&dir, &card, &config);
+    let mut client = daemon.client().await;
+    // Its chain verifies against the real root now, so it counts as attested: the rule is met.
+    let seen = client.public(&old_root.key_id).await.expect("public");
+    assert!(seen.attested && seen.touch_policy == "always", "{seen:?}");
+    drop(client);
+    assert!(daemon.stop().success());
+    let config = write_config_with(
+        &dir,
+        &card,
+        Some(RIGHT_PIN),
+        &format!("attestation_roots = [{foreign:?}]"),
+        REQUIRE_ROOT,
+    );
+    let daemon = start(&dir, &card, &config);
+    let mut client = daemon.client().await;
+    let msg = status_message(
+        client
+            .sign_digest(&old_root.key_id, &sha256(b"x"), pb::SignatureEncoding::Raw)
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(
+        msg.contains("may not sign") && msg.contains("not attested"),
+        "{msg}"
+    );
+    assert_eq!(card.pin_tries(), 3, "the PIN was used for a refused sign");
+    drop(client);
+    assert!(daemon.stop().success());
+
+    // With the right root and touch "always" the rule is met: generated, and it signs.
+    let daemon = start(
+        &dir,
+        &card,
+        &write_config_with(&dir, &card, Some(RIGHT_PIN), &roots, REQUIRE_ROOT),
+    );
+    let mut client = daemon.client().await;
+    let root = generate_root(&mut client).await;
+    assert!(root.attested && root.touch_policy == "always", "{root:?}");
+    assert_eq!(card.ctl("touch"), "ok armed");
+    sign_and_check(&mut client, &root, "attested root").await;
+    assert!(daemon.stop().success());
+}

@@ -91,6 +91,15 @@ pub struct AttestationReport {
     pub serial: u32,
 }
 
+/// What a backend will make of a new key, known before generating it.
+#[derive(Debug, Clone)]
+pub struct GenerationPlan {
+    /// `Ok` when the new key's attestation can be verified, else why not.
+    pub attestable: Result<(), String>,
+    /// The touch policy the key will get; `None` when the token has no touch policy.
+    pub touch: Option<attestation::TouchPolicy>,
+}
+
 /// What to sign: a SHA-256 digest for ECDSA and RSA-PSS, the message itself for Ed25519.
 #[derive(Debug, Clone)]
 pub enum SignInput {
@@ -131,6 +140,17 @@ pub trait Backend: Send + Sync {
         algorithm: Algorithm,
         input: SignInput,
     ) -> BoxFuture<'_, Result<Vec<u8>, Error>>;
+
+    /// What a key generated now for `role` would be like (attestation, touch).
+    fn generation_plan(&self, _role: &str) -> GenerationPlan {
+        GenerationPlan {
+            attestable: Err(format!(
+                "backend {:?} has no attestation (only type = \"yubikey\" backends do)",
+                self.name()
+            )),
+            touch: None,
+        }
+    }
 
     /// What the device knows about a key (serial, slot, attested policies); `None` for tokens
     /// that report nothing beyond the key (PKCS#11).

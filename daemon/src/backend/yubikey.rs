@@ -107,6 +107,10 @@ impl Shared {
 /// A YubiKey (PIV) served by one actor thread that owns the device handle.
 pub struct YubikeyBackend {
     shared: Arc<Shared>,
+    /// Whether attestation roots are configured.
+    has_roots: bool,
+    touch_root: TouchPolicy,
+    touch_other: TouchPolicy,
     jobs: Option<crossbeam_channel::Sender<Job>>,
     actor: Option<JoinHandle<()>>,
 }
@@ -143,6 +147,7 @@ impl YubikeyBackend {
             "YubiKey opened"
         );
         shared.healthy.store(true, Ordering::Relaxed);
+        let has_roots = !roots.is_empty();
         let mut actor = Actor {
             shared: Arc::clone(&shared),
             yk: Some(yk),
@@ -168,6 +173,9 @@ impl YubikeyBackend {
             })?;
         Ok(Self {
             shared,
+            has_roots,
+            touch_root: touch_policy(config.touch_root),
+            touch_other: touch_policy(config.touch_other),
             jobs: Some(tx),
             actor: Some(handle),
         })
@@ -275,6 +283,29 @@ impl super::Backend for YubikeyBackend {
             input,
             reply,
         })
+    }
+
+    fn generation_plan(&self, role: &str) -> super::GenerationPlan {
+        let touch = if role == "root" {
+            self.touch_root
+        } else {
+            self.touch_other
+        };
+        super::GenerationPlan {
+            attestable: if self.has_roots {
+                Ok(())
+            } else {
+                Err(format!(
+                    "backend {:?} has no attestation_roots configured",
+                    self.shared.name
+                ))
+            },
+            touch: Some(match touch {
+                TouchPolicy::Always => attestation::TouchPolicy::Always,
+                TouchPolicy::Cached => attestation::TouchPolicy::Cached,
+                _ => attestation::TouchPolicy::Never,
+            }),
+        }
     }
 
     fn device_key(&self, locator: &KeyLocator) -> Option<DeviceKey> {
@@ -473,12 +504,8 @@ impl Actor {
     fn scan(&mut self) -> Result<Vec<BackendKey>, Error> {
         let mut keys = Vec::new();
         for slot in std::iter::once(ROOT_SLOT).chain(RETIRED_SLOTS) {
-            let slot_id = self.slot_id(slot)?;
-            let yk = self.device()?;
-            let cert = match Certificate::read(yk, slot_id) {
-                Ok(cert) => cert,
-                Err(e @ yubikey::Error::PcscError { .. }) => return Err(self.fail("scan", e)),
-                Err(_) => continue, // empty slot, or not a certificate we can read
+            let Some(cert) = self.read_certificate(slot)? else {
+                continue; // empty slot, or not a certificate we can read
             };
             let Some(meta) = label_of(&cert.cert.tbs_certificate.subject) else {
                 continue;
@@ -514,17 +541,34 @@ impl Actor {
     /// Whether a slot holds anything: a certificate, or a key the device reports.
     fn slot_taken(&mut self, slot: u8) -> Result<bool, Error> {
         let slot_id = self.slot_id(slot)?;
-        let yk = self.device()?;
-        match Certificate::read(yk, slot_id) {
-            Ok(_) => return Ok(true),
-            Err(e @ yubikey::Error::PcscError { .. }) => return Err(self.fail("read slot", e)),
-            Err(_) => {}
+        if self.read_certificate(slot)?.is_some() {
+            return Ok(true);
         }
         let yk = self.device()?;
         match piv::metadata(yk, slot_id) {
             Ok(_) => Ok(true),
             Err(e @ yubikey::Error::PcscError { .. }) => Err(self.fail("read slot metadata", e)),
             Err(_) => Ok(false),
+        }
+    }
+
+    /// The certificate stored for a slot, if there is one. An object that exists but is empty
+    /// (what deleting a certificate leaves on some cards) counts as none: the `yubikey` crate's
+    /// `Certificate::read` would index into it and panic.
+    fn read_certificate(&mut self, slot: u8) -> Result<Option<Certificate>, Error> {
+        let slot_id = self.slot_id(slot)?;
+        let yk = self.device()?;
+        match yk.fetch_object(certificate_object(slot)) {
+            Ok(data) if !data.is_empty() => {}
+            Ok(_) => return Ok(None),
+            Err(e @ yubikey::Error::PcscError { .. }) => return Err(self.fail("read slot", e)),
+            Err(_) => return Ok(None),
+        }
+        let yk = self.device()?;
+        match Certificate::read(yk, slot_id) {
+            Ok(cert) => Ok(Some(cert)),
+            Err(e @ yubikey::Error::PcscError { .. }) => Err(self.fail("read slot", e)),
+            Err(_) => Ok(None),
         }
     }
 
@@ -742,6 +786,19 @@ impl Actor {
             backend: self.shared.name.clone(),
             what,
         }
+    }
+}
+
+/// The PIV data object holding a key slot's certificate (SP 800-73-4 part 1, table 3).
+fn certificate_object(slot: u8) -> u32 {
+    match slot {
+        0x9a => 0x5f_c105,
+        0x9c => 0x5f_c10a,
+        0x9d => 0x5f_c10b,
+        0x9e => 0x5f_c101,
+        // Retired key management slots 82..=95: objects 5FC10D..=5FC120.
+        0x82..=0x95 => 0x5f_c10d + u32::from(slot - 0x82),
+        _ => 0x5f_ff01, // F9, the attestation certificate
     }
 }
 
