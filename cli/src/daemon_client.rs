@@ -10,6 +10,7 @@ use hyper_util::rt::TokioIo;
 use sigil_proto::sigil_v1 as pb;
 use sigil_proto::sigil_v1::keys_client::KeysClient;
 use sigil_proto::sigil_v1::signer_client::SignerClient;
+use sigil_proto::sigil_v1::tokens_client::TokensClient;
 use sigil_tuf::{Algorithm, PublicKey};
 use tonic::transport::{Channel, Endpoint, Uri};
 use tracing::debug;
@@ -165,6 +166,7 @@ pub(crate) struct KeyFilter {
 pub(crate) struct DaemonClient {
     keys: KeysClient<Channel>,
     signer: SignerClient<Channel>,
+    tokens: TokensClient<Channel>,
 }
 
 impl DaemonClient {
@@ -192,6 +194,7 @@ impl DaemonClient {
         debug!(socket = %socket.display(), "connected to sigild");
         Ok(Self {
             keys: KeysClient::new(channel.clone()),
+            tokens: TokensClient::new(channel.clone()),
             signer: SignerClient::new(channel),
         })
     }
@@ -283,6 +286,26 @@ impl DaemonClient {
             verify_error: Some(response.verify_error).filter(|e| !e.is_empty()),
             device_serial: response.device_serial,
         })
+    }
+
+    /// Hands a token's PIN to sigild, which verifies it once; answers the PIN tries the device
+    /// reported before (a correct PIN resets the counter).
+    pub(crate) async fn unlock(
+        &mut self,
+        backend: &str,
+        pin: zeroize::Zeroizing<String>,
+    ) -> Result<u32, Error> {
+        // The request owns its copy only until it is encoded; prost gives no way to wipe it.
+        let request = pb::UnlockRequest {
+            backend: backend.to_owned(),
+            pin: pin.as_bytes().to_vec(),
+        };
+        let response = self
+            .tokens
+            .unlock(request)
+            .await
+            .map_err(|s| Error::from_status(&s, None))?;
+        Ok(response.into_inner().pin_tries_before)
     }
 
     /// Asks sigild for one signature. The caller checks the result against the public key.

@@ -264,6 +264,8 @@ pub enum Op {
     Generate,
     /// Delete the key from the token.
     Delete,
+    /// Supply a token's PIN at run time (`sigil token unlock`); needs `tokens`.
+    Unlock,
 }
 
 impl Op {
@@ -275,6 +277,7 @@ impl Op {
             Self::List => "list",
             Self::Generate => "generate",
             Self::Delete => "delete",
+            Self::Unlock => "unlock",
         }
     }
 }
@@ -298,7 +301,11 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub gids: Vec<u32>,
     /// Which keys.
+    #[serde(default)]
     pub keys: Vec<KeySelectorConfig>,
+    /// Which tokens (globs over backend names) `unlock` applies to.
+    #[serde(default)]
+    pub tokens: Vec<String>,
     /// Which operations.
     pub allow: Vec<Op>,
 }
@@ -405,6 +412,18 @@ impl Config {
             {
                 return Err(Error::Invalid(format!(
                     "policy {:?} names no users, uids, groups or gids",
+                    rule.name
+                )));
+            }
+            if rule.keys.is_empty() && rule.tokens.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "policy {:?} names no keys (and no tokens)",
+                    rule.name
+                )));
+            }
+            if rule.allow.contains(&Op::Unlock) && rule.tokens.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "policy {:?} allows \"unlock\" but names no tokens: add tokens = [\"<backend name>\"]",
                     rule.name
                 )));
             }

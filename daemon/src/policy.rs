@@ -49,6 +49,7 @@ impl Ops {
             Op::List => 4,
             Op::Generate => 8,
             Op::Delete => 16,
+            Op::Unlock => 32,
         }
     }
 
@@ -82,6 +83,8 @@ struct Rule {
     uids: HashSet<u32>,
     gids: HashSet<u32>,
     keys: Vec<Selector>,
+    /// Backend names `unlock` applies to.
+    tokens: Vec<GlobMatcher>,
     allow: Ops,
 }
 
@@ -249,11 +252,17 @@ impl Policy {
                 });
             }
             let allow = Ops(rule.allow.iter().fold(0, |acc, op| acc | Ops::bit(*op)));
+            let tokens = rule
+                .tokens
+                .iter()
+                .map(|t| glob(t, &rule.name))
+                .collect::<Result<_, _>>()?;
             compiled.push(Rule {
                 name: rule.name.clone(),
                 uids,
                 gids,
                 keys,
+                tokens,
                 allow,
             });
         }
@@ -284,6 +293,21 @@ impl Policy {
             }
         }
         Ops(ops)
+    }
+
+    /// Whether `caller` may unlock (supply the PIN of) the backend named `token`.
+    pub fn may_unlock(&self, caller: &Caller, token: &str) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.allow.contains(Op::Unlock)
+                && rule.tokens.iter().any(|t| t.is_match(token))
+                && (rule.uids.contains(&caller.uid)
+                    || rule.gids.contains(&caller.gid)
+                    || (!rule.gids.is_empty()
+                        && self
+                            .supplementary_groups(caller)
+                            .iter()
+                            .any(|g| rule.gids.contains(g))))
+        })
     }
 
     /// Names of the rules, for the start-up log.
@@ -336,6 +360,7 @@ mod tests {
             groups: vec![],
             gids: gids.to_vec(),
             keys: vec![sel],
+            tokens: vec![],
             allow: allow.to_vec(),
         }
     }
@@ -443,6 +468,23 @@ mod tests {
                 }
             )
             .is_empty()
+        );
+    }
+
+    #[test]
+    fn unlock_needs_the_permission_and_the_token() {
+        let mut r = rule("ceremony", &[1000], &[], globs("*", "root"), &[Op::Unlock]);
+        r.tokens = vec!["offline-*".into()];
+        let p = Policy::from_config(&[r]).expect("policy");
+        assert!(p.may_unlock(&CI, "offline-root"));
+        assert!(!p.may_unlock(&CI, "hsm"));
+        assert!(!p.may_unlock(&OTHER, "offline-root"));
+        let mut r = rule("signers", &[1000], &[], globs("*", "*"), &[Op::Sign]);
+        r.tokens = vec!["*".into()];
+        assert!(
+            !Policy::from_config(&[r])
+                .expect("policy")
+                .may_unlock(&CI, "offline-root")
         );
     }
 

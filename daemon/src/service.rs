@@ -57,9 +57,11 @@ impl From<backend::Error> for Error {
             | B::PinWrong { .. }
             | B::PinLocked { .. }
             | B::PinFinalTry { .. }
-            | B::TouchTimeout { .. } => Self::TokenLocked(e.to_string()),
-            B::Unsupported { .. } => Self::BadRequest(e.to_string()),
-            B::NoAttestation { .. } => Self::Precondition(e.to_string()),
+            | B::TouchTimeout { .. }
+            | B::Locked { .. }
+            | B::UnlockPinWrong { .. } => Self::TokenLocked(e.to_string()),
+            B::Unsupported { .. } | B::BadPinFormat { .. } => Self::BadRequest(e.to_string()),
+            B::NoAttestation { .. } | B::NotUnlockable { .. } => Self::Precondition(e.to_string()),
             B::KeyNotFound => Self::Internal("key vanished from the token".into()),
             other => Self::Internal(other.to_string()),
         }
@@ -218,6 +220,51 @@ impl SigningService {
                 started,
             )?;
         }
+        result
+    }
+
+    /// `sigil token unlock`: hands an operator's PIN to a backend, which verifies it once.
+    /// Allowed by a policy rule with `unlock` for the backend; audited (op `unlock`, never the
+    /// PIN). Answers the PIN tries reported before the verification.
+    pub async fn unlock(
+        &self,
+        caller: &Caller,
+        backend: &str,
+        pin: crate::secret::Pin,
+    ) -> Result<u8, Error> {
+        let started = Instant::now();
+        let result = async {
+            if backend.is_empty() {
+                return Err(Error::BadRequest("backend is required".into()));
+            }
+            let index = self.pick_backend(backend)?;
+            if !self.policy().may_unlock(caller, backend) {
+                return Err(Error::PermissionDenied(format!(
+                    "policy does not allow uid {} to unlock backend {backend:?}",
+                    caller.uid
+                )));
+            }
+            if pin.is_empty() {
+                return Err(Error::BadRequest("the PIN is empty".into()));
+            }
+            Ok(self.backends[index].unlock(pin).await?)
+        }
+        .await;
+        let reason = result.as_ref().err().map(ToString::to_string);
+        let event = Event {
+            op: "unlock",
+            who: Who::Unix(caller),
+            key_id: "",
+            role: "",
+            gun: "",
+            backend,
+            algorithm: None,
+            sha256: None,
+            outcome: outcome(result.as_ref().err()),
+            reason: reason.as_deref(),
+            latency_us: micros(started),
+        };
+        self.audit.record(&event).map_err(|e| audit_failed(&e))?;
         result
     }
 

@@ -57,14 +57,8 @@ pub fn open_backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>, Error> {
                 backends.push(Arc::new(Pkcs11Backend::open(c, pin, default_workers())?));
             }
             BackendConfig::Yubikey(c) => {
-                let Some(pin_file) = &c.pin_file else {
-                    return Err(Error::NotSupported(format!(
-                        "backend {:?}: type \"yubikey\" needs pin_file (unlocking at run time \
-                         through `sigil token unlock` is not available yet)",
-                        c.name
-                    )));
-                };
-                let pin = read_pin_file(pin_file)?;
+                // Without pin_file the backend starts locked until `sigil token unlock`.
+                let pin = c.pin_file.as_deref().map(read_pin_file).transpose()?;
                 let roots = Roots::load(&c.attestation_roots)
                     .map_err(|e| config::Error::Invalid(format!("backend {:?}: {e}", c.name)))?;
                 backends.push(Arc::new(YubikeyBackend::open(c, pin, roots)?));

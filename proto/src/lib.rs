@@ -5,6 +5,15 @@
 /// `sigil.v1`: the narrow key and signing API served on sigild's Unix socket.
 pub mod sigil_v1 {
     tonic::include_proto!("sigil.v1");
+
+    impl std::fmt::Debug for UnlockRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("UnlockRequest")
+                .field("backend", &self.backend)
+                .field("pin", &"REDACTED")
+                .finish()
+        }
+    }
 }
 
 /// `proto`: notary-signer's API (package name fixed by notary-server), served by sigild's

@@ -706,3 +706,117 @@ async fn require_rules_refuse_unattested_or_touch_never_roots_at_generate_and_at
     sign_and_check(&mut client, &root, "attested root").await;
     assert!(daemon.stop().success());
 }
+
+/// A policy rule letting the test's uid unlock the `yubikey` backend.
+fn unlock_rule() -> String {
+    format!(
+        "[[policy]]\nname = \"ceremony\"\nuids = [{}]\ntokens = [\"yubikey\"]\nallow = [\"unlock\"]\n",
+        nix::unistd::getuid().as_raw()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_pin_file_signing_waits_for_sigil_token_unlock_which_verifies_the_pin_once() {
+    let card = VirtualYubikey::start(5_400_007, "");
+    let dir = DevDir::new();
+    let config = write_config_with(&dir, &card, None, "touch_root = \"never\"", "");
+    let daemon = start(&dir, &card, &config);
+    let mut client = daemon.client().await;
+    // Generating needs the management key only.
+    let key = generate_root(&mut client).await;
+    let digest = sha256(b"ceremony");
+    let locked = status_message(
+        client
+            .sign_digest(&key.key_id, &digest, pb::SignatureEncoding::Raw)
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(
+        locked.contains("token yubikey is locked: run `sigil token unlock yubikey`"),
+        "{locked}"
+    );
+    // The owner rule does not include "unlock".
+    let (ok, _, stderr) = sigil(
+        &dir,
+        &["token", "unlock", "yubikey", "--pin-stdin"],
+        Some("123456\n"),
+    );
+    assert!(!ok && stderr.contains("permission denied"), "{stderr}");
+    assert_eq!(card.pin_tries(), 3);
+    drop(client);
+    assert!(daemon.stop().success());
+
+    let config = write_config_with(&dir, &card, None, "touch_root = \"never\"", &unlock_rule());
+    let daemon = start(&dir, &card, &config);
+    let mut client = daemon.client().await;
+    // Not a PIV PIN: refused before anything reaches the device.
+    let (ok, _, stderr) = sigil(
+        &dir,
+        &["token", "unlock", "yubikey", "--pin-stdin"],
+        Some("12\n"),
+    );
+    assert!(!ok && stderr.contains("6 to 8"), "{stderr}");
+    assert_eq!(card.pin_tries(), 3);
+    // A wrong PIN: verified once, tries named, not kept.
+    let (ok, _, stderr) = sigil(
+        &dir,
+        &["token", "unlock", "yubikey", "--pin-stdin"],
+        Some("654321\n"),
+    );
+    assert!(!ok && stderr.contains("2 tries left"), "{stderr}");
+    assert_eq!(card.pin_tries(), 2);
+    let still = status_message(
+        client
+            .sign_digest(&key.key_id, &digest, pb::SignatureEncoding::Raw)
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(still.contains("is locked"), "{still}");
+    assert_eq!(card.pin_tries(), 2, "a sign offered the refused PIN");
+    // The right PIN: unlocked, the counter is reset, signatures work.
+    let (ok, _, stderr) = sigil(
+        &dir,
+        &["token", "unlock", "yubikey", "--pin-stdin"],
+        Some("123456\n"),
+    );
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("token yubikey unlocked"), "{stderr}");
+    sign_and_check(&mut client, &key, "after unlock").await;
+    sign_and_check(&mut client, &key, "again").await;
+
+    // With one try left, unlock refuses to spend it and says how to recover.
+    for _ in 0..2 {
+        let out = card.piv_tool(&["-a", "verify-pin", "-P", "000000"]);
+        assert!(!out.status.success());
+    }
+    assert_eq!(card.pin_tries(), 1);
+    let (ok, _, stderr) = sigil(
+        &dir,
+        &["token", "unlock", "yubikey", "--pin-stdin"],
+        Some("123456\n"),
+    );
+    assert!(!ok && stderr.contains("only one more PIN try"), "{stderr}");
+    assert!(stderr.contains("verify-pin"), "{stderr}");
+    assert_eq!(card.pin_tries(), 1, "the daemon spent the last PIN try");
+
+    // Every attempt is audited; no PIN anywhere in the log or the audit trail.
+    let audit = std::fs::read_to_string(dir.audit_log()).expect("audit log");
+    let unlocks: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"op\":\"unlock\""))
+        .collect();
+    assert_eq!(unlocks.len(), 5, "{audit}");
+    assert_eq!(
+        unlocks
+            .iter()
+            .filter(|l| l.contains("\"outcome\":\"ok\""))
+            .count(),
+        1
+    );
+    for secret in ["123456", "654321"] {
+        assert!(!audit.contains(secret), "PIN in the audit log");
+        assert!(!daemon.stderr().contains(secret), "PIN in sigild's log");
+    }
+    drop(client);
+    assert!(daemon.stop().success());
+}

@@ -158,6 +158,13 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Verifies an operator-supplied PIN once and keeps it for later signatures; answers the
+    /// PIN tries the device reported before the verification. Tokens that read their PIN from a file only refuse.
+    fn unlock(&self, _pin: crate::secret::Pin) -> BoxFuture<'_, Result<u8, Error>> {
+        let backend = self.name().to_owned();
+        Box::pin(async move { Err(Error::NotUnlockable { backend }) })
+    }
+
     /// Fetches and checks a key's attestation. Tokens without attestation refuse.
     fn attest(&self, _locator: KeyLocator) -> BoxFuture<'_, Result<AttestationReport, Error>> {
         let backend = self.name().to_owned();

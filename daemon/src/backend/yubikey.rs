@@ -85,6 +85,10 @@ enum Job {
         slot: u8,
         reply: Reply<AttestationReport>,
     },
+    Unlock {
+        pin: Pin,
+        reply: Reply<u8>,
+    },
 }
 
 /// What the async side and the actor share.
@@ -117,9 +121,10 @@ pub struct YubikeyBackend {
 
 impl YubikeyBackend {
     /// Opens the YubiKey with the configured serial and starts its actor. Fails when the
-    /// device is not there. The PIN is not used until the first signature. `roots` are the
+    /// device is not there. The PIN is not used until the first signature; without one (no
+    /// `pin_file`) the backend is locked until [`super::Backend::unlock`]. `roots` are the
     /// attestation roots generated keys are checked against.
-    pub fn open(config: &YubikeyConfig, pin: Pin, roots: Roots) -> Result<Self, Error> {
+    pub fn open(config: &YubikeyConfig, pin: Option<Pin>, roots: Roots) -> Result<Self, Error> {
         let shared = Arc::new(Shared {
             name: config.name.clone(),
             serial: config.serial,
@@ -144,6 +149,7 @@ impl YubikeyBackend {
             serial = config.serial,
             version = %yk.version(),
             reader = yk.name(),
+            locked = pin.is_none(),
             "YubiKey opened"
         );
         shared.healthy.store(true, Ordering::Relaxed);
@@ -313,6 +319,10 @@ impl super::Backend for YubikeyBackend {
         self.shared.keys().get(&slot).cloned()
     }
 
+    fn unlock(&self, pin: Pin) -> BoxFuture<'_, Result<u8, Error>> {
+        self.submit(|reply| Job::Unlock { pin, reply })
+    }
+
     fn attest(&self, locator: KeyLocator) -> BoxFuture<'_, Result<AttestationReport, Error>> {
         let Some(slot) = yubikey_slot(&locator) else {
             return Box::pin(async { Err(Error::KeyNotFound) });
@@ -326,7 +336,8 @@ struct Actor {
     shared: Arc<Shared>,
     /// `None` after the device went away, until it is opened again.
     yk: Option<YubiKey>,
-    pin: Pin,
+    /// `None` until an operator unlocks the device (no `pin_file`).
+    pin: Option<Pin>,
     /// The tries left were read and the PIN was accepted once.
     pin_checked: bool,
     /// The device refused the PIN, leaving this many tries: it is never offered again.
@@ -370,6 +381,9 @@ impl Actor {
             }
             Job::Attest { slot, reply } => {
                 let _ = reply.send(self.with_device(|a| a.attest(slot)));
+            }
+            Job::Unlock { pin, reply } => {
+                let _ = reply.send(self.with_device(|a| a.unlock(pin.clone())));
             }
         }
     }
@@ -455,6 +469,9 @@ impl Actor {
     /// Verifies the PIN, refusing when it was refused before or only one try is left.
     fn verify_pin(&mut self) -> Result<(), Error> {
         let name = self.shared.name.clone();
+        if self.pin.is_none() {
+            return Err(Error::Locked { backend: name });
+        }
         if let Some(retries) = self.pin_refused {
             return Err(Error::PinWrong {
                 backend: name,
@@ -474,7 +491,10 @@ impl Actor {
                 _ => {}
             }
         }
-        let pin = self.pin.as_auth_pin().expose_secret().as_bytes();
+        let Some(pin) = &self.pin else {
+            return Err(Error::Locked { backend: name });
+        };
+        let pin = pin.as_auth_pin().expose_secret().as_bytes();
         let yk = match self.yk.as_mut() {
             Some(yk) => yk,
             None => return Err(self.absent()),
@@ -492,6 +512,54 @@ impl Actor {
                     Err(Error::PinLocked { backend: name })
                 } else {
                     Err(Error::PinWrong {
+                        backend: name,
+                        retries: tries,
+                    })
+                }
+            }
+            Err(e) => Err(self.fail("verify PIN", e)),
+        }
+    }
+
+    /// `sigil token unlock`: reads the tries left (refusing at one or none), offers the PIN
+    /// once, and keeps it only if the device accepts it. A refused PIN is not kept and not
+    /// retried; a new unlock with another PIN is the operator's decision.
+    fn unlock(&mut self, pin: Pin) -> Result<u8, Error> {
+        let name = self.shared.name.clone();
+        if !(6..=8).contains(&pin.len()) || !pin.as_auth_pin().expose_secret().is_ascii() {
+            return Err(Error::BadPinFormat {
+                backend: name,
+                what: format!(
+                    "a PIV PIN is 6 to 8 ASCII characters; this one has {} characters (nothing was sent to the device)",
+                    pin.len()
+                ),
+            });
+        }
+        let yk = self.device()?;
+        let retries = match yk.get_pin_retries() {
+            Ok(r) => r,
+            Err(e) => return Err(self.fail("read PIN retries", e)),
+        };
+        match retries {
+            0 => return Err(Error::PinLocked { backend: name }),
+            1 => return Err(Error::PinFinalTry { backend: name }),
+            _ => {}
+        }
+        let yk = self.device()?;
+        match yk.verify_pin(pin.as_auth_pin().expose_secret().as_bytes()) {
+            Ok(()) => {
+                self.pin = Some(pin);
+                self.pin_refused = None;
+                self.pin_checked = true;
+                tracing::info!(backend = %name, "YubiKey unlocked by an operator");
+                Ok(retries)
+            }
+            Err(yubikey::Error::WrongPin { tries }) => {
+                tracing::error!(backend = %name, tries_left = tries, "YubiKey refused the PIN supplied by an operator; not retried");
+                if tries == 0 {
+                    Err(Error::PinLocked { backend: name })
+                } else {
+                    Err(Error::UnlockPinWrong {
                         backend: name,
                         retries: tries,
                     })

@@ -12,6 +12,7 @@ use crate::audit::Who;
 use crate::backend::Algorithm;
 use crate::backend::attestation::Policies;
 use crate::keyring::KeyEntry;
+use crate::secret::Pin;
 use crate::service::{self, GenerateRequest, KeyFilter, Payload, SigningService};
 
 /// Serves both `sigil.v1.Keys` and `sigil.v1.Signer`.
@@ -161,6 +162,33 @@ impl pb::keys_server::Keys for SigilApi {
             verified: report.verified.is_ok(),
             verify_error: report.verified.err().unwrap_or_default(),
             device_serial: report.serial,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::tokens_server::Tokens for SigilApi {
+    async fn unlock(
+        &self,
+        request: Request<pb::UnlockRequest>,
+    ) -> Result<Response<pb::UnlockResponse>, Status> {
+        let caller = caller(&request)?;
+        let mut req = request.into_inner();
+        // The PIN's bytes move into zeroizing memory at once; nothing else keeps them.
+        let bytes = zeroize::Zeroizing::new(std::mem::take(&mut req.pin));
+        let pin = match std::str::from_utf8(&bytes) {
+            Ok(text) => Pin::new(zeroize::Zeroizing::new(text.to_owned())),
+            Err(_) => {
+                let e = service::Error::BadRequest("the PIN is not UTF-8".into());
+                return Err(self
+                    .service
+                    .refuse("unlock", Who::Unix(&caller), "", None, e)
+                    .into());
+            }
+        };
+        let left = self.service.unlock(&caller, &req.backend, pin).await?;
+        Ok(Response::new(pb::UnlockResponse {
+            pin_tries_before: left.into(),
         }))
     }
 }
