@@ -206,10 +206,27 @@ pub struct YubikeyConfig {
     /// Touch policy of keys generated for every other role (default `never`).
     #[serde(default)]
     pub touch_other: TouchSetting,
+    /// `"default"` (the factory management key) or `"pin-protected"` (the key the device
+    /// keeps in its PIN-protected data object; needs the PIN). Exclusive with
+    /// `management_key_file`.
+    pub management_key: Option<ManagementKeySetting>,
+    /// File (mode 0600) holding the management key as 48 hex digits (3DES).
+    pub management_key_file: Option<PathBuf>,
     /// PEM files with the attestation root certificates that generated keys are checked
     /// against (e.g. Yubico's PIV attestation root). Without any, no key counts as attested.
     #[serde(default)]
     pub attestation_roots: Vec<PathBuf>,
+}
+
+/// Where a YubiKey's management key comes from, besides a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ManagementKeySetting {
+    /// The factory default 3DES key.
+    Default,
+    /// Stored on the device in the PIN-protected data object (`ykman piv access
+    /// change-management-key --protect`).
+    PinProtected,
 }
 
 /// A PIV touch policy, set on the device when a key is generated.
@@ -372,8 +389,17 @@ impl Config {
                     "backend name {name:?} is used twice"
                 )));
             }
-            if let BackendConfig::Pkcs11(c) = backend {
-                c.selector()?;
+            match backend {
+                BackendConfig::Pkcs11(c) => {
+                    c.selector()?;
+                }
+                BackendConfig::Yubikey(c) => {
+                    if c.management_key.is_some() && c.management_key_file.is_some() {
+                        return Err(Error::Invalid(format!(
+                            "backend {name:?}: set management_key or management_key_file, not both"
+                        )));
+                    }
+                }
             }
         }
         if let Some(ns) = &self.notary_signer {
@@ -532,6 +558,29 @@ allow = ["sign", "public", "list"]
                 .to_string()
                 .contains("tpm")
         );
+    }
+
+    #[test]
+    fn a_management_key_is_named_once() {
+        let yk = "\n[[backend]]\nname = \"yk\"\ntype = \"yubikey\"\nserial = 1\n";
+        let c = parse(&format!(
+            "{MINIMAL}{yk}management_key = \"pin-protected\"\n"
+        ))
+        .expect("ok");
+        let BackendConfig::Yubikey(b) = &c.backends[1] else {
+            panic!("expected yubikey")
+        };
+        assert_eq!(b.management_key, Some(ManagementKeySetting::PinProtected));
+        let both =
+            format!("{MINIMAL}{yk}management_key = \"default\"\nmanagement_key_file = \"/k\"\n");
+        assert!(
+            parse(&both)
+                .expect_err("both")
+                .to_string()
+                .contains("not both")
+        );
+        let bad = format!("{MINIMAL}{yk}management_key = \"0102\"\n");
+        assert!(parse(&bad).is_err());
     }
 
     #[test]

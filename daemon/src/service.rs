@@ -61,7 +61,9 @@ impl From<backend::Error> for Error {
             | B::Locked { .. }
             | B::UnlockPinWrong { .. } => Self::TokenLocked(e.to_string()),
             B::Unsupported { .. } | B::BadPinFormat { .. } => Self::BadRequest(e.to_string()),
-            B::NoAttestation { .. } | B::NotUnlockable { .. } => Self::Precondition(e.to_string()),
+            B::NoAttestation { .. } | B::NotUnlockable { .. } | B::MgmKeyRefused { .. } => {
+                Self::Precondition(e.to_string())
+            }
             B::KeyNotFound => Self::Internal("key vanished from the token".into()),
             other => Self::Internal(other.to_string()),
         }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use crate::audit::AuditLog;
 use crate::backend::attestation::Roots;
+use crate::backend::yubikey::ManagementKey;
 use crate::backend::{self, Backend, pkcs11::Pkcs11Backend, yubikey::YubikeyBackend};
+use crate::config::ManagementKeySetting;
 use crate::config::{self, BackendConfig, Config};
 use crate::policy::Policy;
 use crate::secret::{self, read_pin_file};
@@ -61,7 +63,25 @@ pub fn open_backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>, Error> {
                 let pin = c.pin_file.as_deref().map(read_pin_file).transpose()?;
                 let roots = Roots::load(&c.attestation_roots)
                     .map_err(|e| config::Error::Invalid(format!("backend {:?}: {e}", c.name)))?;
-                backends.push(Arc::new(YubikeyBackend::open(c, pin, roots)?));
+                let mgm = match (&c.management_key_file, c.management_key) {
+                    (Some(path), _) => {
+                        // Same rules as a PIN file: 0600, no symlink, wiped after use.
+                        let text = read_pin_file(path)?;
+                        ManagementKey::from_hex(secrecy::ExposeSecret::expose_secret(
+                            text.as_auth_pin(),
+                        ))
+                        .map_err(|e| {
+                            config::Error::Invalid(format!(
+                                "backend {:?}: management_key_file {}: {e}",
+                                c.name,
+                                path.display()
+                            ))
+                        })?
+                    }
+                    (None, Some(ManagementKeySetting::PinProtected)) => ManagementKey::PinProtected,
+                    (None, _) => ManagementKey::Default,
+                };
+                backends.push(Arc::new(YubikeyBackend::open(c, pin, roots, mgm)?));
             }
         }
     }

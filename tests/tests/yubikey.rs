@@ -820,3 +820,88 @@ async fn without_pin_file_signing_waits_for_sigil_token_unlock_which_verifies_th
     drop(client);
     assert!(daemon.stop().success());
 }
+
+/// A non-default 3DES management key for the tests (not a weak DES key).
+const NEW_MGM_KEY: &str = "3f1c9e2a7b4d6805c1e2d3f4a5b6c7d8e9fa0b1c2d3e4f51";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_management_key_is_taken_from_management_key_file_or_the_pin_protected_object() {
+    let card = VirtualYubikey::start(5_400_008, "");
+    let dir = DevDir::new();
+    let out = card.piv_tool(&["-a", "set-mgm-key", "-n", NEW_MGM_KEY]);
+    assert!(out.status.success(), "set-mgm-key: {out:?}");
+
+    // The default key no longer works: a clear FAILED_PRECONDITION, nothing generated.
+    let config = write_config(&dir, &card, RIGHT_PIN, "touch_root = \"never\"");
+    let daemon = start(&dir, &card, &config);
+    let mut client = daemon.client().await;
+    let refused = generate_status(&mut client, "root")
+        .await
+        .expect_err("default key");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("refused the default management key"),
+        "{refused:?}"
+    );
+    drop(client);
+    assert!(daemon.stop().success());
+
+    // management_key_file: generate, sign, remove.
+    let mgm_file = dir.path().join("yubikey.mgm");
+    write_file(&mgm_file, format!("{NEW_MGM_KEY}\n"), 0o600);
+    let config = write_config(
+        &dir,
+        &card,
+        RIGHT_PIN,
+        &format!("touch_root = \"never\"\nmanagement_key_file = {mgm_file:?}"),
+    );
+    let daemon = start(&dir, &card, &config);
+    let mut client = daemon.client().await;
+    let key = generate_root(&mut client).await;
+    sign_and_check(&mut client, &key, "configured management key").await;
+    client.delete(&key.key_id).await.expect("DeleteKey");
+    assert!(client.list().await.is_empty());
+    assert!(
+        !daemon.stderr().contains(NEW_MGM_KEY),
+        "management key in the log"
+    );
+    drop(client);
+    assert!(daemon.stop().success());
+
+    // PIN-protected: the key in the PIN-protected object (tag 88 { 89: key }), read after
+    // the PIN is verified.
+    let object = dir.root().join("protected.bin");
+    let mut data = vec![0x88, 0x1a, 0x89, 0x18];
+    data.extend(hex::decode(NEW_MGM_KEY).expect("hex"));
+    std::fs::write(&object, &data).expect("object");
+    let object_arg = object.to_str().expect("utf-8 path");
+    let key_arg = format!("--key={NEW_MGM_KEY}");
+    let out = card.piv_tool(&[
+        &key_arg,
+        "-a",
+        "write-object",
+        "--id",
+        "0x5fc109",
+        "-f",
+        "binary",
+        "-i",
+        object_arg,
+    ]);
+    assert!(out.status.success(), "write-object: {out:?}");
+    let config = write_config(
+        &dir,
+        &card,
+        RIGHT_PIN,
+        "touch_root = \"never\"\nmanagement_key = \"pin-protected\"",
+    );
+    let daemon = start(&dir, &card, &config);
+    let mut client = daemon.client().await;
+    let key = generate_status(&mut client, "targets")
+        .await
+        .unwrap_or_else(|s| panic!("PIN-protected key: {s:?}\n{}", daemon.stderr()));
+    sign_and_check(&mut client, &key, "PIN-protected management key").await;
+    drop(client);
+    assert!(daemon.stop().success());
+}

@@ -141,6 +141,16 @@ pub enum Error {
         /// What is wrong with it (never the PIN itself).
         what: String,
     },
+    /// The device refused the configured management key.
+    #[error(
+        "backend {backend:?}: the YubiKey refused the {which} management key (check management_key / management_key_file)"
+    )]
+    MgmKeyRefused {
+        /// Backend name.
+        backend: String,
+        /// Which key was tried: "default", "configured", "PIN-protected".
+        which: &'static str,
+    },
     /// The backend cannot attest keys (PKCS#11 tokens have no attestation).
     #[error(
         "backend {backend:?} cannot attest keys: attestation needs a YubiKey backend (type = \"yubikey\")"

@@ -108,6 +108,52 @@ impl Shared {
     }
 }
 
+/// Where the management key (needed to generate keys and write label certificates) comes from.
+/// `yubikey` 0.8 speaks 3DES management keys only.
+#[derive(Clone)]
+pub enum ManagementKey {
+    /// The factory default.
+    Default,
+    /// A key from `management_key_file` (zeroized on drop by the `yubikey` crate).
+    Configured(MgmKey),
+    /// Read from the device's PIN-protected data object after verifying the PIN.
+    PinProtected,
+}
+
+impl std::fmt::Debug for ManagementKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+impl ManagementKey {
+    fn describe(&self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Configured(_) => "configured",
+            Self::PinProtected => "PIN-protected",
+        }
+    }
+
+    /// Parses a management key file's content: 48 hex digits (3DES), whitespace around it
+    /// ignored. Errors never show the key.
+    pub fn from_hex(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.len() != 48 {
+            return Err(format!(
+                "a management key is 48 hex digits (3DES); this one has {} characters",
+                text.len()
+            ));
+        }
+        let mut bytes = zeroize::Zeroizing::new([0u8; 24]);
+        hex::decode_to_slice(text, bytes.as_mut_slice())
+            .map_err(|_| "the management key is not hex".to_owned())?;
+        MgmKey::from_bytes(bytes.as_slice())
+            .map(Self::Configured)
+            .map_err(|_| "the management key is a weak 3DES key".to_owned())
+    }
+}
+
 /// A YubiKey (PIV) served by one actor thread that owns the device handle.
 pub struct YubikeyBackend {
     shared: Arc<Shared>,
@@ -124,7 +170,12 @@ impl YubikeyBackend {
     /// device is not there. The PIN is not used until the first signature; without one (no
     /// `pin_file`) the backend is locked until [`super::Backend::unlock`]. `roots` are the
     /// attestation roots generated keys are checked against.
-    pub fn open(config: &YubikeyConfig, pin: Option<Pin>, roots: Roots) -> Result<Self, Error> {
+    pub fn open(
+        config: &YubikeyConfig,
+        pin: Option<Pin>,
+        roots: Roots,
+        mgm: ManagementKey,
+    ) -> Result<Self, Error> {
         let shared = Arc::new(Shared {
             name: config.name.clone(),
             serial: config.serial,
@@ -164,6 +215,7 @@ impl YubikeyBackend {
             touch_other: touch_policy(config.touch_other),
             roots,
             spkis: HashMap::new(),
+            mgm,
         };
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let handle = std::thread::Builder::new()
@@ -348,6 +400,8 @@ struct Actor {
     roots: Roots,
     /// The public key in each sigil slot, as the key ring knows it.
     spkis: HashMap<u8, SubjectPublicKeyInfoOwned>,
+    /// How to authenticate for key management.
+    mgm: ManagementKey,
 }
 
 impl Actor {
@@ -669,10 +723,7 @@ impl Actor {
         } else {
             self.touch_other
         };
-        let yk = self.device()?;
-        if let Err(e) = yk.authenticate(MgmKey::default()) {
-            return Err(self.fail("authenticate with the default management key", e));
-        }
+        self.authenticate()?;
         let yk = self.device()?;
         let spki = match piv::generate(yk, slot_id, AlgorithmId::EccP256, PinPolicy::Default, touch)
         {
@@ -714,10 +765,7 @@ impl Actor {
     /// cannot delete a private key; it stays in the slot, unused, until the slot is reused.
     fn delete(&mut self, slot: u8) -> Result<(), Error> {
         let slot_id = self.slot_id(slot)?;
-        let yk = self.device()?;
-        if let Err(e) = yk.authenticate(MgmKey::default()) {
-            return Err(self.fail("authenticate with the default management key", e));
-        }
+        self.authenticate()?;
         let yk = self.device()?;
         match Certificate::delete(yk, slot_id) {
             Ok(()) => {
@@ -726,6 +774,46 @@ impl Actor {
                 Ok(())
             }
             Err(e) => Err(self.fail("delete label certificate", e)),
+        }
+    }
+
+    /// Authenticates with the management key, as configured. The PIN-protected key is read
+    /// after verifying the PIN (so it needs an unlocked device).
+    fn authenticate(&mut self) -> Result<(), Error> {
+        let key = match &self.mgm {
+            ManagementKey::Default => MgmKey::default(),
+            ManagementKey::Configured(key) => key.clone(),
+            ManagementKey::PinProtected => {
+                self.verify_pin()?;
+                let yk = self.device()?;
+                match MgmKey::get_protected(yk) {
+                    Ok(key) => key,
+                    Err(e @ yubikey::Error::PcscError { .. }) => {
+                        return Err(self.fail("read the PIN-protected management key", e));
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no PIN-protected management key");
+                        return Err(self.bad(
+                            "the device holds no PIN-protected management key (management_key = \"pin-protected\")".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        let which = self.mgm.describe();
+        let yk = self.device()?;
+        match yk.authenticate(key) {
+            Ok(()) => Ok(()),
+            Err(e @ yubikey::Error::PcscError { .. }) => {
+                Err(self.fail("authenticate with the management key", e))
+            }
+            Err(e) => {
+                tracing::error!(backend = %self.shared.name, error = %e, which, "management key refused");
+                Err(Error::MgmKeyRefused {
+                    backend: self.shared.name.clone(),
+                    which,
+                })
+            }
         }
     }
 
@@ -1030,6 +1118,19 @@ mod tests {
         assert_eq!(meta.gun, "localhost:5000/app,with=odd+chars");
         assert_eq!(meta.owner, KeyOwner::Sigil);
         assert_eq!(cert.cert.tbs_certificate.subject_public_key_info, spki);
+    }
+
+    #[test]
+    fn management_key_files_are_48_hex_digits_and_never_echoed() {
+        let good = "3f1c9e2a7b4d6805c1e2d3f4a5b6c7d8e9fa0b1c2d3e4f51";
+        let key = ManagementKey::from_hex(&format!("{good}\n")).expect("key");
+        assert_eq!(format!("{key:?}"), "configured");
+        for bad in ["", "0102", &"zz".repeat(24), &format!("{good}00")] {
+            let err = ManagementKey::from_hex(bad).expect_err(bad);
+            assert!(!err.contains("3f1c"), "{err}");
+        }
+        // A weak DES key (all-zero halves) is refused by the crate.
+        assert!(ManagementKey::from_hex(&"01".repeat(24)).is_err());
     }
 
     #[test]
