@@ -52,6 +52,35 @@ pub(crate) struct DeviceInfo {
     pub(crate) attested: bool,
 }
 
+impl DeviceInfo {
+    /// Whether a signature with the key may wait for a touch on the device.
+    pub(crate) fn needs_touch(&self) -> bool {
+        matches!(self.touch_policy.as_deref(), Some("always" | "cached"))
+    }
+}
+
+/// Before a sign that may wait for a touch: tells the person at the device which device is
+/// about to blink and what a touch will sign (what you see is what you sign). Nothing for
+/// keys that need no touch.
+pub(crate) fn touch_prompt(key: &KeyInfo, what: &str) {
+    if let Some(device) = key.device.as_ref().filter(|d| d.needs_touch()) {
+        let when = if device.touch_policy.as_deref() == Some("cached") {
+            "if it blinks"
+        } else {
+            "when it blinks"
+        };
+        eprintln!(
+            "Touch YubiKey {} {when} to sign {what} (key {}, role {}{})",
+            device.serial,
+            key.key_id,
+            key.role,
+            key.gun
+                .as_deref()
+                .map_or_else(String::new, |g| format!(", gun {g}"))
+        );
+    }
+}
+
 /// A key's attestation as sigild fetched and checked it.
 #[derive(Debug, Clone)]
 pub(crate) struct Attestation {

@@ -905,3 +905,68 @@ async fn a_changed_management_key_is_taken_from_management_key_file_or_the_pin_p
     drop(client);
     assert!(daemon.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigil_names_the_device_and_what_it_signs_before_a_touch_and_reports_a_touch_timeout() {
+    let card = VirtualYubikey::start(5_400_009, "--touch-timeout 2");
+    let dir = DevDir::new();
+    let config = write_config(&dir, &card, RIGHT_PIN, &roots_line(&card));
+    let daemon = start(&dir, &card, &config);
+    let mut client = daemon.client().await;
+    let root = generate_root(&mut client).await;
+    let targets = client
+        .generate("targets", GUN, pb::Algorithm::EcdsaP256)
+        .await;
+
+    // The key info the CLI fetches says where the key is and how it is guarded.
+    let (ok, summary, stderr) = sigil(&dir, &["key", "public", &root.key_id], None);
+    assert!(ok, "{stderr}");
+    assert!(
+        summary.contains(&format!(
+            "device:    YubiKey {} (touch always, PIN always, attested)",
+            card.serial
+        )),
+        "{summary}"
+    );
+
+    let file = dir.root().join("release-1.2.tar");
+    std::fs::write(&file, b"release 1.2 contents").expect("file");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let digest = sigil_e2e::sha256_hex(b"release 1.2 contents");
+    let prompt = format!(
+        "Touch YubiKey {} when it blinks to sign {file_arg} (sha256 {digest}) (key {}, role root, gun {GUN})",
+        card.serial, root.key_id
+    );
+    assert_eq!(card.ctl("auto-touch on"), "ok");
+    let (ok, signature, stderr) = sigil(&dir, &["sign", "--key", &root.key_id, file_arg], None);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains(&prompt), "{stderr}");
+    assert!(!signature.trim().is_empty());
+
+    // No touch: the prompt, then a clear error naming the device, and exit code 1.
+    assert_eq!(card.ctl("auto-touch off"), "ok");
+    let output = Command::new(sigil_exe())
+        .arg("--socket")
+        .arg(dir.socket())
+        .args(["sign", "--key", &root.key_id, file_arg])
+        .stdin(Stdio::null())
+        .output()
+        .expect("sigil sign");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&prompt), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "YubiKey {} slot 9c: touch not given in time, nothing was signed",
+            card.serial
+        )),
+        "{stderr}"
+    );
+
+    // A key that needs no touch signs without a prompt.
+    let (ok, _, stderr) = sigil(&dir, &["sign", "--key", &targets.key_id, file_arg], None);
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("Touch"), "{stderr}");
+    drop(client);
+    assert!(daemon.stop().success());
+}
