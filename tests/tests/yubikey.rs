@@ -773,14 +773,25 @@ async fn without_pin_file_signing_waits_for_sigil_token_unlock_which_verifies_th
     );
     assert!(still.contains("is locked"), "{still}");
     assert_eq!(card.pin_tries(), 2, "a sign offered the refused PIN");
-    // The right PIN: unlocked, the counter is reset, signatures work.
-    let (ok, _, stderr) = sigil(
-        &dir,
-        &["token", "unlock", "yubikey", "--pin-stdin"],
-        Some("123456\n"),
+    // The right PIN, typed at the prompt on a terminal (a pty from `script`): not echoed,
+    // unlocked, and signatures work.
+    let command = format!(
+        "{} --socket {} token unlock yubikey",
+        sigil_exe().display(),
+        dir.socket().display()
     );
-    assert!(ok, "{stderr}");
-    assert!(stderr.contains("token yubikey unlocked"), "{stderr}");
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg("(sleep 2; echo 123456) | script -qec \"$0\" /dev/null")
+        .arg(&command)
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let tty = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{tty}");
+    assert!(tty.contains("PIN for token yubikey:"), "{tty}");
+    assert!(tty.contains("token yubikey unlocked"), "{tty}");
+    assert!(!tty.contains("123456"), "the PIN was echoed: {tty}");
     sign_and_check(&mut client, &key, "after unlock").await;
     sign_and_check(&mut client, &key, "again").await;
 

@@ -101,14 +101,14 @@ fn prompt_pin(prompt: &str) -> Result<Zeroizing<String>, Error> {
     let mut quiet = saved.clone();
     quiet.local_flags.remove(LocalFlags::ECHO);
     quiet.local_flags.insert(LocalFlags::ECHONL);
-    termios::tcsetattr(tty.as_fd(), SetArg::TCSAFLUSH, &quiet).map_err(|e| no_tty(e.into()))?;
+    termios::tcsetattr(tty.as_fd(), SetArg::TCSANOW, &quiet).map_err(|e| no_tty(e.into()))?;
     let result = (|| {
         let mut out = &tty;
         out.write_all(prompt.as_bytes())?;
         out.flush()?;
         read_pin_line(&mut std::io::BufReader::new(&tty))
     })();
-    let restored = termios::tcsetattr(tty.as_fd(), SetArg::TCSAFLUSH, &saved);
+    let restored = termios::tcsetattr(tty.as_fd(), SetArg::TCSANOW, &saved);
     let pin = result.map_err(no_tty)?;
     restored.map_err(|e| no_tty(e.into()))?;
     Ok(pin)

@@ -36,6 +36,7 @@ mod tests {
             (Error::TooLarge { size: 2, max: 1 }, Code::ResourceExhausted),
             (Error::Unavailable("u".into()), Code::Unavailable),
             (Error::TokenLocked("l".into()), Code::FailedPrecondition),
+            (Error::Precondition("p".into()), Code::FailedPrecondition),
             (Error::Internal("secret detail".into()), Code::Internal),
         ];
         for (err, code) in cases {
