@@ -21,3 +21,23 @@ pub mod sigil_v1 {
 pub mod notary {
     tonic::include_proto!("proto");
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_unlock_request_never_prints_its_pin() {
+        let req = super::sigil_v1::UnlockRequest {
+            backend: "yubikey".into(),
+            pin: b"918273".to_vec(),
+        };
+        let text = format!("{req:?} {req:#?}");
+        assert!(
+            text.contains("yubikey") && text.contains("REDACTED"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("918273") && !text.contains("57, 49"),
+            "{text}"
+        );
+    }
+}
