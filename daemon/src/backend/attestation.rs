@@ -357,6 +357,103 @@ mod tests {
         assert!(verify(&bare, &f9_der, &roots, &spki(&slot)).is_err());
     }
 
+    /// A throwaway RSA-2048 key for the test below (Yubico's attestation roots and F9 keys are
+    /// RSA on most devices). Generated with `openssl genpkey`; it protects nothing.
+    const TEST_RSA_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQDfE6bb1Q39ilJL
+FOtkI5INUkBa20I6dht0m1ZHRbDsUoOaArzGQlMp0gFVEZZZLznYfa/V375tlWKJ
+Du9SjGXUyiIfT5Iu9wobdsfs6L+oleVmWZOfoZH2P2UTeZJqUXXYVzI8z3Zx/fnG
+w89W23iZBDqrdmPmbcrEEH8YYgoXjJw4ocvUYLn8NmqTvmhNZDosLnolTn4BLQZH
+6ZFTawYMSkwqONUyFtH15nJCixs32rNx0bivngGPvTNgFjYqdc351tStVjd+Ekn4
+i9iKKgwyVAiJBir3sPJunA19oTV8i2JnXZLKMRGjco17xHIkQiig3DuiRv+vEB2v
+Ti+t6dkLAgMBAAECggEAUz2bCvbylIRz9s5kk+ZuDoh9uSmOChCeaCG6zTelMFoN
+/387/+Mp8zYJBzxb1QW5WR51aaJnBa8zqJ8pEK2RJhkTKInhq6LFY8AsFCw5sGfW
+xR1x56Q7uh6n0d+Qkhm5lrPa7DQiJ6E0/kV87hVRaA/a8LZpysd3XTgmpOuYhnZf
+/ktSEDQoszpD219xr+e8VNvtt5g2PHiYDHj4VBbTjDEKVWy0vpME7Tk+tc6/g9i2
+eo6Ze7ocRfrp5f6XCREgCMgtOKxDKCwv29TQzlvbW6loc6iD/7/t79DWVlOIZO+w
+NeDkoklAPaCFk1wJYnLITY6AhXwc+cyDFQNk07XmeQKBgQD9usXH9sKqomUKvLde
+EyfLG7bcMyQV2fjE5uNYHKXMon7+go5A8i051Nbh/kE2zEO/zY8Dr/H7sgqvf7jX
+JIWr8otXuIwErGh90W83OPeosY2VMFidwazuxV8yTpUow7PQ80Bc4GplrwGlyLCw
+Psd0UvpYIPHOnqtP6k8Fk6wzFwKBgQDhEqllx6HBmXRXsGLdzqZen33cR1XyJfsq
+tERteyhXT23Wctfk6it8gu/NvviieY1GlBNuo3OJVdQZMiXQ676wxiDJy19fSzoZ
+88ok/AVDYZJpdAgdm06KbnNcz1O/1q+hZAX8m7yd4FrjaKb8JZsVx9bKpLK9v0fv
+CC/qpKTSLQKBgQDC5MgvBNgagYrjaHnhBQ238Z3QHmhFcJypgkB22epw+RBbJqVm
+NZ+PoHE+PjKRiO0xUw/bYTaagvO6Qn0UpLUYksF9q//BRz0sB8dJv7RcG6YJRo2K
+/815ypmI5tuj6E8i3PY/YRHY8Uhus20ks9Q5AdPSBdw3PaGRTQVN31SSGQKBgQCo
+LVOak8LQcKO4ajpV1vYFulNHZ55W4/57eFuxGteX9efy17lueXOpBAW/zTTn4r+n
+vzmN8GCCfDmR4iDTrXO9jy4s2uQWxpVRkxK29AHSyXOnjGYMCWJ0mfdloB3KONbf
+V2gJyyzzIxOG3Un5Gvh5G+vpW4ubsPRFLe7v+7qUuQKBgDlHzYtqs1cqAcTct1Y9
+c25Mtok3XajWH1WoYBLSbtxXnfnI8ma2m3lN5pk/z8Ro2vRtFqGp3FfXgoizHtoW
+dff1DozLONdKBrG0vN/lt8qdijyh4xKAV0uNe/8gIkngcytLxSH/XMsdT4zD0yot
+6nJ19rAqoK4bVApnpb0Ig9C9
+-----END PRIVATE KEY-----";
+
+    #[test]
+    fn an_rsa_root_and_rsa_f9_certificate_verify_too() {
+        use rsa::pkcs8::DecodePrivateKey as _;
+        let rsa_key = rsa::RsaPrivateKey::from_pkcs8_pem(TEST_RSA_KEY).expect("rsa key");
+        let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(rsa_key.clone());
+        let rsa_spki = SubjectPublicKeyInfoOwned::from_key(rsa_key.to_public_key()).expect("spki");
+        let build = |subject: &str, issuer: &str, key: &SubjectPublicKeyInfoOwned| {
+            let serial = x509_cert::serial_number::SerialNumber::new(&[2]).expect("serial");
+            let validity =
+                x509_cert::time::Validity::from_now(Duration::from_secs(86_400)).expect("validity");
+            CertificateBuilder::new(
+                Profile::Manual {
+                    issuer: Some(Name::from_str(issuer).expect("issuer")),
+                },
+                serial,
+                validity,
+                Name::from_str(subject).expect("subject"),
+                key.clone(),
+                &signer,
+            )
+            .expect("builder")
+            .build::<rsa::pkcs1v15::Signature>()
+            .expect("build")
+            .to_der()
+            .expect("der")
+        };
+        // Root and F9 share the RSA key here; what matters is the RSA signature path. The leaf
+        // is signed by the F9 key, also RSA.
+        let root_der = build("CN=rsa root", "CN=rsa root", &rsa_spki);
+        let f9_der = build("CN=rsa f9", "CN=rsa root", &rsa_spki);
+        let slot = key(9);
+        let serial = x509_cert::serial_number::SerialNumber::new(&[3]).expect("serial");
+        let validity =
+            x509_cert::time::Validity::from_now(Duration::from_secs(86_400)).expect("validity");
+        let mut leaf = CertificateBuilder::new(
+            Profile::Manual {
+                issuer: Some(Name::from_str("CN=rsa f9").expect("issuer")),
+            },
+            serial,
+            validity,
+            Name::from_str("CN=leaf").expect("subject"),
+            spki(&slot),
+            &signer,
+        )
+        .expect("builder");
+        leaf.add_extension(&PolicyExt([2, 3])).expect("ext");
+        let leaf = leaf
+            .build::<rsa::pkcs1v15::Signature>()
+            .expect("build")
+            .to_der()
+            .expect("der");
+        let roots = Roots::from_certs(vec![Certificate::from_der(&root_der).expect("root")]);
+        let got = verify(&leaf, &f9_der, &roots, &spki(&slot)).expect("RSA chain verifies");
+        assert_eq!(
+            got,
+            Policies {
+                pin: PinPolicy::Once,
+                touch: TouchPolicy::Cached
+            }
+        );
+        let mut tampered = leaf.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(verify(&tampered, &f9_der, &roots, &spki(&slot)).is_err());
+    }
+
     #[test]
     fn policy_names_round_trip() {
         for p in [TouchPolicy::Never, TouchPolicy::Cached, TouchPolicy::Always] {
