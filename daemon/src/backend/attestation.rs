@@ -20,6 +20,7 @@ use x509_cert::spki::SubjectPublicKeyInfoOwned;
 /// Yubico's PIN/touch policy extension in attestation certificates.
 pub const POLICY_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.41482.3.8");
 const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
 const RSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
 
 /// A PIV PIN policy as the device reports it.
@@ -223,8 +224,8 @@ pub fn verify(
     policies_of(&leaf)
 }
 
-/// Verifies `cert`'s signature with `issuer`: ECDSA P-256 / SHA-256 or RSA PKCS#1 v1.5 /
-/// SHA-256 (Yubico's roots and F9 keys use one or the other).
+/// Verifies `cert`'s signature with `issuer`: ECDSA (P-256 or P-384 key) with SHA-256 or
+/// SHA-384, or RSA PKCS#1 v1.5 / SHA-256 (Yubico's roots and F9 keys use one or the other).
 fn check_signature(cert: &Certificate, issuer: &SubjectPublicKeyInfoOwned) -> Result<(), String> {
     use p256::pkcs8::DecodePublicKey as _;
     use rsa::signature::Verifier as _;
@@ -238,12 +239,26 @@ fn check_signature(cert: &Certificate, issuer: &SubjectPublicKeyInfoOwned) -> Re
         .ok_or("signature is not a whole number of bytes")?;
     let issuer_der = issuer.to_der().map_err(|e| format!("issuer key: {e}"))?;
     match cert.signature_algorithm.oid {
-        ECDSA_SHA256 => {
-            let key = p256::ecdsa::VerifyingKey::from_public_key_der(&issuer_der)
-                .map_err(|e| format!("issuer key is not P-256: {e}"))?;
-            let sig = p256::ecdsa::DerSignature::try_from(signature)
-                .map_err(|e| format!("malformed ECDSA signature: {e}"))?;
-            key.verify(&tbs, &sig).map_err(|_| "does not verify".into())
+        oid @ (ECDSA_SHA256 | ECDSA_SHA384) => {
+            use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+            use sha2::Digest as _;
+            let digest = if oid == ECDSA_SHA256 {
+                sha2::Sha256::digest(&tbs).to_vec()
+            } else {
+                sha2::Sha384::digest(&tbs).to_vec()
+            };
+            let bad = |_| "does not verify".to_owned();
+            if let Ok(key) = p256::ecdsa::VerifyingKey::from_public_key_der(&issuer_der) {
+                let sig = p256::ecdsa::Signature::from_der(signature)
+                    .map_err(|e| format!("malformed ECDSA signature: {e}"))?;
+                key.verify_prehash(&digest, &sig).map_err(bad)
+            } else if let Ok(key) = p384::ecdsa::VerifyingKey::from_public_key_der(&issuer_der) {
+                let sig = p384::ecdsa::Signature::from_der(signature)
+                    .map_err(|e| format!("malformed ECDSA signature: {e}"))?;
+                key.verify_prehash(&digest, &sig).map_err(bad)
+            } else {
+                Err("issuer key is not ECDSA P-256 or P-384".into())
+            }
         }
         RSA_SHA256 => {
             let key = rsa::RsaPublicKey::from_public_key_der(&issuer_der)
@@ -452,6 +467,39 @@ dff1DozLONdKBrG0vN/lt8qdijyh4xKAV0uNe/8gIkngcytLxSH/XMsdT4zD0yot
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
         assert!(verify(&tampered, &f9_der, &roots, &spki(&slot)).is_err());
+    }
+
+    #[test]
+    fn a_p384_root_signing_with_sha384_verifies() {
+        let root = p384::ecdsa::SigningKey::from_slice(&[5u8; 48]).expect("p384 key");
+        let root_spki = SubjectPublicKeyInfoOwned::from_key(*root.verifying_key()).expect("spki");
+        let (f9, slot) = (key(6), key(7));
+        let serial = x509_cert::serial_number::SerialNumber::new(&[4]).expect("serial");
+        let validity =
+            x509_cert::time::Validity::from_now(Duration::from_secs(86_400)).expect("validity");
+        let sign_p384 = |subject: &str, spki: SubjectPublicKeyInfoOwned| {
+            CertificateBuilder::new(
+                Profile::Manual {
+                    issuer: Some(Name::from_str("CN=p384 root").expect("issuer")),
+                },
+                serial.clone(),
+                validity,
+                Name::from_str(subject).expect("subject"),
+                spki,
+                &root,
+            )
+            .expect("builder")
+            .build::<p384::ecdsa::DerSignature>()
+            .expect("build")
+            .to_der()
+            .expect("der")
+        };
+        let root_der = sign_p384("CN=p384 root", root_spki);
+        let f9_der = sign_p384("CN=f9", spki(&f9));
+        let leaf = cert("CN=leaf", "CN=f9", &spki(&slot), &f9, Some([1, 1]));
+        let roots = Roots::from_certs(vec![Certificate::from_der(&root_der).expect("root")]);
+        let got = verify(&leaf, &f9_der, &roots, &spki(&slot)).expect("P-384 root verifies");
+        assert_eq!(got.touch, TouchPolicy::Never);
     }
 
     #[test]
