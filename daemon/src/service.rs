@@ -239,13 +239,14 @@ impl SigningService {
             if backend.is_empty() {
                 return Err(Error::BadRequest("backend is required".into()));
             }
-            let index = self.pick_backend(backend)?;
+            // Policy first: a caller without the right learns nothing about the backends.
             if !self.policy().may_unlock(caller, backend) {
                 return Err(Error::PermissionDenied(format!(
                     "policy does not allow uid {} to unlock backend {backend:?}",
                     caller.uid
                 )));
             }
+            let index = self.pick_backend(backend)?;
             if pin.is_empty() {
                 return Err(Error::BadRequest("the PIN is empty".into()));
             }
