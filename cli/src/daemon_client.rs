@@ -61,8 +61,8 @@ impl DeviceInfo {
 
 /// Before a sign that may wait for a touch: tells the person at the device which device is
 /// about to blink and what a touch will sign (what you see is what you sign). Nothing for
-/// keys that need no touch.
-pub(crate) fn touch_prompt(key: &KeyInfo, what: &str) {
+/// keys that need no touch (`what` is only computed when the prompt is printed).
+pub(crate) fn touch_prompt(key: &KeyInfo, what: impl FnOnce() -> String) {
     if let Some(device) = key.device.as_ref().filter(|d| d.needs_touch()) {
         let when = if device.touch_policy.as_deref() == Some("cached") {
             "if it blinks"
@@ -70,8 +70,9 @@ pub(crate) fn touch_prompt(key: &KeyInfo, what: &str) {
             "when it blinks"
         };
         eprintln!(
-            "Touch YubiKey {} {when} to sign {what} (key {}, role {}{})",
+            "Touch YubiKey {} {when} to sign {} (key {}, role {}{})",
             device.serial,
+            what(),
             key.key_id,
             key.role,
             key.gun

@@ -58,7 +58,7 @@ impl Signer for DaemonSigner {
         } else {
             pb::sign_request::Payload::Message(message.to_vec())
         };
-        touch_prompt(&self.key, &describe_metadata(&self.key, message));
+        touch_prompt(&self.key, || describe_metadata(&self.key, message));
         let mut client = self.client.clone();
         let response = client
             .sign(&self.id, payload, pb::SignatureEncoding::Raw)

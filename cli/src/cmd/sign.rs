@@ -133,11 +133,13 @@ impl SignArgs {
             Signed::Message(input.read_all("file to sign").await?)
         };
         debug!(key_id = %self.key, %algorithm, "asking sigild to sign");
-        let digest_hex = match &signed {
-            Signed::Digest(d) => hex::encode(d),
-            Signed::Message(m) => hex::encode(<sha2::Sha256 as sha2::Digest>::digest(m)),
-        };
-        daemon_client::touch_prompt(&key, &format!("{input} (sha256 {digest_hex})"));
+        daemon_client::touch_prompt(&key, || {
+            let digest_hex = match &signed {
+                Signed::Digest(d) => hex::encode(d),
+                Signed::Message(m) => hex::encode(<sha2::Sha256 as sha2::Digest>::digest(m)),
+            };
+            format!("{input} (sha256 {digest_hex})")
+        });
         // The requested encoding is passed through as given; sigild ignores it for non-ECDSA.
         let response = client
             .sign(&self.key, signed.payload(), self.encoding.to_wire())
