@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::cmd::{collection, delegation, key, sign, verify};
+use crate::cmd::{collection, delegation, key, sign, token, verify};
 use crate::error::EXIT_CODES_HELP;
 
 /// Default socket of a system-wide sigild.
@@ -79,9 +79,12 @@ pub(crate) struct GlobalArgs {
 /// The top-level commands. A command's help comes from its `Args` struct's docs.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// List, generate, show, remove and rotate keys held by sigild.
+    /// List, generate, show, remove, rotate and attest keys held by sigild.
     #[command(subcommand)]
     Key(key::Command),
+    /// Administer the tokens behind sigild (unlock a YubiKey with its PIN).
+    #[command(subcommand)]
+    Token(token::Command),
     Sign(sign::SignArgs),
     Verify(verify::VerifyArgs),
     Init(collection::InitArgs),

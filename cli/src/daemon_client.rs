@@ -10,6 +10,7 @@ use hyper_util::rt::TokioIo;
 use sigil_proto::sigil_v1 as pb;
 use sigil_proto::sigil_v1::keys_client::KeysClient;
 use sigil_proto::sigil_v1::signer_client::SignerClient;
+use sigil_proto::sigil_v1::tokens_client::TokensClient;
 use sigil_tuf::{Algorithm, PublicKey};
 use tonic::transport::{Channel, Endpoint, Uri};
 use tracing::debug;
@@ -34,6 +35,68 @@ pub(crate) struct KeyInfo {
     pub(crate) gun: Option<String>,
     /// The public key, ready for local verification.
     pub(crate) public_key: PublicKey,
+    /// The device holding the key, for YubiKey backends.
+    pub(crate) device: Option<DeviceInfo>,
+}
+
+/// What sigild reports about the device holding a key (YubiKey backends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeviceInfo {
+    /// YubiKey serial number.
+    pub(crate) serial: u32,
+    /// Touch policy the device reports (`never`, `cached`, `always`), if known.
+    pub(crate) touch_policy: Option<String>,
+    /// PIN policy the device reports, if known.
+    pub(crate) pin_policy: Option<String>,
+    /// Whether the key's attestation verified against sigild's configured roots.
+    pub(crate) attested: bool,
+}
+
+impl DeviceInfo {
+    /// Whether a signature with the key may wait for a touch on the device.
+    pub(crate) fn needs_touch(&self) -> bool {
+        matches!(self.touch_policy.as_deref(), Some("always" | "cached"))
+    }
+}
+
+/// Before a sign that may wait for a touch: tells the person at the device which device is
+/// about to blink and what a touch will sign (what you see is what you sign). Nothing for
+/// keys that need no touch (`what` is only computed when the prompt is printed).
+pub(crate) fn touch_prompt(key: &KeyInfo, what: impl FnOnce() -> String) {
+    if let Some(device) = key.device.as_ref().filter(|d| d.needs_touch()) {
+        let when = if device.touch_policy.as_deref() == Some("cached") {
+            "if it blinks"
+        } else {
+            "when it blinks"
+        };
+        eprintln!(
+            "Touch YubiKey {} {when} to sign {} (key {}, role {}{})",
+            device.serial,
+            what(),
+            key.key_id,
+            key.role,
+            key.gun
+                .as_deref()
+                .map_or_else(String::new, |g| format!(", gun {g}"))
+        );
+    }
+}
+
+/// A key's attestation as sigild fetched and checked it.
+#[derive(Debug, Clone)]
+pub(crate) struct Attestation {
+    /// DER certificates, leaf first.
+    pub(crate) chain_der: Vec<Vec<u8>>,
+    /// Attested PIN policy.
+    pub(crate) pin_policy: String,
+    /// Attested touch policy.
+    pub(crate) touch_policy: String,
+    /// Whether the chain verified against sigild's attestation roots.
+    pub(crate) verified: bool,
+    /// Why it did not verify.
+    pub(crate) verify_error: Option<String>,
+    /// Device serial number.
+    pub(crate) device_serial: u32,
 }
 
 impl KeyInfo {
@@ -68,12 +131,19 @@ impl TryFrom<pb::PublicKey> for KeyInfo {
                 public_key.algorithm()
             )));
         }
+        let device = (key.backend_type == "yubikey").then(|| DeviceInfo {
+            serial: key.device_serial,
+            touch_policy: Some(key.touch_policy).filter(|p| !p.is_empty()),
+            pin_policy: Some(key.pin_policy).filter(|p| !p.is_empty()),
+            attested: key.attested,
+        });
         Ok(Self {
             key_id: key.key_id,
             backend: key.backend,
             role: key.role,
             gun: Some(key.gun).filter(|g| !g.is_empty()),
             public_key,
+            device,
         })
     }
 }
@@ -126,6 +196,7 @@ pub(crate) struct KeyFilter {
 pub(crate) struct DaemonClient {
     keys: KeysClient<Channel>,
     signer: SignerClient<Channel>,
+    tokens: TokensClient<Channel>,
 }
 
 impl DaemonClient {
@@ -153,6 +224,7 @@ impl DaemonClient {
         debug!(socket = %socket.display(), "connected to sigild");
         Ok(Self {
             keys: KeysClient::new(channel.clone()),
+            tokens: TokensClient::new(channel.clone()),
             signer: SignerClient::new(channel),
         })
     }
@@ -225,6 +297,47 @@ impl DaemonClient {
         Ok(())
     }
 
+    /// A key's attestation chain, fetched from its device by sigild and checked there.
+    pub(crate) async fn attest_key(&mut self, key_id: &KeyId) -> Result<Attestation, Error> {
+        let request = pb::AttestKeyRequest {
+            key_id: key_id.as_str().to_owned(),
+        };
+        let response = self
+            .keys
+            .attest_key(request)
+            .await
+            .map_err(|s| Error::from_status(&s, Some(key_id.as_str())))?
+            .into_inner();
+        Ok(Attestation {
+            chain_der: response.chain_der,
+            pin_policy: response.pin_policy,
+            touch_policy: response.touch_policy,
+            verified: response.verified,
+            verify_error: Some(response.verify_error).filter(|e| !e.is_empty()),
+            device_serial: response.device_serial,
+        })
+    }
+
+    /// Hands a token's PIN to sigild, which verifies it once; answers the PIN tries the device
+    /// reported before (a correct PIN resets the counter).
+    pub(crate) async fn unlock(
+        &mut self,
+        backend: &str,
+        pin: zeroize::Zeroizing<String>,
+    ) -> Result<u32, Error> {
+        // The request owns its copy only until it is encoded; prost gives no way to wipe it.
+        let request = pb::UnlockRequest {
+            backend: backend.to_owned(),
+            pin: pin.as_bytes().to_vec(),
+        };
+        let response = self
+            .tokens
+            .unlock(request)
+            .await
+            .map_err(|s| Error::from_status(&s, None))?;
+        Ok(response.into_inner().pin_tries_before)
+    }
+
     /// Asks sigild for one signature. The caller checks the result against the public key.
     pub(crate) async fn sign(
         &mut self,
@@ -266,6 +379,7 @@ njzqZfzl7SVdD1sqaYi5gmv4qDkbnCGJshESyRaeooNGYOwsIqFUeOIjPw==
             gun: String::new(),
             algorithm: pb::Algorithm::EcdsaP256.into(),
             spki_der,
+            ..Default::default()
         }
     }
 

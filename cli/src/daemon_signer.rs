@@ -11,7 +11,7 @@ use sha2::{Digest as _, Sha256};
 use sigil_proto::sigil_v1 as pb;
 use sigil_tuf::{Algorithm, PublicKey, SignError, Signer};
 
-use crate::daemon_client::{DaemonClient, KeyFilter, KeyInfo, NewKey};
+use crate::daemon_client::{DaemonClient, KeyFilter, KeyInfo, NewKey, touch_prompt};
 use crate::error::Error;
 use crate::key_ref::KeyId;
 
@@ -58,6 +58,7 @@ impl Signer for DaemonSigner {
         } else {
             pb::sign_request::Payload::Message(message.to_vec())
         };
+        touch_prompt(&self.key, || describe_metadata(&self.key, message));
         let mut client = self.client.clone();
         let response = client
             .sign(&self.id, payload, pb::SignatureEncoding::Raw)
@@ -71,6 +72,33 @@ impl Signer for DaemonSigner {
         }
         Ok(response.signature)
     }
+}
+
+/// What a metadata signature covers, for the touch prompt: collection, role and version, read
+/// from the canonical bytes being signed (so the prompt names what is signed, not what the
+/// command meant to sign).
+fn describe_metadata(key: &KeyInfo, message: &[u8]) -> String {
+    let digest = hex::encode(Sha256::digest(message));
+    let Ok(signed) = serde_json::from_slice::<serde_json::Value>(message) else {
+        return format!("data with sha256 {digest}");
+    };
+    let kind = signed
+        .get("_type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("unknown")
+        .to_ascii_lowercase();
+    // Delegated targets roles are `_type: Targets` too; the key says which one.
+    let role = if kind == "targets" && key.role.starts_with("targets/") {
+        key.role.clone()
+    } else {
+        kind
+    };
+    let version = signed
+        .get("version")
+        .and_then(serde_json::Value::as_u64)
+        .map_or_else(|| "?".to_owned(), |v| v.to_string());
+    let gun = key.gun.as_deref().unwrap_or("(no gun)");
+    format!("{gun} {role} metadata version {version} (sha256 {digest})")
 }
 
 /// Signers for every key sigild lets the caller see; the tuf crate picks those whose public
@@ -146,5 +174,42 @@ pub(crate) async fn find_or_generate(
             Ok(key)
         }
         None => generate_key(client, gun, role, backend).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon_client::DeviceInfo;
+
+    fn key(role: &str) -> KeyInfo {
+        let mut key = crate::output::tests::sample_key(Some("example.com/app"));
+        key.role = role.into();
+        key.device = Some(DeviceInfo {
+            serial: 12_345_678,
+            touch_policy: Some("always".into()),
+            pin_policy: Some("always".into()),
+            attested: true,
+        });
+        key
+    }
+
+    #[test]
+    fn the_touch_prompt_names_gun_role_and_version_from_the_signed_bytes() {
+        let root = br#"{"_type":"Root","consistent_snapshot":false,"expires":"2036-01-01T00:00:00Z","keys":{},"roles":{},"version":7}"#;
+        let text = describe_metadata(&key("root"), root);
+        assert!(
+            text.starts_with("example.com/app root metadata version 7 (sha256 "),
+            "{text}"
+        );
+        let targets =
+            br#"{"_type":"Targets","expires":"2036-01-01T00:00:00Z","targets":{},"version":3}"#;
+        let text = describe_metadata(&key("targets/releases"), targets);
+        assert!(
+            text.starts_with("example.com/app targets/releases metadata version 3"),
+            "{text}"
+        );
+        assert!(describe_metadata(&key("root"), b"\x00not json").starts_with("data with sha256 "));
+        assert!(key("root").device.expect("device").needs_touch());
     }
 }

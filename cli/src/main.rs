@@ -64,6 +64,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
     runtime.block_on(async {
         match &cli.command {
             Command::Key(command) => command.run(&cli.global).await,
+            Command::Token(command) => command.run(&cli.global).await,
             Command::Sign(args) => args.run(&cli.global).await,
             Command::Verify(args) => args.run(&cli.global).await,
             Command::Init(args) => args.run(&cli.global).await,

@@ -27,6 +27,24 @@ pub(crate) struct KeyJson {
     pub(crate) backend: String,
     /// PEM `PUBLIC KEY` block.
     pub(crate) public_key_pem: String,
+    /// The YubiKey holding the key; absent for PKCS#11 backends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) device: Option<DeviceJson>,
+}
+
+/// A key's device as `--json` prints it.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub(crate) struct DeviceJson {
+    /// `yubikey`.
+    pub(crate) r#type: &'static str,
+    /// Serial number.
+    pub(crate) serial: u32,
+    /// Touch policy the device reports, or `null` when unknown.
+    pub(crate) touch_policy: Option<String>,
+    /// PIN policy the device reports, or `null` when unknown.
+    pub(crate) pin_policy: Option<String>,
+    /// Whether the key's attestation verified against sigild's attestation roots.
+    pub(crate) attested: bool,
 }
 
 impl From<&KeyInfo> for KeyJson {
@@ -38,6 +56,13 @@ impl From<&KeyInfo> for KeyJson {
             gun: key.gun.clone(),
             backend: key.backend.clone(),
             public_key_pem: key.public_key.to_pem(),
+            device: key.device.as_ref().map(|d| DeviceJson {
+                r#type: "yubikey",
+                serial: d.serial,
+                touch_policy: d.touch_policy.clone(),
+                pin_policy: d.pin_policy.clone(),
+                attested: d.attested,
+            }),
         }
     }
 }
@@ -167,8 +192,21 @@ pub(crate) fn describe_key(key: &KeyInfo) -> String {
 
 /// The `sigil key public` summary: labelled fields, then the PEM block.
 pub(crate) fn key_summary(key: &KeyInfo) -> String {
+    let device = key.device.as_ref().map_or_else(String::new, |d| {
+        format!(
+            "device:    YubiKey {} (touch {}, PIN {}, {})\n",
+            d.serial,
+            d.touch_policy.as_deref().unwrap_or("unknown"),
+            d.pin_policy.as_deref().unwrap_or("unknown"),
+            if d.attested {
+                "attested"
+            } else {
+                "not attested"
+            }
+        )
+    });
     format!(
-        "key id:    {}\nalgorithm: {}\nrole:      {}\ngun:       {}\nbackend:   {}\n{}",
+        "key id:    {}\nalgorithm: {}\nrole:      {}\ngun:       {}\nbackend:   {}\n{device}{}",
         key.key_id,
         key.algorithm(),
         key.role,
@@ -176,6 +214,19 @@ pub(crate) fn key_summary(key: &KeyInfo) -> String {
         key.backend,
         key.public_key.to_pem()
     )
+}
+
+/// A DER certificate as a PEM `CERTIFICATE` block.
+pub(crate) fn certificate_pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
 }
 
 #[cfg(test)]
@@ -197,6 +248,7 @@ njzqZfzl7SVdD1sqaYi5gmv4qDkbnCGJshESyRaeooNGYOwsIqFUeOIjPw==
             backend: "hsm".into(),
             role: "targets".into(),
             gun: gun.map(str::to_owned),
+            device: None,
             public_key,
         }
     }

@@ -1,5 +1,6 @@
-//! The audit trail: one JSON line per Sign, GenerateKey and DeleteKey, refusals included, and
-//! one per refused GetPublicKey, appended to `audit_log`. Writing it is part of the operation: if the line cannot be written,
+//! The audit trail: one JSON line per Sign, GenerateKey, DeleteKey, AttestKey and token Unlock
+//! (never the PIN), refusals included, and one per refused GetPublicKey, appended to
+//! `audit_log`. Writing it is part of the operation: if the line cannot be written,
 //! the operation fails (fail closed) and a signature is withheld.
 
 use std::fs::{File, OpenOptions};

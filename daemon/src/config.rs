@@ -50,6 +50,28 @@ pub struct Config {
     /// Policy rules; with none, nobody may do anything.
     #[serde(default, rename = "policy")]
     pub policies: Vec<PolicyConfig>,
+    /// What keys of some roles must be (attested, touch), whoever asks.
+    #[serde(default, rename = "require")]
+    pub requirements: Vec<RequirementConfig>,
+}
+
+/// `[[require]]`: a property every key of the matching roles must have, for everyone. A key
+/// generated without it is refused (and removed again); a key without it cannot sign.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequirementConfig {
+    /// Rule name, for messages and logs.
+    pub name: String,
+    /// Glob over the key's role (default `*`).
+    pub role: Option<String>,
+    /// Glob over the key's GUN (default `*`).
+    pub gun: Option<String>,
+    /// The key's attestation must verify against its backend's `attestation_roots`.
+    #[serde(default)]
+    pub attested: bool,
+    /// The key's attested touch policy must be at least this (`always`, or `cached` which
+    /// `always` also satisfies).
+    pub touch: Option<TouchSetting>,
 }
 
 /// `[server]`.
@@ -184,6 +206,27 @@ pub struct YubikeyConfig {
     /// Touch policy of keys generated for every other role (default `never`).
     #[serde(default)]
     pub touch_other: TouchSetting,
+    /// `"default"` (the factory management key) or `"pin-protected"` (the key the device
+    /// keeps in its PIN-protected data object; needs the PIN). Exclusive with
+    /// `management_key_file`.
+    pub management_key: Option<ManagementKeySetting>,
+    /// File (mode 0600) holding the management key as 48 hex digits (3DES).
+    pub management_key_file: Option<PathBuf>,
+    /// PEM files with the attestation root certificates that generated keys are checked
+    /// against (e.g. Yubico's PIV attestation root). Without any, no key counts as attested.
+    #[serde(default)]
+    pub attestation_roots: Vec<PathBuf>,
+}
+
+/// Where a YubiKey's management key comes from, besides a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ManagementKeySetting {
+    /// The factory default 3DES key.
+    Default,
+    /// Stored on the device in the PIN-protected data object (`ykman piv access
+    /// change-management-key --protect`).
+    PinProtected,
 }
 
 /// A PIV touch policy, set on the device when a key is generated.
@@ -238,6 +281,8 @@ pub enum Op {
     Generate,
     /// Delete the key from the token.
     Delete,
+    /// Supply a token's PIN at run time (`sigil token unlock`); needs `tokens`.
+    Unlock,
 }
 
 impl Op {
@@ -249,6 +294,7 @@ impl Op {
             Self::List => "list",
             Self::Generate => "generate",
             Self::Delete => "delete",
+            Self::Unlock => "unlock",
         }
     }
 }
@@ -272,7 +318,11 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub gids: Vec<u32>,
     /// Which keys.
+    #[serde(default)]
     pub keys: Vec<KeySelectorConfig>,
+    /// Which tokens (globs over backend names) `unlock` applies to.
+    #[serde(default)]
+    pub tokens: Vec<String>,
     /// Which operations.
     pub allow: Vec<Op>,
 }
@@ -339,8 +389,17 @@ impl Config {
                     "backend name {name:?} is used twice"
                 )));
             }
-            if let BackendConfig::Pkcs11(c) = backend {
-                c.selector()?;
+            match backend {
+                BackendConfig::Pkcs11(c) => {
+                    c.selector()?;
+                }
+                BackendConfig::Yubikey(c) => {
+                    if c.management_key.is_some() && c.management_key_file.is_some() {
+                        return Err(Error::Invalid(format!(
+                            "backend {name:?}: set management_key or management_key_file, not both"
+                        )));
+                    }
+                }
             }
         }
         if let Some(ns) = &self.notary_signer {
@@ -358,6 +417,19 @@ impl Config {
                 ));
             }
         }
+        for req in &self.requirements {
+            if req.name.is_empty() {
+                return Err(Error::Invalid(
+                    "a [[require]] rule has an empty name".into(),
+                ));
+            }
+            if !req.attested && matches!(req.touch, None | Some(TouchSetting::Never)) {
+                return Err(Error::Invalid(format!(
+                    "[[require]] {:?} requires nothing: set attested = true and/or touch = \"always\" (or \"cached\")",
+                    req.name
+                )));
+            }
+        }
         for rule in &self.policies {
             if rule.users.is_empty()
                 && rule.uids.is_empty()
@@ -366,6 +438,18 @@ impl Config {
             {
                 return Err(Error::Invalid(format!(
                     "policy {:?} names no users, uids, groups or gids",
+                    rule.name
+                )));
+            }
+            if rule.keys.is_empty() && rule.tokens.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "policy {:?} names no keys (and no tokens)",
+                    rule.name
+                )));
+            }
+            if rule.allow.contains(&Op::Unlock) && rule.tokens.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "policy {:?} allows \"unlock\" but names no tokens: add tokens = [\"<backend name>\"]",
                     rule.name
                 )));
             }
@@ -474,6 +558,55 @@ allow = ["sign", "public", "list"]
                 .to_string()
                 .contains("tpm")
         );
+    }
+
+    #[test]
+    fn a_management_key_is_named_once() {
+        let yk = "\n[[backend]]\nname = \"yk\"\ntype = \"yubikey\"\nserial = 1\n";
+        let c = parse(&format!(
+            "{MINIMAL}{yk}management_key = \"pin-protected\"\n"
+        ))
+        .expect("ok");
+        let BackendConfig::Yubikey(b) = &c.backends[1] else {
+            panic!("expected yubikey")
+        };
+        assert_eq!(b.management_key, Some(ManagementKeySetting::PinProtected));
+        let both =
+            format!("{MINIMAL}{yk}management_key = \"default\"\nmanagement_key_file = \"/k\"\n");
+        assert!(
+            parse(&both)
+                .expect_err("both")
+                .to_string()
+                .contains("not both")
+        );
+        let bad = format!("{MINIMAL}{yk}management_key = \"0102\"\n");
+        assert!(parse(&bad).is_err());
+    }
+
+    #[test]
+    fn requirements_parse_strictly() {
+        let text = format!(
+            "{MINIMAL}\n[[require]]\nname = \"root\"\nrole = \"root\"\nattested = true\ntouch = \"always\"\n"
+        );
+        let c = parse(&text).expect("parse");
+        assert_eq!(c.requirements[0].touch, Some(TouchSetting::Always));
+        assert!(c.requirements[0].attested);
+        let unknown = text.replace("attested = true", "attested = true\npin = \"always\"");
+        assert!(
+            parse(&unknown)
+                .expect_err("unknown")
+                .to_string()
+                .contains("pin")
+        );
+        let empty = format!("{MINIMAL}\n[[require]]\nname = \"x\"\ntouch = \"never\"\n");
+        assert!(
+            parse(&empty)
+                .expect_err("nothing")
+                .to_string()
+                .contains("requires nothing")
+        );
+        let bad = text.replace("touch = \"always\"", "touch = \"sometimes\"");
+        assert!(parse(&bad).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
-use crate::backend::{Algorithm, BackendKey, KeyLocator, KeyMeta, KeyOwner, PublicKey};
+use crate::backend::{Algorithm, BackendKey, DeviceKey, KeyLocator, KeyMeta, KeyOwner, PublicKey};
 
 /// A key the daemon can sign with.
 #[derive(Debug)]
@@ -28,6 +28,8 @@ pub struct KeyEntry {
     pub locator: KeyLocator,
     /// Notary TUF key id, for keys owned by the notary-signer endpoint (it addresses keys so).
     pub notary_id: Option<String>,
+    /// What the device says about the key (YubiKey: serial, slot, attested policies).
+    pub device: Option<DeviceKey>,
 }
 
 impl KeyEntry {
@@ -45,7 +47,14 @@ impl KeyEntry {
             public: key.public,
             spki_der,
             locator: key.locator,
+            device: None,
         }
+    }
+
+    /// Adds what the device reports about the key.
+    pub fn with_device(mut self, device: Option<DeviceKey>) -> Self {
+        self.device = device;
+        self
     }
 
     /// The key's algorithm.

@@ -180,7 +180,7 @@ async fn reload_on_sighup(service: Arc<sigil_daemon::service::SigningService>, p
                 continue;
             }
         };
-        match Policy::from_config(&config.policies) {
+        match Policy::load(&config) {
             Ok(policy) => {
                 tracing::info!(rules = ?policy.rule_names(), "policy reloaded");
                 service.replace_policy(policy);

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use globset::{Glob, GlobMatcher};
 use nix::unistd::{Gid, Group, Uid, User};
 
-use crate::config::{Error, Op, PolicyConfig};
+use crate::backend::attestation::TouchPolicy;
+use crate::config::{Config, Error, Op, PolicyConfig, RequirementConfig, TouchSetting};
 
 /// How long a caller's supplementary groups are cached before they are read again.
 const GROUPS_TTL: Duration = Duration::from_secs(30);
@@ -48,6 +49,7 @@ impl Ops {
             Op::List => 4,
             Op::Generate => 8,
             Op::Delete => 16,
+            Op::Unlock => 32,
         }
     }
 
@@ -81,7 +83,75 @@ struct Rule {
     uids: HashSet<u32>,
     gids: HashSet<u32>,
     keys: Vec<Selector>,
+    /// Backend names `unlock` applies to.
+    tokens: Vec<GlobMatcher>,
     allow: Ops,
+}
+
+/// A compiled `[[require]]` rule.
+struct Requirement {
+    name: String,
+    gun: GlobMatcher,
+    role: GlobMatcher,
+    attested: bool,
+    touch: Option<TouchPolicy>,
+}
+
+/// What the requirements matching a role and GUN ask of a key, all combined.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Names of the matching rules, for messages.
+    pub rules: Vec<String>,
+    /// The key must be attested.
+    pub attested: bool,
+    /// The attested touch policy must be at least this.
+    pub touch: Option<TouchPolicy>,
+}
+
+/// What is known about a key's attestation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyFacts {
+    /// Its attestation verified against the configured roots.
+    pub attested: bool,
+    /// Its touch policy, as reported by the device (attested when `attested`).
+    pub touch: Option<TouchPolicy>,
+}
+
+impl Needs {
+    /// Whether anything is required.
+    pub fn any(&self) -> bool {
+        self.attested || self.touch.is_some()
+    }
+
+    /// Why a key with `facts` does not meet these needs, or `None` when it does. A touch
+    /// requirement is met only by an attested touch policy.
+    pub fn unmet(&self, facts: &KeyFacts) -> Option<String> {
+        let rules = self.rules.join(", ");
+        if self.attested && !facts.attested {
+            return Some(format!(
+                "requirement {rules}: the key is not attested (its attestation chain does not verify against the backend's attestation_roots)"
+            ));
+        }
+        if let Some(want) = self.touch {
+            match (facts.attested, facts.touch) {
+                (true, Some(have)) if have >= want => {}
+                (true, Some(have)) => {
+                    return Some(format!(
+                        "requirement {rules}: the key's attested touch policy is {}, {} is required",
+                        have.as_str(),
+                        want.as_str()
+                    ));
+                }
+                _ => {
+                    return Some(format!(
+                        "requirement {rules}: touch {} is required but the key's touch policy is not attested",
+                        want.as_str()
+                    ));
+                }
+            }
+        }
+        None
+    }
 }
 
 /// A uid's supplementary groups and when they were read.
@@ -90,6 +160,7 @@ type CachedGroups = (Instant, Arc<[u32]>);
 /// The compiled policy.
 pub struct Policy {
     rules: Vec<Rule>,
+    requirements: Vec<Requirement>,
     /// Supplementary groups per uid, only looked up when a rule names groups.
     groups: Mutex<HashMap<u32, CachedGroups>>,
 }
@@ -108,6 +179,42 @@ fn glob(pattern: &str, rule: &str) -> Result<GlobMatcher, Error> {
 }
 
 impl Policy {
+    /// Compiles a configuration's `[[policy]]` and `[[require]]` rules.
+    pub fn load(config: &Config) -> Result<Self, Error> {
+        Self::from_config(&config.policies)?.require(&config.requirements)
+    }
+
+    /// Adds `[[require]]` rules.
+    pub fn require(mut self, requirements: &[RequirementConfig]) -> Result<Self, Error> {
+        for req in requirements {
+            self.requirements.push(Requirement {
+                name: req.name.clone(),
+                gun: glob(req.gun.as_deref().unwrap_or("*"), &req.name)?,
+                role: glob(req.role.as_deref().unwrap_or("*"), &req.name)?,
+                attested: req.attested,
+                touch: match req.touch {
+                    None | Some(TouchSetting::Never) => None,
+                    Some(TouchSetting::Cached) => Some(TouchPolicy::Cached),
+                    Some(TouchSetting::Always) => Some(TouchPolicy::Always),
+                },
+            });
+        }
+        Ok(self)
+    }
+
+    /// What the requirements ask of a key with this role and GUN.
+    pub fn needs(&self, gun: &str, role: &str) -> Needs {
+        let mut needs = Needs::default();
+        for req in &self.requirements {
+            if req.gun.is_match(gun) && req.role.is_match(role) {
+                needs.rules.push(req.name.clone());
+                needs.attested |= req.attested;
+                needs.touch = needs.touch.max(req.touch);
+            }
+        }
+        needs
+    }
+
     /// Compiles the `[[policy]]` rules, resolving user and group names now.
     pub fn from_config(rules: &[PolicyConfig]) -> Result<Self, Error> {
         let mut compiled = Vec::with_capacity(rules.len());
@@ -145,16 +252,23 @@ impl Policy {
                 });
             }
             let allow = Ops(rule.allow.iter().fold(0, |acc, op| acc | Ops::bit(*op)));
+            let tokens = rule
+                .tokens
+                .iter()
+                .map(|t| glob(t, &rule.name))
+                .collect::<Result<_, _>>()?;
             compiled.push(Rule {
                 name: rule.name.clone(),
                 uids,
                 gids,
                 keys,
+                tokens,
                 allow,
             });
         }
         Ok(Self {
             rules: compiled,
+            requirements: Vec::new(),
             groups: Mutex::new(HashMap::new()),
         })
     }
@@ -179,6 +293,21 @@ impl Policy {
             }
         }
         Ops(ops)
+    }
+
+    /// Whether `caller` may unlock (supply the PIN of) the backend named `token`.
+    pub fn may_unlock(&self, caller: &Caller, token: &str) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.allow.contains(Op::Unlock)
+                && rule.tokens.iter().any(|t| t.is_match(token))
+                && (rule.uids.contains(&caller.uid)
+                    || rule.gids.contains(&caller.gid)
+                    || (!rule.gids.is_empty()
+                        && self
+                            .supplementary_groups(caller)
+                            .iter()
+                            .any(|g| rule.gids.contains(g))))
+        })
     }
 
     /// Names of the rules, for the start-up log.
@@ -231,6 +360,7 @@ mod tests {
             groups: vec![],
             gids: gids.to_vec(),
             keys: vec![sel],
+            tokens: vec![],
             allow: allow.to_vec(),
         }
     }
@@ -339,6 +469,77 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn unlock_needs_the_permission_and_the_token() {
+        let mut r = rule("ceremony", &[1000], &[], globs("*", "root"), &[Op::Unlock]);
+        r.tokens = vec!["offline-*".into()];
+        let p = Policy::from_config(&[r]).expect("policy");
+        assert!(p.may_unlock(&CI, "offline-root"));
+        assert!(!p.may_unlock(&CI, "hsm"));
+        assert!(!p.may_unlock(&OTHER, "offline-root"));
+        let mut r = rule("signers", &[1000], &[], globs("*", "*"), &[Op::Sign]);
+        r.tokens = vec!["*".into()];
+        assert!(
+            !Policy::from_config(&[r])
+                .expect("policy")
+                .may_unlock(&CI, "offline-root")
+        );
+    }
+
+    #[test]
+    fn requirements_combine_and_name_what_is_unmet() {
+        let req = |name: &str, role: &str, attested, touch| RequirementConfig {
+            name: name.into(),
+            role: Some(role.into()),
+            gun: None,
+            attested,
+            touch,
+        };
+        let p = Policy::from_config(&[])
+            .expect("policy")
+            .require(&[
+                req("attested-roots", "root", true, None),
+                req("touch-roots", "ro*", false, Some(TouchSetting::Always)),
+                req(
+                    "cached-targets",
+                    "targets",
+                    false,
+                    Some(TouchSetting::Cached),
+                ),
+            ])
+            .expect("requirements");
+        let root = p.needs("example.com/app", "root");
+        assert!(root.attested && root.touch == Some(TouchPolicy::Always));
+        assert_eq!(root.rules, vec!["attested-roots", "touch-roots"]);
+        assert!(!p.needs("x", "snapshot").any());
+        let good = KeyFacts {
+            attested: true,
+            touch: Some(TouchPolicy::Always),
+        };
+        assert_eq!(root.unmet(&good), None);
+        let unattested = KeyFacts {
+            attested: false,
+            ..good
+        };
+        assert!(
+            root.unmet(&unattested)
+                .expect("unmet")
+                .contains("not attested")
+        );
+        let cached = KeyFacts {
+            touch: Some(TouchPolicy::Cached),
+            ..good
+        };
+        assert!(
+            root.unmet(&cached)
+                .expect("unmet")
+                .contains("attested touch policy is cached, always is required")
+        );
+        let targets = p.needs("", "targets");
+        assert_eq!(targets.unmet(&good), None);
+        assert!(targets.unmet(&unattested).is_some());
     }
 
     #[test]

@@ -8,10 +8,10 @@ use sha2::{Digest as _, Sha256};
 use sigil_tuf::key::SignatureEncoding;
 
 use crate::audit::{AuditLog, Event, Who};
-use crate::backend::{self, Algorithm, Backend, KeyMeta, KeyOwner, SignInput};
+use crate::backend::{self, Algorithm, AttestationReport, Backend, KeyMeta, KeyOwner, SignInput};
 use crate::config::Op;
 use crate::keyring::{KeyEntry, KeyRing};
-use crate::policy::{Caller, KeyView, Policy};
+use crate::policy::{Caller, KeyFacts, KeyView, Policy};
 
 /// Why a request was refused or failed. Messages are safe to send to the caller; `Internal`
 /// keeps its detail for the daemon's log only.
@@ -40,6 +40,9 @@ pub enum Error {
     /// The token is locked or refused the PIN.
     #[error("{0}")]
     TokenLocked(String),
+    /// The key or backend cannot do this (no attestation, a `[[require]]` rule not met).
+    #[error("{0}")]
+    Precondition(String),
     /// Anything else; the detail is logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -54,8 +57,13 @@ impl From<backend::Error> for Error {
             | B::PinWrong { .. }
             | B::PinLocked { .. }
             | B::PinFinalTry { .. }
-            | B::TouchTimeout { .. } => Self::TokenLocked(e.to_string()),
-            B::Unsupported { .. } => Self::BadRequest(e.to_string()),
+            | B::TouchTimeout { .. }
+            | B::Locked { .. }
+            | B::UnlockPinWrong { .. } => Self::TokenLocked(e.to_string()),
+            B::Unsupported { .. } | B::BadPinFormat { .. } => Self::BadRequest(e.to_string()),
+            B::NoAttestation { .. } | B::NotUnlockable { .. } | B::MgmKeyRefused { .. } => {
+                Self::Precondition(e.to_string())
+            }
             B::KeyNotFound => Self::Internal("key vanished from the token".into()),
             other => Self::Internal(other.to_string()),
         }
@@ -138,8 +146,9 @@ impl SigningService {
         let keyring = KeyRing::default();
         for (index, backend) in backends.iter().enumerate() {
             for key in backend.scan().await? {
+                let device = backend.device_key(&key.locator);
                 keyring
-                    .insert(KeyEntry::new(index, backend.name(), key))
+                    .insert(KeyEntry::new(index, backend.name(), key).with_device(device))
                     .map_err(|e| Error::Internal(e.to_string()))?;
             }
         }
@@ -251,6 +260,79 @@ impl SigningService {
                 started,
             )?;
         }
+        result
+    }
+
+    /// `sigil token unlock`: hands an operator's PIN to a backend, which verifies it once.
+    /// Allowed by a policy rule with `unlock` for the backend; audited (op `unlock`, never the
+    /// PIN). Answers the PIN tries reported before the verification.
+    pub async fn unlock(
+        &self,
+        caller: &Caller,
+        backend: &str,
+        pin: crate::secret::Pin,
+    ) -> Result<u8, Error> {
+        let started = Instant::now();
+        let result = async {
+            if backend.is_empty() {
+                return Err(Error::BadRequest("backend is required".into()));
+            }
+            // Policy first: a caller without the right learns nothing about the backends.
+            if !self.policy().may_unlock(caller, backend) {
+                return Err(Error::PermissionDenied(format!(
+                    "policy does not allow uid {} to unlock backend {backend:?}",
+                    caller.uid
+                )));
+            }
+            let index = self.pick_backend(backend)?;
+            if pin.is_empty() {
+                return Err(Error::BadRequest("the PIN is empty".into()));
+            }
+            Ok(self.backends[index].unlock(pin).await?)
+        }
+        .await;
+        let reason = result.as_ref().err().map(ToString::to_string);
+        let event = Event {
+            op: "unlock",
+            who: Who::Unix(caller),
+            key_id: "",
+            role: "",
+            gun: "",
+            backend,
+            algorithm: None,
+            sha256: None,
+            outcome: outcome(result.as_ref().err()),
+            reason: reason.as_deref(),
+            latency_us: micros(started),
+        };
+        self.audit.record(&event).map_err(|e| audit_failed(&e))?;
+        result
+    }
+
+    /// A key's attestation chain, fetched from the device now, if the caller may read the
+    /// key's public half. Audited (op `attest`) whatever the outcome.
+    pub async fn attest(
+        &self,
+        caller: &Caller,
+        key_id: &str,
+    ) -> Result<(Arc<KeyEntry>, AttestationReport), Error> {
+        let started = Instant::now();
+        let result = async {
+            let key = self.authorise(caller, key_id, Op::Public)?;
+            let report = self.backend_of(&key)?.attest(key.locator.clone()).await?;
+            Ok((key, report))
+        }
+        .await;
+        let key = self.keyring.get(key_id);
+        self.audit(
+            "attest",
+            Who::Unix(caller),
+            key_id,
+            key.as_deref(),
+            None,
+            result.as_ref().err(),
+            started,
+        )?;
         result
     }
 
@@ -372,6 +454,15 @@ impl SigningService {
             }
         };
         *digest_hex = Some(hex::encode(digest));
+        let needs = self.policy().needs(&key.meta.gun, &key.meta.role);
+        if needs.any()
+            && let Some(why) = needs.unmet(&facts(key.device.as_ref()))
+        {
+            return Err(Error::Precondition(format!(
+                "key {} may not sign: {why}",
+                key.key_id
+            )));
+        }
         let backend = self.backend_of(&key)?;
         let raw = backend.sign(key.locator.clone(), algorithm, input).await?;
         let (bytes, encoding) = match (algorithm, encoding) {
@@ -475,9 +566,58 @@ impl SigningService {
             gun: req.gun.clone(),
             owner,
         };
+        // [[require]] rules: refuse up front what the backend cannot deliver, and check the
+        // new key's attestation afterwards (discarding the key when it falls short).
+        let needs = self.policy().needs(&req.gun, &req.role);
+        if needs.any() {
+            let plan = backend.generation_plan(&req.role);
+            let rules = needs.rules.join(", ");
+            if needs.attested
+                && let Err(why) = &plan.attestable
+            {
+                return Err(Error::Precondition(format!(
+                    "requirement {rules}: {} keys must be attested, but {why}; nothing was generated",
+                    req.role
+                )));
+            }
+            if let Some(want) = needs.touch {
+                match plan.touch {
+                    Some(have) if have >= want => {}
+                    Some(have) => {
+                        return Err(Error::Precondition(format!(
+                            "requirement {rules}: {} keys need touch {}, but backend {:?} generates them with touch {} (set touch_root / touch_other); nothing was generated",
+                            req.role,
+                            want.as_str(),
+                            backend.name(),
+                            have.as_str()
+                        )));
+                    }
+                    None => {
+                        return Err(Error::Precondition(format!(
+                            "requirement {rules}: {} keys need an attested touch policy, which backend {:?} cannot give; nothing was generated",
+                            req.role,
+                            backend.name()
+                        )));
+                    }
+                }
+            }
+        }
         let key = backend.generate(req.algorithm, meta).await?;
+        let device = backend.device_key(&key.locator);
+        if needs.any()
+            && let Some(why) = needs.unmet(&facts(device.as_ref()))
+        {
+            let discarded = match backend.delete(key.locator.clone()).await {
+                Ok(()) => "the new key was discarded (its label removed from the device)",
+                Err(e) => {
+                    tracing::error!(error = %e, "could not discard a key that failed a requirement");
+                    "the new key could not be discarded from the device; it is not in the key ring"
+                }
+            };
+            return Err(Error::Precondition(format!("{why}; {discarded}")));
+        }
         self.keyring
-            .insert(KeyEntry::new(index, backend.name(), key))
+            .insert(KeyEntry::new(index, backend.name(), key).with_device(device))
             .map_err(|e| Error::Internal(e.to_string()))
     }
 
@@ -713,6 +853,14 @@ fn outcome(error: Option<&Error>) -> &'static str {
         Some(Error::BadRequest(_) | Error::TooLarge { .. }) => "invalid",
         Some(_) => "error",
     }
+}
+
+/// What the key ring knows about a key's attestation, for `[[require]]` rules.
+fn facts(device: Option<&backend::DeviceKey>) -> KeyFacts {
+    device.map_or_else(KeyFacts::default, |d| KeyFacts {
+        attested: d.attested,
+        touch: d.policies.map(|p| p.touch),
+    })
 }
 
 fn micros(started: Instant) -> u64 {

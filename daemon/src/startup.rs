@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use crate::audit::AuditLog;
+use crate::backend::attestation::Roots;
+use crate::backend::yubikey::ManagementKey;
 use crate::backend::{self, Backend, pkcs11::Pkcs11Backend, yubikey::YubikeyBackend};
+use crate::config::ManagementKeySetting;
 use crate::config::{self, BackendConfig, Config};
 use crate::policy::Policy;
 use crate::secret::{self, read_pin_file};
@@ -56,15 +59,29 @@ pub fn open_backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>, Error> {
                 backends.push(Arc::new(Pkcs11Backend::open(c, pin, default_workers())?));
             }
             BackendConfig::Yubikey(c) => {
-                let Some(pin_file) = &c.pin_file else {
-                    return Err(Error::NotSupported(format!(
-                        "backend {:?}: type \"yubikey\" needs pin_file (unlocking at run time \
-                         through `sigil token unlock` is not available yet)",
-                        c.name
-                    )));
+                // Without pin_file the backend starts locked until `sigil token unlock`.
+                let pin = c.pin_file.as_deref().map(read_pin_file).transpose()?;
+                let roots = Roots::load(&c.attestation_roots)
+                    .map_err(|e| config::Error::Invalid(format!("backend {:?}: {e}", c.name)))?;
+                let mgm = match (&c.management_key_file, c.management_key) {
+                    (Some(path), _) => {
+                        // Same rules as a PIN file: 0600, no symlink, wiped after use.
+                        let text = read_pin_file(path)?;
+                        ManagementKey::from_hex(secrecy::ExposeSecret::expose_secret(
+                            text.as_auth_pin(),
+                        ))
+                        .map_err(|e| {
+                            config::Error::Invalid(format!(
+                                "backend {:?}: management_key_file {}: {e}",
+                                c.name,
+                                path.display()
+                            ))
+                        })?
+                    }
+                    (None, Some(ManagementKeySetting::PinProtected)) => ManagementKey::PinProtected,
+                    (None, _) => ManagementKey::Default,
                 };
-                let pin = read_pin_file(pin_file)?;
-                backends.push(Arc::new(YubikeyBackend::open(c, pin)?));
+                backends.push(Arc::new(YubikeyBackend::open(c, pin, roots, mgm)?));
             }
         }
     }
@@ -77,7 +94,7 @@ pub async fn build(config: &Config) -> Result<SigningService, Error> {
         // The TLS key guards the endpoint like a PIN guards the token.
         secret::check_private_file(&ns.tls_key)?;
     }
-    let policy = Policy::from_config(&config.policies)?;
+    let policy = Policy::load(config)?;
     let audit = AuditLog::open(&config.server.audit_log).map_err(|source| Error::Audit {
         path: config.server.audit_log.clone(),
         source,

@@ -506,3 +506,33 @@ async fn sighup_reloads_the_policy_and_a_bad_file_keeps_the_old_one() {
         .collect();
     assert_eq!(outcomes, vec!["not_found", "ok", "not_found"], "{audit:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkcs11_keys_cannot_be_attested_and_say_so() {
+    let dir = DevDir::new();
+    let daemon = dir.start();
+    let mut client = daemon.client().await;
+    let key = client
+        .generate("targets", "example.com/app", pb::Algorithm::EcdsaP256)
+        .await;
+    assert_eq!(key.backend_type, "pkcs11");
+    assert_eq!((key.device_serial, key.attested), (0, false));
+    assert!(key.touch_policy.is_empty());
+    let status = client
+        .keys
+        .attest_key(pb::AttestKeyRequest {
+            key_id: key.key_id.clone(),
+        })
+        .await
+        .expect_err("PKCS#11 keys have no attestation");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("cannot attest"), "{status:?}");
+    let status = client
+        .keys
+        .attest_key(pb::AttestKeyRequest {
+            key_id: "ab".repeat(32),
+        })
+        .await
+        .expect_err("unknown key");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+}

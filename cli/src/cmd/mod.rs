@@ -4,4 +4,5 @@ pub(crate) mod collection;
 pub(crate) mod delegation;
 pub(crate) mod key;
 pub(crate) mod sign;
+pub(crate) mod token;
 pub(crate) mod verify;

@@ -14,7 +14,7 @@ use sigil_tuf::{Algorithm, KeyError, PublicKey};
 use tracing::{debug, warn};
 
 use crate::cli::GlobalArgs;
-use crate::daemon_client::{DaemonClient, algorithm_from_wire};
+use crate::daemon_client::{self, DaemonClient, algorithm_from_wire};
 use crate::error::Error;
 use crate::input::Input;
 use crate::key_ref::KeyId;
@@ -27,7 +27,9 @@ use crate::output;
 /// signs whole messages, so the file itself is sent and sigild's message size limit applies.
 /// The signature is checked against the public key before it is printed, as one line of
 /// standard base64 on stdout (or in the --out file). With --json, stdout gets
-/// {key_id, algorithm, encoding, signature}.
+/// {key_id, algorithm, encoding, signature}. For a YubiKey key whose touch policy is always
+/// (or cached), stderr first says which device to touch and what it signs: FILE and its
+/// SHA-256.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
@@ -131,6 +133,13 @@ impl SignArgs {
             Signed::Message(input.read_all("file to sign").await?)
         };
         debug!(key_id = %self.key, %algorithm, "asking sigild to sign");
+        daemon_client::touch_prompt(&key, || {
+            let digest_hex = match &signed {
+                Signed::Digest(d) => hex::encode(d),
+                Signed::Message(m) => hex::encode(<sha2::Sha256 as sha2::Digest>::digest(m)),
+            };
+            format!("{input} (sha256 {digest_hex})")
+        });
         // The requested encoding is passed through as given; sigild ignores it for non-ECDSA.
         let response = client
             .sign(&self.key, signed.payload(), self.encoding.to_wire())

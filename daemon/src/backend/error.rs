@@ -44,7 +44,7 @@ pub enum Error {
     },
     /// Only one PIN try remains, so the daemon refuses to spend it.
     #[error(
-        "backend {backend:?}: the token allows only one more PIN try; refusing to risk locking it (verify the PIN by hand)"
+        "backend {backend:?}: the token allows only one more PIN try; refusing to risk locking it (verify the right PIN by hand, which resets the counter, e.g. `yubico-piv-tool -a verify-pin` for a YubiKey, or unblock the PIN with the PUK / SO PIN)"
     )]
     PinFinalTry {
         /// Backend name.
@@ -108,6 +108,56 @@ pub enum Error {
         op: &'static str,
         /// The yubikey crate's error.
         source: ::yubikey::Error,
+    },
+    /// The token's PIN has not been supplied yet (no `pin_file`).
+    #[error("token {backend} is locked: run `sigil token unlock {backend}`")]
+    Locked {
+        /// Backend name.
+        backend: String,
+    },
+    /// A PIN supplied through `sigil token unlock` was refused. Never retried.
+    #[error(
+        "backend {backend:?}: PIN incorrect, {retries} tries left (not retried; run `sigil token unlock {backend}` again with the right PIN)"
+    )]
+    UnlockPinWrong {
+        /// Backend name.
+        backend: String,
+        /// PIN tries left on the device.
+        retries: u8,
+    },
+    /// The token takes its PIN from `pin_file` only.
+    #[error(
+        "backend {backend:?} cannot be unlocked at run time (only type = \"yubikey\" backends can; this one reads pin_file)"
+    )]
+    NotUnlockable {
+        /// Backend name.
+        backend: String,
+    },
+    /// A supplied PIN is not a PIN the device can take (nothing was sent to it).
+    #[error("backend {backend:?}: {what}")]
+    BadPinFormat {
+        /// Backend name.
+        backend: String,
+        /// What is wrong with it (never the PIN itself).
+        what: String,
+    },
+    /// The device refused the configured management key.
+    #[error(
+        "backend {backend:?}: the YubiKey refused the {which} management key (check management_key / management_key_file)"
+    )]
+    MgmKeyRefused {
+        /// Backend name.
+        backend: String,
+        /// Which key was tried: "default", "configured", "PIN-protected".
+        which: &'static str,
+    },
+    /// The backend cannot attest keys (PKCS#11 tokens have no attestation).
+    #[error(
+        "backend {backend:?} cannot attest keys: attestation needs a YubiKey backend (type = \"yubikey\")"
+    )]
+    NoAttestation {
+        /// Backend name.
+        backend: String,
     },
     /// The backend's worker threads have stopped.
     #[error("backend {backend:?} is shutting down")]

@@ -1,6 +1,7 @@
 //! Token backends behind one trait, speaking domain types only. The service above never sees
 //! PKCS#11 or PIV details; a backend never sees callers or policy.
 
+pub mod attestation;
 pub mod error;
 pub mod pkcs11;
 pub mod yubikey;
@@ -63,6 +64,42 @@ pub struct BackendKey {
     pub locator: KeyLocator,
 }
 
+/// What a device knows about a key beyond its public half (YubiKey PIV keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceKey {
+    /// Device serial number.
+    pub serial: u32,
+    /// PIV slot.
+    pub slot: u8,
+    /// PIN and touch policies from the key's attestation; `None` when it could not be read.
+    pub policies: Option<attestation::Policies>,
+    /// Whether the attestation chain verified against the configured roots (then `policies`
+    /// are attested, not just reported).
+    pub attested: bool,
+}
+
+/// A key's attestation, fetched from the device and checked just now.
+#[derive(Debug, Clone)]
+pub struct AttestationReport {
+    /// DER certificates, leaf first: the slot's attestation, then the device's F9 certificate.
+    pub chain: Vec<Vec<u8>>,
+    /// The policies the attestation states.
+    pub policies: attestation::Policies,
+    /// `Ok` when the chain verified against the configured roots, else why not.
+    pub verified: Result<(), String>,
+    /// Device serial number.
+    pub serial: u32,
+}
+
+/// What a backend will make of a new key, known before generating it.
+#[derive(Debug, Clone)]
+pub struct GenerationPlan {
+    /// `Ok` when the new key's attestation can be verified, else why not.
+    pub attestable: Result<(), String>,
+    /// The touch policy the key will get; `None` when the token has no touch policy.
+    pub touch: Option<attestation::TouchPolicy>,
+}
+
 /// What to sign: a SHA-256 digest for ECDSA and RSA-PSS, the message itself for Ed25519.
 #[derive(Debug, Clone)]
 pub enum SignInput {
@@ -112,5 +149,45 @@ pub trait Backend: Send + Sync {
         _pin: Option<crate::secret::Pin>,
     ) -> BoxFuture<'_, Result<Vec<BackendKey>, Error>> {
         self.scan()
+    }
+
+    /// What a key generated now for `role` would be like (attestation, touch).
+    fn generation_plan(&self, _role: &str) -> GenerationPlan {
+        GenerationPlan {
+            attestable: Err(format!(
+                "backend {:?} has no attestation (only type = \"yubikey\" backends do)",
+                self.name()
+            )),
+            touch: None,
+        }
+    }
+
+    /// What the device knows about a key (serial, slot, attested policies); `None` for tokens
+    /// that report nothing beyond the key (PKCS#11).
+    fn device_key(&self, _locator: &KeyLocator) -> Option<DeviceKey> {
+        None
+    }
+
+    /// Verifies an operator-supplied PIN once and keeps it for later signatures; answers the
+    /// PIN tries the device reported before the verification. Tokens that read their PIN from a file only refuse.
+    fn unlock(&self, _pin: crate::secret::Pin) -> BoxFuture<'_, Result<u8, Error>> {
+        let backend = self.name().to_owned();
+        Box::pin(async move { Err(Error::NotUnlockable { backend }) })
+    }
+
+    /// Fetches and checks a key's attestation. Tokens without attestation refuse.
+    fn attest(&self, _locator: KeyLocator) -> BoxFuture<'_, Result<AttestationReport, Error>> {
+        let backend = self.name().to_owned();
+        Box::pin(async move { Err(Error::NoAttestation { backend }) })
+    }
+}
+
+impl KeyLocator {
+    /// The kind of backend that made the locator: `pkcs11` or `yubikey`.
+    pub fn backend_type(&self) -> &'static str {
+        match self {
+            Self::Pkcs11 { .. } => "pkcs11",
+            Self::Yubikey { .. } => "yubikey",
+        }
     }
 }

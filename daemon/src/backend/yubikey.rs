@@ -16,9 +16,17 @@
 //!
 //! A PC/SC error (card removed, reader gone) drops the handle and marks the backend unhealthy;
 //! the next request or health probe opens the device again.
+//!
+//! Attestation: right after generating, the backend fetches the slot's attestation certificate
+//! and the device's F9 certificate, checks them against `attestation_roots`
+//! ([`super::attestation`]) and records the attested PIN/touch policies, and whether they
+//! verified, in the label certificate (a second subject attribute,
+//! `OU=sigil-attestation:pin=…,touch=…,verified=yes|no`). At start-up each key's attestation is
+//! fetched and checked again: only a chain that verifies now makes a key "attested".
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -32,9 +40,11 @@ use yubikey::certificate::CertInfo;
 use yubikey::piv::{self, AlgorithmId, SlotId};
 use yubikey::{Certificate, MgmKey, PinPolicy, Serial, TouchPolicy, YubiKey};
 
+use super::attestation::{self, Policies, Roots};
 use super::pkcs11::{LABEL_PREFIX, NOTARY_LABEL_PREFIX, parse_label};
 use super::{
-    Algorithm, BackendKey, BoxFuture, Error, KeyLocator, KeyMeta, KeyOwner, PublicKey, SignInput,
+    Algorithm, AttestationReport, BackendKey, BoxFuture, DeviceKey, Error, KeyLocator, KeyMeta,
+    KeyOwner, PublicKey, SignInput,
 };
 use crate::config::{TouchSetting, YubikeyConfig};
 use crate::secret::Pin;
@@ -48,6 +58,8 @@ const RETIRED_SLOTS: std::ops::RangeInclusive<u8> = 0x82..=0x95;
 const PROBE_WAIT: Duration = Duration::from_secs(1);
 /// Issuer of the label certificates: they carry a label, they certify nothing.
 const LABEL_ISSUER: &str = "sigil key label (not a CA)";
+/// Prefix of the attestation record in a label certificate's OU.
+const RECORD_PREFIX: &str = "sigil-attestation:";
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
@@ -69,6 +81,14 @@ enum Job {
         input: SignInput,
         reply: Reply<Vec<u8>>,
     },
+    Attest {
+        slot: u8,
+        reply: Reply<AttestationReport>,
+    },
+    Unlock {
+        pin: Pin,
+        reply: Reply<u8>,
+    },
 }
 
 /// What the async side and the actor share.
@@ -78,24 +98,90 @@ struct Shared {
     healthy: AtomicBool,
     /// A probe is queued and not answered yet: do not queue another.
     probe_queued: AtomicBool,
+    /// What the device said about each key slot (attestation), for the key ring.
+    keys: Mutex<HashMap<u8, DeviceKey>>,
+}
+
+impl Shared {
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<u8, DeviceKey>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Where the management key (needed to generate keys and write label certificates) comes from.
+/// `yubikey` 0.8 speaks 3DES management keys only.
+#[derive(Clone)]
+pub enum ManagementKey {
+    /// The factory default.
+    Default,
+    /// A key from `management_key_file` (zeroized on drop by the `yubikey` crate).
+    Configured(MgmKey),
+    /// Read from the device's PIN-protected data object after verifying the PIN.
+    PinProtected,
+}
+
+impl std::fmt::Debug for ManagementKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+impl ManagementKey {
+    fn describe(&self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Configured(_) => "configured",
+            Self::PinProtected => "PIN-protected",
+        }
+    }
+
+    /// Parses a management key file's content: 48 hex digits (3DES), whitespace around it
+    /// ignored. Errors never show the key.
+    pub fn from_hex(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.len() != 48 {
+            return Err(format!(
+                "a management key is 48 hex digits (3DES); this one has {} characters",
+                text.len()
+            ));
+        }
+        let mut bytes = zeroize::Zeroizing::new([0u8; 24]);
+        hex::decode_to_slice(text, bytes.as_mut_slice())
+            .map_err(|_| "the management key is not hex".to_owned())?;
+        MgmKey::from_bytes(bytes.as_slice())
+            .map(Self::Configured)
+            .map_err(|_| "the management key is a weak 3DES key".to_owned())
+    }
 }
 
 /// A YubiKey (PIV) served by one actor thread that owns the device handle.
 pub struct YubikeyBackend {
     shared: Arc<Shared>,
+    /// Whether attestation roots are configured.
+    has_roots: bool,
+    touch_root: TouchPolicy,
+    touch_other: TouchPolicy,
     jobs: Option<crossbeam_channel::Sender<Job>>,
     actor: Option<JoinHandle<()>>,
 }
 
 impl YubikeyBackend {
     /// Opens the YubiKey with the configured serial and starts its actor. Fails when the
-    /// device is not there. The PIN is not used until the first signature.
-    pub fn open(config: &YubikeyConfig, pin: Pin) -> Result<Self, Error> {
+    /// device is not there. The PIN is not used until the first signature; without one (no
+    /// `pin_file`) the backend is locked until [`super::Backend::unlock`]. `roots` are the
+    /// attestation roots generated keys are checked against.
+    pub fn open(
+        config: &YubikeyConfig,
+        pin: Option<Pin>,
+        roots: Roots,
+        mgm: ManagementKey,
+    ) -> Result<Self, Error> {
         let shared = Arc::new(Shared {
             name: config.name.clone(),
             serial: config.serial,
             healthy: AtomicBool::new(false),
             probe_queued: AtomicBool::new(false),
+            keys: Mutex::new(HashMap::new()),
         });
         let yk = YubiKey::open_by_serial(Serial(config.serial)).map_err(|e| match e {
             yubikey::Error::NotFound | yubikey::Error::PcscError { .. } => Error::TokenNotFound {
@@ -114,9 +200,11 @@ impl YubikeyBackend {
             serial = config.serial,
             version = %yk.version(),
             reader = yk.name(),
+            locked = pin.is_none(),
             "YubiKey opened"
         );
         shared.healthy.store(true, Ordering::Relaxed);
+        let has_roots = !roots.is_empty();
         let mut actor = Actor {
             shared: Arc::clone(&shared),
             yk: Some(yk),
@@ -125,6 +213,9 @@ impl YubikeyBackend {
             pin_refused: None,
             touch_root: touch_policy(config.touch_root),
             touch_other: touch_policy(config.touch_other),
+            roots,
+            spkis: HashMap::new(),
+            mgm,
         };
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let handle = std::thread::Builder::new()
@@ -140,6 +231,9 @@ impl YubikeyBackend {
             })?;
         Ok(Self {
             shared,
+            has_roots,
+            touch_root: touch_policy(config.touch_root),
+            touch_other: touch_policy(config.touch_other),
             jobs: Some(tx),
             actor: Some(handle),
         })
@@ -248,6 +342,45 @@ impl super::Backend for YubikeyBackend {
             reply,
         })
     }
+
+    fn generation_plan(&self, role: &str) -> super::GenerationPlan {
+        let touch = if role == "root" {
+            self.touch_root
+        } else {
+            self.touch_other
+        };
+        super::GenerationPlan {
+            attestable: if self.has_roots {
+                Ok(())
+            } else {
+                Err(format!(
+                    "backend {:?} has no attestation_roots configured",
+                    self.shared.name
+                ))
+            },
+            touch: Some(match touch {
+                TouchPolicy::Always => attestation::TouchPolicy::Always,
+                TouchPolicy::Cached => attestation::TouchPolicy::Cached,
+                _ => attestation::TouchPolicy::Never,
+            }),
+        }
+    }
+
+    fn device_key(&self, locator: &KeyLocator) -> Option<DeviceKey> {
+        let slot = yubikey_slot(locator)?;
+        self.shared.keys().get(&slot).cloned()
+    }
+
+    fn unlock(&self, pin: Pin) -> BoxFuture<'_, Result<u8, Error>> {
+        self.submit(|reply| Job::Unlock { pin, reply })
+    }
+
+    fn attest(&self, locator: KeyLocator) -> BoxFuture<'_, Result<AttestationReport, Error>> {
+        let Some(slot) = yubikey_slot(&locator) else {
+            return Box::pin(async { Err(Error::KeyNotFound) });
+        };
+        self.submit(|reply| Job::Attest { slot, reply })
+    }
 }
 
 /// The one owner of the device handle.
@@ -255,13 +388,20 @@ struct Actor {
     shared: Arc<Shared>,
     /// `None` after the device went away, until it is opened again.
     yk: Option<YubiKey>,
-    pin: Pin,
+    /// `None` until an operator unlocks the device (no `pin_file`).
+    pin: Option<Pin>,
     /// The tries left were read and the PIN was accepted once.
     pin_checked: bool,
     /// The device refused the PIN, leaving this many tries: it is never offered again.
     pin_refused: Option<u8>,
     touch_root: TouchPolicy,
     touch_other: TouchPolicy,
+    /// Attestation roots.
+    roots: Roots,
+    /// The public key in each sigil slot, as the key ring knows it.
+    spkis: HashMap<u8, SubjectPublicKeyInfoOwned>,
+    /// How to authenticate for key management.
+    mgm: ManagementKey,
 }
 
 impl Actor {
@@ -292,6 +432,12 @@ impl Actor {
                 reply,
             } => {
                 let _ = reply.send(self.with_device(|a| a.sign(slot, algorithm, &input)));
+            }
+            Job::Attest { slot, reply } => {
+                let _ = reply.send(self.with_device(|a| a.attest(slot)));
+            }
+            Job::Unlock { pin, reply } => {
+                let _ = reply.send(self.with_device(|a| a.unlock(pin.clone())));
             }
         }
     }
@@ -377,6 +523,9 @@ impl Actor {
     /// Verifies the PIN, refusing when it was refused before or only one try is left.
     fn verify_pin(&mut self) -> Result<(), Error> {
         let name = self.shared.name.clone();
+        if self.pin.is_none() {
+            return Err(Error::Locked { backend: name });
+        }
         if let Some(retries) = self.pin_refused {
             return Err(Error::PinWrong {
                 backend: name,
@@ -396,7 +545,10 @@ impl Actor {
                 _ => {}
             }
         }
-        let pin = self.pin.as_auth_pin().expose_secret().as_bytes();
+        let Some(pin) = &self.pin else {
+            return Err(Error::Locked { backend: name });
+        };
+        let pin = pin.as_auth_pin().expose_secret().as_bytes();
         let yk = match self.yk.as_mut() {
             Some(yk) => yk,
             None => return Err(self.absent()),
@@ -423,27 +575,82 @@ impl Actor {
         }
     }
 
+    /// `sigil token unlock`: reads the tries left (refusing at one or none), offers the PIN
+    /// once, and keeps it only if the device accepts it. A refused PIN is not kept and not
+    /// retried; a new unlock with another PIN is the operator's decision.
+    fn unlock(&mut self, pin: Pin) -> Result<u8, Error> {
+        let name = self.shared.name.clone();
+        if !(6..=8).contains(&pin.len()) || !pin.as_auth_pin().expose_secret().is_ascii() {
+            return Err(Error::BadPinFormat {
+                backend: name,
+                what: format!(
+                    "a PIV PIN is 6 to 8 ASCII characters; this one has {} characters (nothing was sent to the device)",
+                    pin.len()
+                ),
+            });
+        }
+        let yk = self.device()?;
+        let retries = match yk.get_pin_retries() {
+            Ok(r) => r,
+            Err(e) => return Err(self.fail("read PIN retries", e)),
+        };
+        match retries {
+            0 => return Err(Error::PinLocked { backend: name }),
+            1 => return Err(Error::PinFinalTry { backend: name }),
+            _ => {}
+        }
+        let yk = self.device()?;
+        match yk.verify_pin(pin.as_auth_pin().expose_secret().as_bytes()) {
+            Ok(()) => {
+                self.pin = Some(pin);
+                self.pin_refused = None;
+                self.pin_checked = true;
+                tracing::info!(backend = %name, "YubiKey unlocked by an operator");
+                Ok(retries)
+            }
+            Err(yubikey::Error::WrongPin { tries }) => {
+                tracing::error!(backend = %name, tries_left = tries, "YubiKey refused the PIN supplied by an operator; not retried");
+                if tries == 0 {
+                    Err(Error::PinLocked { backend: name })
+                } else {
+                    Err(Error::UnlockPinWrong {
+                        backend: name,
+                        retries: tries,
+                    })
+                }
+            }
+            Err(e) => Err(self.fail("verify PIN", e)),
+        }
+    }
+
     fn scan(&mut self) -> Result<Vec<BackendKey>, Error> {
         let mut keys = Vec::new();
         for slot in std::iter::once(ROOT_SLOT).chain(RETIRED_SLOTS) {
-            let slot_id = self.slot_id(slot)?;
-            let yk = self.device()?;
-            let cert = match Certificate::read(yk, slot_id) {
-                Ok(cert) => cert,
-                Err(e @ yubikey::Error::PcscError { .. }) => return Err(self.fail("scan", e)),
-                Err(_) => continue, // empty slot, or not a certificate we can read
+            let Some(cert) = self.read_certificate(slot)? else {
+                continue; // empty slot, or not a certificate we can read
             };
             let Some(meta) = label_of(&cert.cert.tbs_certificate.subject) else {
                 continue;
             };
-            let spki = cert
-                .cert
-                .tbs_certificate
-                .subject_public_key_info
+            let recorded = record_of(&cert.cert.tbs_certificate.subject);
+            let spki_info = cert.cert.tbs_certificate.subject_public_key_info.clone();
+            let spki = spki_info
                 .to_der()
                 .map_err(|e| self.bad(format!("slot {slot:02x}: certificate key: {e}")))?;
             let public = PublicKey::from_spki_der(&spki)
                 .map_err(|e| self.bad(format!("slot {slot:02x}: certificate key: {e}")))?;
+            // The record says what was attested at generation; only a chain that verifies
+            // now makes the key attested.
+            let mut device = self.attestation_of(slot, &spki_info)?;
+            if let Some((policies, verified)) = recorded {
+                if verified && !device.attested {
+                    tracing::warn!(backend = %self.shared.name, slot = format!("{slot:02x}"), "key was attested when generated but its attestation does not verify now; treating it as not attested");
+                }
+                if device.policies.is_none() {
+                    device.policies = Some(policies);
+                }
+            }
+            self.remember(slot, spki_info, device);
             keys.push(BackendKey {
                 public,
                 meta,
@@ -456,17 +663,34 @@ impl Actor {
     /// Whether a slot holds anything: a certificate, or a key the device reports.
     fn slot_taken(&mut self, slot: u8) -> Result<bool, Error> {
         let slot_id = self.slot_id(slot)?;
-        let yk = self.device()?;
-        match Certificate::read(yk, slot_id) {
-            Ok(_) => return Ok(true),
-            Err(e @ yubikey::Error::PcscError { .. }) => return Err(self.fail("read slot", e)),
-            Err(_) => {}
+        if self.read_certificate(slot)?.is_some() {
+            return Ok(true);
         }
         let yk = self.device()?;
         match piv::metadata(yk, slot_id) {
             Ok(_) => Ok(true),
             Err(e @ yubikey::Error::PcscError { .. }) => Err(self.fail("read slot metadata", e)),
             Err(_) => Ok(false),
+        }
+    }
+
+    /// The certificate stored for a slot, if there is one. An object that exists but is empty
+    /// (what deleting a certificate leaves on some cards) counts as none: the `yubikey` crate's
+    /// `Certificate::read` would index into it and panic.
+    fn read_certificate(&mut self, slot: u8) -> Result<Option<Certificate>, Error> {
+        let slot_id = self.slot_id(slot)?;
+        let yk = self.device()?;
+        match yk.fetch_object(certificate_object(slot)) {
+            Ok(data) if !data.is_empty() => {}
+            Ok(_) => return Ok(None),
+            Err(e @ yubikey::Error::PcscError { .. }) => return Err(self.fail("read slot", e)),
+            Err(_) => return Ok(None),
+        }
+        let yk = self.device()?;
+        match Certificate::read(yk, slot_id) {
+            Ok(cert) => Ok(Some(cert)),
+            Err(e @ yubikey::Error::PcscError { .. }) => Err(self.fail("read slot", e)),
+            Err(_) => Ok(None),
         }
     }
 
@@ -499,10 +723,7 @@ impl Actor {
         } else {
             self.touch_other
         };
-        let yk = self.device()?;
-        if let Err(e) = yk.authenticate(MgmKey::default()) {
-            return Err(self.fail("authenticate with the default management key", e));
-        }
+        self.authenticate()?;
         let yk = self.device()?;
         let spki = match piv::generate(yk, slot_id, AlgorithmId::EccP256, PinPolicy::Default, touch)
         {
@@ -514,7 +735,9 @@ impl Actor {
             KeyOwner::NotarySigner => NOTARY_LABEL_PREFIX,
         };
         let label = format!("{prefix}{}:{}", meta.role, meta.gun);
-        let der = label_certificate(&spki, &label)
+        let device = self.attestation_of(slot, &spki)?;
+        let record = device.policies.map(|p| record_text(p, device.attested));
+        let der = label_certificate(&spki, &label, record.as_deref())
             .map_err(|e| self.bad(format!("label certificate: {e}")))?;
         let cert = match Certificate::from_bytes(der) {
             Ok(cert) => cert,
@@ -529,7 +752,8 @@ impl Actor {
             .map_err(|e| self.bad(format!("generated key: {e}")))?;
         let public = PublicKey::from_spki_der(&spki_der)
             .map_err(|e| self.bad(format!("generated key: {e}")))?;
-        tracing::info!(backend = %self.shared.name, slot = format!("{slot:02x}"), role = %meta.role, gun = %meta.gun, "YubiKey key generated");
+        tracing::info!(backend = %self.shared.name, slot = format!("{slot:02x}"), role = %meta.role, gun = %meta.gun, attested = device.attested, touch = device.policies.map_or("unknown", |p| p.touch.as_str()), "YubiKey key generated");
+        self.remember(slot, spki, device);
         Ok(BackendKey {
             public,
             meta: meta.clone(),
@@ -541,15 +765,136 @@ impl Actor {
     /// cannot delete a private key; it stays in the slot, unused, until the slot is reused.
     fn delete(&mut self, slot: u8) -> Result<(), Error> {
         let slot_id = self.slot_id(slot)?;
-        let yk = self.device()?;
-        if let Err(e) = yk.authenticate(MgmKey::default()) {
-            return Err(self.fail("authenticate with the default management key", e));
-        }
+        self.authenticate()?;
         let yk = self.device()?;
         match Certificate::delete(yk, slot_id) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.spkis.remove(&slot);
+                self.shared.keys().remove(&slot);
+                Ok(())
+            }
             Err(e) => Err(self.fail("delete label certificate", e)),
         }
+    }
+
+    /// Authenticates with the management key, as configured. The PIN-protected key is read
+    /// after verifying the PIN (so it needs an unlocked device).
+    fn authenticate(&mut self) -> Result<(), Error> {
+        let key = match &self.mgm {
+            ManagementKey::Default => MgmKey::default(),
+            ManagementKey::Configured(key) => key.clone(),
+            ManagementKey::PinProtected => {
+                self.verify_pin()?;
+                let yk = self.device()?;
+                match MgmKey::get_protected(yk) {
+                    Ok(key) => key,
+                    Err(e @ yubikey::Error::PcscError { .. }) => {
+                        return Err(self.fail("read the PIN-protected management key", e));
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no PIN-protected management key");
+                        return Err(self.bad(
+                            "the device holds no PIN-protected management key (management_key = \"pin-protected\")".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        let which = self.mgm.describe();
+        let yk = self.device()?;
+        match yk.authenticate(key) {
+            Ok(()) => Ok(()),
+            Err(e @ yubikey::Error::PcscError { .. }) => {
+                Err(self.fail("authenticate with the management key", e))
+            }
+            Err(e) => {
+                tracing::error!(backend = %self.shared.name, error = %e, which, "management key refused");
+                Err(Error::MgmKeyRefused {
+                    backend: self.shared.name.clone(),
+                    which,
+                })
+            }
+        }
+    }
+
+    fn remember(&mut self, slot: u8, spki: SubjectPublicKeyInfoOwned, device: DeviceKey) {
+        self.spkis.insert(slot, spki);
+        self.shared.keys().insert(slot, device);
+    }
+
+    /// The slot's attestation certificate and the device's F9 certificate, DER.
+    fn fetch_attestation(&mut self, slot: u8) -> Result<(Vec<u8>, Vec<u8>), Error> {
+        let slot_id = self.slot_id(slot)?;
+        let yk = self.device()?;
+        let leaf = match piv::attest(yk, slot_id) {
+            Ok(der) => der.to_vec(),
+            Err(e) => return Err(self.fail("attest", e)),
+        };
+        let yk = self.device()?;
+        let f9 = match Certificate::read(yk, SlotId::Attestation) {
+            Ok(cert) => cert
+                .cert
+                .to_der()
+                .map_err(|e| self.bad(format!("attestation (F9) certificate: {e}")))?,
+            Err(e) => return Err(self.fail("read the attestation (F9) certificate", e)),
+        };
+        Ok((leaf, f9))
+    }
+
+    /// Fetches and checks a slot's attestation. Only a missing device is an error: a device
+    /// without attestation, or a chain that does not verify, gives an unattested key.
+    fn attestation_of(
+        &mut self,
+        slot: u8,
+        spki: &SubjectPublicKeyInfoOwned,
+    ) -> Result<DeviceKey, Error> {
+        let mut device = DeviceKey {
+            serial: self.shared.serial,
+            slot,
+            policies: None,
+            attested: false,
+        };
+        let (leaf, f9) = match self.fetch_attestation(slot) {
+            Ok(chain) => chain,
+            Err(e @ Error::TokenNotPresent { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(backend = %self.shared.name, slot = format!("{slot:02x}"), error = %e, "no attestation for the key");
+                return Ok(device);
+            }
+        };
+        match attestation::verify(&leaf, &f9, &self.roots, spki) {
+            Ok(policies) => {
+                device.policies = Some(policies);
+                device.attested = true;
+            }
+            Err(why) => {
+                if !self.roots.is_empty() {
+                    tracing::warn!(backend = %self.shared.name, slot = format!("{slot:02x}"), %why, "key attestation does not verify");
+                }
+                device.policies = attestation::policies(&leaf).ok();
+            }
+        }
+        Ok(device)
+    }
+
+    /// AttestKey: the chain, fetched now, checked now.
+    fn attest(&mut self, slot: u8) -> Result<AttestationReport, Error> {
+        let spki = self.spkis.get(&slot).cloned().ok_or(Error::KeyNotFound)?;
+        let (leaf, f9) = self.fetch_attestation(slot)?;
+        let (policies, verified) = match attestation::verify(&leaf, &f9, &self.roots, &spki) {
+            Ok(p) => (p, Ok(())),
+            Err(why) => (
+                attestation::policies(&leaf)
+                    .map_err(|e| self.bad(format!("slot {slot:02x}: {e}")))?,
+                Err(why),
+            ),
+        };
+        Ok(AttestationReport {
+            chain: vec![leaf, f9],
+            policies,
+            verified,
+            serial: self.shared.serial,
+        })
     }
 
     fn sign(
@@ -600,6 +945,19 @@ impl Actor {
     }
 }
 
+/// The PIV data object holding a key slot's certificate (SP 800-73-4 part 1, table 3).
+fn certificate_object(slot: u8) -> u32 {
+    match slot {
+        0x9a => 0x5f_c105,
+        0x9c => 0x5f_c10a,
+        0x9d => 0x5f_c10b,
+        0x9e => 0x5f_c101,
+        // Retired key management slots 82..=95: objects 5FC10D..=5FC120.
+        0x82..=0x95 => 0x5f_c10d + u32::from(slot - 0x82),
+        _ => 0x5f_ff01, // F9, the attestation certificate
+    }
+}
+
 fn touch_policy(setting: TouchSetting) -> TouchPolicy {
     match setting {
         TouchSetting::Always => TouchPolicy::Always,
@@ -647,9 +1005,54 @@ fn label_of(subject: &Name) -> Option<KeyMeta> {
         .find_map(|atv| parse_label(atv.value.value()))
 }
 
+/// The attestation record written into a label certificate.
+fn record_text(policies: Policies, verified: bool) -> String {
+    format!(
+        "{RECORD_PREFIX}pin={},touch={},verified={}",
+        policies.pin.as_str(),
+        policies.touch.as_str(),
+        if verified { "yes" } else { "no" }
+    )
+}
+
+/// The attestation record in a label certificate's subject, if any.
+fn record_of(subject: &Name) -> Option<(Policies, bool)> {
+    let text = subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .filter(|atv| atv.oid == const_oid::db::rfc4519::OU)
+        .find_map(|atv| {
+            std::str::from_utf8(atv.value.value())
+                .ok()?
+                .strip_prefix(RECORD_PREFIX)
+        })?;
+    let (mut pin, mut touch, mut verified) = (None, None, None);
+    for part in text.split(',') {
+        match part.split_once('=')? {
+            ("pin", v) => pin = attestation::PinPolicy::parse(v),
+            ("touch", v) => touch = attestation::TouchPolicy::parse(v),
+            ("verified", "yes") => verified = Some(true),
+            ("verified", "no") => verified = Some(false),
+            _ => return None,
+        }
+    }
+    Some((
+        Policies {
+            pin: pin?,
+            touch: touch?,
+        },
+        verified?,
+    ))
+}
+
 /// A certificate for the slot's public key whose subject is the sigil label, signed by a
 /// throwaway software key (the device key would need the PIN and maybe a touch).
-fn label_certificate(spki: &SubjectPublicKeyInfoOwned, label: &str) -> Result<Vec<u8>, String> {
+fn label_certificate(
+    spki: &SubjectPublicKeyInfoOwned,
+    label: &str,
+    record: Option<&str>,
+) -> Result<Vec<u8>, String> {
     use x509_cert::builder::{Builder as _, CertificateBuilder, Profile};
     let signer = loop {
         let bytes: [u8; 32] = rand::random();
@@ -663,7 +1066,15 @@ fn label_certificate(spki: &SubjectPublicKeyInfoOwned, label: &str) -> Result<Ve
     let serial = x509_cert::serial_number::SerialNumber::new(&serial).map_err(|e| e.to_string())?;
     let validity = x509_cert::time::Validity::from_now(Duration::from_secs(100 * 365 * 86_400))
         .map_err(|e| e.to_string())?;
-    let subject = label_name(label).map_err(|e| e.to_string())?;
+    let mut subject = label_name(label).map_err(|e| e.to_string())?;
+    if let Some(record) = record {
+        let atv = x509_cert::attr::AttributeTypeAndValue {
+            oid: const_oid::db::rfc4519::OU,
+            value: Any::new(Tag::Utf8String, record.as_bytes()).map_err(|e| e.to_string())?,
+        };
+        let rdn = SetOfVec::try_from(vec![atv]).map_err(|e| e.to_string())?;
+        subject.0.push(RelativeDistinguishedName::from(rdn));
+    }
     let issuer = label_name(LABEL_ISSUER).map_err(|e| e.to_string())?;
     // No extensions: the certificate is a label, not a credential.
     let profile = Profile::Manual {
@@ -681,19 +1092,45 @@ fn label_certificate(spki: &SubjectPublicKeyInfoOwned, label: &str) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use x509_cert::der::Decode as _;
 
     #[test]
     fn label_certificate_round_trips_role_gun_and_key() {
         let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).expect("key");
         let spki = SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).expect("spki");
         let label = "sigil:targets/releases:localhost:5000/app,with=odd+chars";
-        let der = label_certificate(&spki, label).expect("certificate");
+        let policies = Policies {
+            pin: attestation::PinPolicy::Always,
+            touch: attestation::TouchPolicy::Always,
+        };
+        let record = record_text(policies, true);
+        let der = label_certificate(&spki, label, Some(&record)).expect("certificate");
         let cert = Certificate::from_bytes(der).expect("parses");
         let meta = label_of(&cert.cert.tbs_certificate.subject).expect("label");
+        assert_eq!(
+            record_of(&cert.cert.tbs_certificate.subject),
+            Some((policies, true))
+        );
+        let bare = label_certificate(&spki, label, None).expect("certificate");
+        let bare = x509_cert::Certificate::from_der(&bare).expect("parses");
+        assert_eq!(record_of(&bare.tbs_certificate.subject), None);
         assert_eq!(meta.role, "targets/releases");
         assert_eq!(meta.gun, "localhost:5000/app,with=odd+chars");
         assert_eq!(meta.owner, KeyOwner::Sigil);
         assert_eq!(cert.cert.tbs_certificate.subject_public_key_info, spki);
+    }
+
+    #[test]
+    fn management_key_files_are_48_hex_digits_and_never_echoed() {
+        let good = "3f1c9e2a7b4d6805c1e2d3f4a5b6c7d8e9fa0b1c2d3e4f51";
+        let key = ManagementKey::from_hex(&format!("{good}\n")).expect("key");
+        assert_eq!(format!("{key:?}"), "configured");
+        for bad in ["", "0102", &"zz".repeat(24), &format!("{good}00")] {
+            let err = ManagementKey::from_hex(bad).expect_err(bad);
+            assert!(!err.contains("3f1c"), "{err}");
+        }
+        // A weak DES key (all-zero halves) is refused by the crate.
+        assert!(ManagementKey::from_hex(&"01".repeat(24)).is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use sigil_proto::sigil_v1::keys_server::KeysServer;
 use sigil_proto::sigil_v1::signer_server::SignerServer;
+use sigil_proto::sigil_v1::tokens_server::TokensServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
@@ -132,6 +133,7 @@ pub async fn serve(
             oversize_is_resource_exhausted,
         ))
         .add_service(KeysServer::new(api.clone()).max_decoding_message_size(decode_limit))
+        .add_service(TokensServer::new(api.clone()))
         .add_service(SignerServer::new(api).max_decoding_message_size(decode_limit))
         .add_service(health)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)

@@ -10,7 +10,9 @@ use tonic::{Request, Response, Status};
 use super::peer::caller;
 use crate::audit::Who;
 use crate::backend::Algorithm;
+use crate::backend::attestation::Policies;
 use crate::keyring::KeyEntry;
+use crate::secret::Pin;
 use crate::service::{self, GenerateRequest, KeyFilter, Payload, SigningService};
 
 /// Serves both `sigil.v1.Keys` and `sigil.v1.Signer`.
@@ -65,7 +67,16 @@ fn public_key(key: &KeyEntry) -> pb::PublicKey {
         gun: key.meta.gun.clone(),
         algorithm: algorithm_to_pb(key.algorithm()).into(),
         spki_der: key.spki_der.clone(),
+        backend_type: key.locator.backend_type().to_owned(),
+        device_serial: key.device.as_ref().map_or(0, |d| d.serial),
+        touch_policy: policies(key).map_or_else(String::new, |p| p.touch.as_str().to_owned()),
+        pin_policy: policies(key).map_or_else(String::new, |p| p.pin.as_str().to_owned()),
+        attested: key.device.as_ref().is_some_and(|d| d.attested),
     }
+}
+
+fn policies(key: &KeyEntry) -> Option<Policies> {
+    key.device.as_ref().and_then(|d| d.policies)
 }
 
 #[tonic::async_trait]
@@ -132,6 +143,53 @@ impl pb::keys_server::Keys for SigilApi {
             .delete(&caller, &request.get_ref().key_id)
             .await?;
         Ok(Response::new(pb::DeleteKeyResponse {}))
+    }
+
+    async fn attest_key(
+        &self,
+        request: Request<pb::AttestKeyRequest>,
+    ) -> Result<Response<pb::AttestKeyResponse>, Status> {
+        let caller = caller(&request)?;
+        let (key, report) = self
+            .service
+            .attest(&caller, &request.get_ref().key_id)
+            .await?;
+        Ok(Response::new(pb::AttestKeyResponse {
+            key_id: key.key_id.clone(),
+            chain_der: report.chain,
+            pin_policy: report.policies.pin.as_str().to_owned(),
+            touch_policy: report.policies.touch.as_str().to_owned(),
+            verified: report.verified.is_ok(),
+            verify_error: report.verified.err().unwrap_or_default(),
+            device_serial: report.serial,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::tokens_server::Tokens for SigilApi {
+    async fn unlock(
+        &self,
+        request: Request<pb::UnlockRequest>,
+    ) -> Result<Response<pb::UnlockResponse>, Status> {
+        let caller = caller(&request)?;
+        let mut req = request.into_inner();
+        // The PIN's bytes move into zeroizing memory at once; nothing else keeps them.
+        let bytes = zeroize::Zeroizing::new(std::mem::take(&mut req.pin));
+        let pin = match std::str::from_utf8(&bytes) {
+            Ok(text) => Pin::new(zeroize::Zeroizing::new(text.to_owned())),
+            Err(_) => {
+                let e = service::Error::BadRequest("the PIN is not UTF-8".into());
+                return Err(self
+                    .service
+                    .refuse("unlock", Who::Unix(&caller), "", None, e)
+                    .into());
+            }
+        };
+        let left = self.service.unlock(&caller, &req.backend, pin).await?;
+        Ok(Response::new(pb::UnlockResponse {
+            pin_tries_before: left.into(),
+        }))
     }
 }
 

@@ -13,7 +13,7 @@ impl From<Error> for Status {
             Error::BadRequest(_) => Code::InvalidArgument,
             Error::TooLarge { .. } => Code::ResourceExhausted,
             Error::Unavailable(_) => Code::Unavailable,
-            Error::TokenLocked(_) => Code::FailedPrecondition,
+            Error::TokenLocked(_) | Error::Precondition(_) => Code::FailedPrecondition,
             Error::Internal(detail) => {
                 tracing::error!(%detail, "request failed");
                 return Status::internal("internal error (see sigild's log)");
@@ -36,6 +36,7 @@ mod tests {
             (Error::TooLarge { size: 2, max: 1 }, Code::ResourceExhausted),
             (Error::Unavailable("u".into()), Code::Unavailable),
             (Error::TokenLocked("l".into()), Code::FailedPrecondition),
+            (Error::Precondition("p".into()), Code::FailedPrecondition),
             (Error::Internal("secret detail".into()), Code::Internal),
         ];
         for (err, code) in cases {

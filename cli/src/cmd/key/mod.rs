@@ -8,6 +8,7 @@ use sigil_tuf::Algorithm;
 use crate::cli::GlobalArgs;
 use crate::error::Error;
 
+pub(crate) mod attest;
 pub(crate) mod generate;
 pub(crate) mod list;
 pub(crate) mod public;
@@ -22,6 +23,7 @@ pub(crate) enum Command {
     Public(public::PublicArgs),
     Remove(remove::RemoveArgs),
     Rotate(rotate::RotateArgs),
+    Attest(attest::AttestArgs),
 }
 
 impl Command {
@@ -33,6 +35,7 @@ impl Command {
             Self::Public(args) => args.run(global).await,
             Self::Remove(args) => args.run(global).await,
             Self::Rotate(args) => args.run(global).await,
+            Self::Attest(args) => args.run(global).await,
         }
     }
 }
