@@ -127,47 +127,60 @@ pub fn sigild() -> &'static Path {
     static SIGILD: OnceLock<PathBuf> = OnceLock::new();
     SIGILD.get_or_init(|| {
         require_tools();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(&cargo);
-        build
-            .args(["build", "--quiet", "-p", "sigil-daemon", "--bins"])
-            .current_dir(workspace_root())
-            .stdin(Stdio::null());
-        // Cargo gives this test process variables that describe *this* crate. Some build
-        // scripts (ring's, for one) track e.g. CARGO_MANIFEST_DIR, so passing them on would
-        // make this build and every ordinary `cargo build` rebuild half the tree in turn.
-        for (key, _) in std::env::vars_os() {
-            let Some(key) = key.to_str() else { continue };
-            let per_crate = [
-                "CARGO_MANIFEST_",
-                "CARGO_PKG_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ];
-            if per_crate.iter().any(|p| key.starts_with(p)) || key == "OUT_DIR" {
-                build.env_remove(key);
-            }
-        }
-        let output = build
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build sigild: {e}"));
-        assert!(
-            output.status.success(),
-            "`cargo build -p sigil-daemon --bins` failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let path = target_dir().join("debug").join("sigild");
-        assert!(
-            path.is_file(),
-            "cargo built sigil-daemon but {} does not exist",
-            path.display()
-        );
-        path
+        cargo_build_bin("sigil-daemon", "sigild", "")
     })
+}
+
+/// The `sigil` CLI binary, built (once per test process) from the current sources, as
+/// [`sigild`] is.
+pub fn sigil_cli() -> &'static Path {
+    static SIGIL: OnceLock<PathBuf> = OnceLock::new();
+    SIGIL.get_or_init(|| cargo_build_bin("sigil-cli", "sigil", ""))
+}
+
+/// `cargo build --quiet -p PACKAGE --bins` in the workspace (debug profile); returns
+/// `target/debug/BIN`. `hint` is added to the panic message when the build fails.
+pub fn cargo_build_bin(package: &str, bin: &str, hint: &str) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(&cargo);
+    build
+        .args(["build", "--quiet", "-p", package, "--bins"])
+        .current_dir(workspace_root())
+        .stdin(Stdio::null());
+    // Cargo gives this test process variables that describe *this* crate. Some build
+    // scripts (ring's, for one) track e.g. CARGO_MANIFEST_DIR, so passing them on would
+    // make this build and every ordinary `cargo build` rebuild half the tree in turn.
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let per_crate = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+        ];
+        if per_crate.iter().any(|p| key.starts_with(p)) || key == "OUT_DIR" {
+            build.env_remove(key);
+        }
+    }
+    let output = build
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build {package}: {e}"));
+    assert!(
+        output.status.success(),
+        "`cargo build -p {package} --bins` failed ({}){hint}:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = target_dir().join("debug").join(bin);
+    assert!(
+        path.is_file(),
+        "cargo built {package} but {} does not exist",
+        path.display()
+    );
+    path
 }
 
 /// Lowercase hex SHA-256.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::{read_text, target_dir, workspace_root};
+use crate::{cargo_build_bin, read_text, workspace_root};
 
 /// How long the harness may take to bring the card up (it builds nothing).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,43 +57,7 @@ pub fn require_vyubikey_tools() {
 /// `cargo build -p vyubikey --bins` so the tests never run a stale card.
 pub fn vyubikey_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(&cargo);
-        build
-            .args(["build", "--quiet", "-p", "vyubikey", "--bins"])
-            .current_dir(workspace_root())
-            .stdin(Stdio::null());
-        // As for sigild: variables describing this test crate would make the build differ
-        // from an ordinary `cargo build` and rebuild in turn.
-        for (key, _) in std::env::vars_os() {
-            let Some(key) = key.to_str() else { continue };
-            let per_crate = [
-                "CARGO_MANIFEST_",
-                "CARGO_PKG_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ];
-            if per_crate.iter().any(|p| key.starts_with(p)) || key == "OUT_DIR" {
-                build.env_remove(key);
-            }
-        }
-        let output = build
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build vyubikey: {e}"));
-        assert!(
-            output.status.success(),
-            "`cargo build -p vyubikey --bins` failed ({}; it needs libclang-dev):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let bin = target_dir().join("debug").join("vyubikey");
-        assert!(bin.is_file(), "{} was not built", bin.display());
-        bin
-    })
+    BIN.get_or_init(|| cargo_build_bin("vyubikey", "vyubikey", " (it needs libclang-dev)"))
 }
 
 /// A running virtual YubiKey (pcscd + vyubikey in their own mount namespace). Dropping it
@@ -305,4 +269,163 @@ impl Drop for VirtualYubikey {
             let _ = std::fs::remove_dir_all(&self.state);
         }
     }
+}
+
+/// The PIN of a fresh virtual card (and the PIV default).
+pub const DEFAULT_PIN: &str = "123456";
+/// The slots sigild's `yubikey` backend uses: 9c, then the retired slots 82–95.
+pub const SIGIL_SLOTS: [&str; 21] = [
+    "9c", "82", "83", "84", "85", "86", "87", "88", "89", "8a", "8b", "8c", "8d", "8e", "8f", "90",
+    "91", "92", "93", "94", "95",
+];
+
+/// The YubiKey a backend test runs against: a fresh virtual card per test.
+#[derive(Debug)]
+pub struct TestYubikey {
+    card: VirtualYubikey,
+    /// The device's serial number (what sigild's `serial` names).
+    pub serial: u32,
+}
+
+impl TestYubikey {
+    /// A fresh virtual YubiKey with `serial` and vyubikey flags `card_args`.
+    pub fn start(serial: u32, card_args: &str) -> Self {
+        let card = VirtualYubikey::start(serial, card_args);
+        Self {
+            serial: card.serial,
+            card,
+        }
+    }
+
+    /// The user PIN.
+    pub fn pin(&self) -> &str {
+        DEFAULT_PIN
+    }
+
+    /// Prefix for commands that must see the card (see [`VirtualYubikey::wrapper`]).
+    pub fn wrapper(&self) -> Vec<OsString> {
+        self.card.wrapper()
+    }
+
+    /// A command that sees the card.
+    pub fn command(&self, program: &str) -> Command {
+        self.card.command(program)
+    }
+
+    /// `yubico-piv-tool ARGS` where the card is visible.
+    pub fn piv_tool(&self, args: &[&str]) -> Output {
+        self.card.piv_tool(args)
+    }
+
+    /// The PIN tries left.
+    pub fn pin_tries(&self) -> u32 {
+        self.card.pin_tries()
+    }
+
+    /// Gives one touch: an operation waiting for it takes it, else the next one does.
+    pub fn touch(&self) {
+        let reply = self.card.ctl("touch");
+        assert!(
+            reply == "ok armed" || reply == "ok touched",
+            "touch: {reply}"
+        );
+    }
+
+    /// Every touch the card asks for is given at once (`on`), or none (`off`).
+    pub fn auto_touch(&self, on: bool) {
+        let reply = self.card.ctl(if on {
+            "auto-touch on"
+        } else {
+            "auto-touch off"
+        });
+        assert_eq!(reply, "ok", "auto-touch");
+    }
+
+    /// The card's logs, for failure messages.
+    pub fn logs(&self) -> String {
+        self.card.logs()
+    }
+
+    /// The slot (of [`SIGIL_SLOTS`]) whose certificate holds the key with sigild key id
+    /// `key_id` (SHA-256 of the DER SubjectPublicKeyInfo, as OpenSSL reads it).
+    pub fn slot_of(&self, key_id: &str) -> Option<String> {
+        let dir = tempfile::Builder::new()
+            .prefix("sigil-yk-slots-")
+            .tempdir()
+            .expect("temporary directory");
+        SIGIL_SLOTS.iter().find_map(|slot| {
+            let out = self.piv_tool(&["-a", "read-certificate", "-s", slot]);
+            if !out.status.success() || out.stdout.is_empty() {
+                return None;
+            }
+            let cert = dir.path().join(format!("{slot}.pem"));
+            std::fs::write(&cert, &out.stdout).expect("writing a certificate");
+            (spki_sha256(&cert) == key_id).then(|| (*slot).to_owned())
+        })
+    }
+
+    /// `yubico-piv-tool -a attest -s SLOT` written to `out`, checked with OpenSSL: it is signed
+    /// by the card's attestation certificate (slot f9), which chains to the virtual card's
+    /// attestation CA.
+    pub fn attest(&self, slot: &str, out: &Path) -> PathBuf {
+        let attest = self.piv_tool(&["-a", "attest", "-s", slot]);
+        assert!(
+            attest.status.success(),
+            "yubico-piv-tool -a attest -s {slot}: {}",
+            String::from_utf8_lossy(&attest.stderr)
+        );
+        std::fs::write(out, &attest.stdout).expect("writing the attestation");
+        let f9 = self.piv_tool(&["-a", "read-certificate", "-s", "f9"]);
+        assert!(f9.status.success(), "read-certificate f9: {f9:?}");
+        let f9_path = out.with_extension("f9.pem");
+        std::fs::write(&f9_path, &f9.stdout).expect("writing the f9 certificate");
+        let ca = self.card.state.join("ca.pem");
+        let (ok, text) = crate::openssl(&[
+            "verify".as_ref(),
+            "-CAfile".as_ref(),
+            ca.as_os_str(),
+            "-untrusted".as_ref(),
+            f9_path.as_os_str(),
+            out.as_os_str(),
+        ]);
+        assert!(
+            ok && text.contains(": OK"),
+            "the attestation of slot {slot} does not chain to the card's CA: {text}"
+        );
+        out.to_owned()
+    }
+}
+
+/// SHA-256 of the DER SubjectPublicKeyInfo of a PEM certificate (sigild's key id for its key),
+/// extracted by OpenSSL.
+pub fn spki_sha256(cert: &Path) -> String {
+    crate::sha256_hex(&spki_der(cert))
+}
+
+/// The DER SubjectPublicKeyInfo of a PEM certificate, extracted by OpenSSL.
+pub fn spki_der(cert: &Path) -> Vec<u8> {
+    let pub_pem = cert.with_extension("spki.pem");
+    let pub_der = cert.with_extension("spki.der");
+    let (ok, text) = crate::openssl(&[
+        "x509".as_ref(),
+        "-noout".as_ref(),
+        "-pubkey".as_ref(),
+        "-in".as_ref(),
+        cert.as_os_str(),
+        "-out".as_ref(),
+        pub_pem.as_os_str(),
+    ]);
+    assert!(ok, "openssl x509 -pubkey -in {}: {text}", cert.display());
+    let (ok, text) = crate::openssl(&[
+        "pkey".as_ref(),
+        "-pubin".as_ref(),
+        "-in".as_ref(),
+        pub_pem.as_os_str(),
+        "-outform".as_ref(),
+        "DER".as_ref(),
+        "-out".as_ref(),
+        pub_der.as_os_str(),
+    ]);
+    assert!(ok, "openssl pkey -outform DER: {text}");
+    std::fs::read(&pub_der).expect("reading the DER public key")
 }
