@@ -1,7 +1,9 @@
 //! A virtual YubiKey per test: `vyubikey/harness.sh` runs pcscd and the vyubikey card in a
 //! private mount namespace (pcscd 1.9.9 always serves `/run/pcscd/pcscd.comm`, so each card
-//! gets its own tmpfs there), and everything that must see the card — sigild, yubico-piv-tool,
-//! opensc-tool — is started inside that namespace with `nsenter --mount`.
+//! gets its own tmpfs there) and a private network namespace with only `lo` (vpcd listens on
+//! 0.0.0.0, which cannot be configured; there, only the card can reach it), and everything
+//! that must see the card — sigild, yubico-piv-tool, opensc-tool — is started inside the mount
+//! namespace with `nsenter --mount` (PC/SC is a Unix socket, so they keep the host network).
 //!
 //! The harness runs a small holder process (`sleep`) as its command; the holder's
 //! `/proc/PID/ns/mnt` is the namespace to enter, and killing it makes the harness stop pcscd and
@@ -39,6 +41,7 @@ pub fn require_vyubikey_tools() {
         ("/usr/bin/yubico-piv-tool", "yubico-piv-tool"),
         ("/usr/bin/nsenter", "util-linux"),
         ("/usr/bin/unshare", "util-linux"),
+        ("/usr/bin/ip", "iproute2"),
     ];
     let missing: Vec<&str> = needs
         .iter()
@@ -72,6 +75,8 @@ pub struct VirtualYubikey {
     pub state: PathBuf,
     /// The card's control socket.
     pub control: PathBuf,
+    /// vpcd's TCP port, inside the card's own network namespace.
+    pub port: u16,
     _tmp: tempfile::TempDir,
 }
 
@@ -88,7 +93,9 @@ impl VirtualYubikey {
         let ready = tmp.path().join("ready");
         let harness = workspace_root().join("vyubikey").join("harness.sh");
         let child = Command::new(&harness)
-            .args(["--serial", &serial.to_string(), "--"])
+            // --private-net: vpcd listens on 0.0.0.0 whatever it is told, so the card's
+            // namespace gets its own network with only `lo`: nothing outside can reach it.
+            .args(["--private-net", "--serial", &serial.to_string(), "--"])
             .args([
                 "bash",
                 "-c",
@@ -113,6 +120,7 @@ impl VirtualYubikey {
             serial,
             state: PathBuf::new(),
             control: PathBuf::new(),
+            port: 0,
             _tmp: tmp,
         };
         let started = Instant::now();
@@ -136,6 +144,7 @@ impl VirtualYubikey {
                     "HOLDER" => card.holder = value.parse().expect("holder pid"),
                     "VYUBIKEY_STATE" => card.state = PathBuf::from(value),
                     "VYUBIKEY_CONTROL" => card.control = PathBuf::from(value),
+                    "VYUBIKEY_PORT" => card.port = value.parse().expect("vpcd port"),
                     _ => {}
                 }
             }
