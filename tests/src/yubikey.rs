@@ -85,7 +85,12 @@ impl VirtualYubikey {
     /// (e.g. `--touch-timeout 2`). Waits until pcscd sees the card.
     pub fn start(serial: u32, card_args: &str) -> Self {
         require_vyubikey_tools();
-        let bin = vyubikey_bin();
+        Self::start_with(vyubikey_bin(), serial, card_args)
+    }
+
+    /// [`Self::start`] with a given vyubikey binary (e.g. a release build for benchmarks).
+    pub fn start_with(bin: &Path, serial: u32, card_args: &str) -> Self {
+        require_vyubikey_tools();
         let tmp = tempfile::Builder::new()
             .prefix("sigil-vyubikey-")
             .tempdir()
@@ -288,94 +293,281 @@ pub const SIGIL_SLOTS: [&str; 21] = [
     "91", "92", "93", "94", "95",
 ];
 
-/// The YubiKey a backend test runs against: a fresh virtual card per test.
+/// Names the PHYSICAL YubiKey (its serial) that [`TestYubikey`] uses instead of a virtual one.
+/// Only `make test-yubikey` sets it (from `YUBIKEY_SERIAL`); `make test` removes it.
+pub const PHYSICAL_SERIAL_ENV: &str = "SIGIL_TEST_YUBIKEY_SERIAL";
+/// The physical YubiKey's PIN (default [`DEFAULT_PIN`]).
+pub const PHYSICAL_PIN_ENV: &str = "SIGIL_TEST_YUBIKEY_PIN";
+/// How long a person gets to unplug, plug in or touch the physical YubiKey.
+const HUMAN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The YubiKey a backend test runs against: a fresh virtual card per test, or, when
+/// [`PHYSICAL_SERIAL_ENV`] is set, that physical YubiKey through the system's pcscd, with the
+/// touches, removals and insertions asked of the person at the keyboard.
 #[derive(Debug)]
 pub struct TestYubikey {
-    card: VirtualYubikey,
+    /// `None` for the physical device.
+    card: Option<VirtualYubikey>,
     /// The device's serial number (what sigild's `serial` names).
     pub serial: u32,
+    pin: String,
+    /// Tests in one process take turns on a physical device.
+    _turn: Option<std::sync::MutexGuard<'static, ()>>,
 }
 
 impl TestYubikey {
-    /// A fresh virtual YubiKey with `serial` and vyubikey flags `card_args`.
+    /// A fresh virtual YubiKey with `serial` and vyubikey flags `card_args`; or the physical
+    /// YubiKey named by [`PHYSICAL_SERIAL_ENV`] (then `serial` and `card_args` are unused: the
+    /// device's touch timeout is its own, about 15 s).
     pub fn start(serial: u32, card_args: &str) -> Self {
-        let card = VirtualYubikey::start(serial, card_args);
-        Self {
-            serial: card.serial,
-            card,
+        match physical_serial() {
+            Some(physical) => Self::physical(physical),
+            None => {
+                let card = VirtualYubikey::start(serial, card_args);
+                Self {
+                    serial: card.serial,
+                    card: Some(card),
+                    pin: DEFAULT_PIN.to_owned(),
+                    _turn: None,
+                }
+            }
         }
+    }
+
+    fn physical(serial: u32) -> Self {
+        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+        for (path, pkg) in [
+            ("/usr/bin/yubico-piv-tool", "yubico-piv-tool"),
+            ("/usr/bin/opensc-tool", "opensc"),
+        ] {
+            assert!(
+                Path::new(path).exists(),
+                "{path} missing: apt-get install -y --no-install-recommends {pkg}"
+            );
+        }
+        assert!(
+            Path::new("/run/pcscd/pcscd.comm").exists(),
+            "the physical YubiKey is reached through the system pcscd, which is not running: \
+             systemctl start pcscd.socket (or run pcscd)"
+        );
+        let pin = std::env::var(PHYSICAL_PIN_ENV).unwrap_or_else(|_| DEFAULT_PIN.to_owned());
+        let device = Self {
+            card: None,
+            serial,
+            pin,
+            _turn: Some(turn),
+        };
+        let status = device.piv_tool(&["-a", "status"]);
+        let text = String::from_utf8_lossy(&status.stdout);
+        let seen = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Serial Number:"))
+            .map(str::trim)
+            .unwrap_or("none");
+        assert_eq!(
+            seen,
+            serial.to_string(),
+            "yubico-piv-tool sees YubiKey {seen}, not {serial}: attach only the YubiKey named by \
+             YUBIKEY_SERIAL (yubico-piv-tool and opensc-tool in the tests use the first one)\n{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        // Start from a full PIN counter (a right PIN resets it), without ever spending the
+        // last tries on a PIN that may be wrong.
+        let tries = device.pin_tries();
+        assert!(
+            tries >= 2,
+            "YubiKey {serial} has {tries} PIN tries left: unblock it with its PUK first"
+        );
+        device.restore_pin_counter();
+        device
+    }
+
+    /// Whether this is a physical device.
+    pub fn is_physical(&self) -> bool {
+        self.card.is_none()
     }
 
     /// The user PIN.
     pub fn pin(&self) -> &str {
-        DEFAULT_PIN
+        &self.pin
     }
 
-    /// Prefix for commands that must see the card (see [`VirtualYubikey::wrapper`]).
+    /// Prefix for commands that must see the card: `nsenter --mount=…` for the virtual card
+    /// (see [`VirtualYubikey::wrapper`]), `env` (no change) for a physical one. The prefix
+    /// execs the command, so its pid is the command's.
     pub fn wrapper(&self) -> Vec<OsString> {
-        self.card.wrapper()
+        match &self.card {
+            Some(card) => card.wrapper(),
+            None => vec!["env".into()],
+        }
     }
 
     /// A command that sees the card.
     pub fn command(&self, program: &str) -> Command {
-        self.card.command(program)
+        match &self.card {
+            Some(card) => card.command(program),
+            None => {
+                let mut cmd = Command::new(program);
+                cmd.stdin(Stdio::null());
+                cmd
+            }
+        }
     }
 
     /// `yubico-piv-tool ARGS` where the card is visible.
     pub fn piv_tool(&self, args: &[&str]) -> Output {
-        self.card.piv_tool(args)
+        self.command("yubico-piv-tool")
+            .args(args)
+            .output()
+            .expect("running yubico-piv-tool")
     }
 
     /// The PIN tries left.
     pub fn pin_tries(&self) -> u32 {
-        self.card.pin_tries()
+        let output = self.piv_tool(&["-a", "status"]);
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("PIN tries left:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no PIN tries in yubico-piv-tool -a status:\n{text}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            })
     }
 
-    /// Gives one touch: an operation waiting for it takes it, else the next one does.
-    pub fn touch(&self) {
-        let reply = self.card.ctl("touch");
+    /// Verifies the right PIN with yubico-piv-tool, which resets the tries to the maximum.
+    pub fn restore_pin_counter(&self) {
+        let out = self.piv_tool(&["-a", "verify-pin", "-P", &self.pin]);
         assert!(
-            reply == "ok armed" || reply == "ok touched",
-            "touch: {reply}"
+            out.status.success(),
+            "YubiKey {}: the PIN ({PHYSICAL_PIN_ENV}) was refused: {}",
+            self.serial,
+            String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Gives one touch: an operation waiting for it takes it, else the next one does. On a
+    /// physical device, asks for it.
+    pub fn touch(&self) {
+        match &self.card {
+            Some(card) => {
+                let reply = card.ctl("touch");
+                assert!(
+                    reply == "ok armed" || reply == "ok touched",
+                    "touch: {reply}"
+                );
+            }
+            None => self.ask("touch the YubiKey once when it blinks (the next signature)"),
+        }
     }
 
     /// Every touch the card asks for is given at once (`on`), or none (`off`).
     pub fn auto_touch(&self, on: bool) {
-        let reply = self.card.ctl(if on {
-            "auto-touch on"
-        } else {
-            "auto-touch off"
-        });
-        assert_eq!(reply, "ok", "auto-touch");
+        match &self.card {
+            Some(card) => {
+                let reply = card.ctl(if on {
+                    "auto-touch on"
+                } else {
+                    "auto-touch off"
+                });
+                assert_eq!(reply, "ok", "auto-touch");
+            }
+            None if on => self.ask("touch the YubiKey EVERY time it blinks, until told to stop"),
+            None => self.ask("stop touching the YubiKey"),
+        }
+    }
+
+    /// The next signature must get no touch (it times out). Virtual: nothing to do.
+    pub fn no_touch(&self) {
+        if self.card.is_none() {
+            self.ask("do NOT touch the YubiKey now: waiting for its touch timeout (~15 s)");
+        }
+    }
+
+    /// Takes the card out and waits until pcscd sees it gone.
+    pub fn remove(&self) {
+        match &self.card {
+            Some(card) => {
+                assert_eq!(card.ctl("remove"), "ok");
+                card.wait_present(false);
+            }
+            None => {
+                self.ask("UNPLUG the YubiKey now");
+                self.wait_physical(false);
+            }
+        }
+    }
+
+    /// Puts the card back and waits until pcscd sees it.
+    pub fn insert(&self) {
+        match &self.card {
+            Some(card) => {
+                assert_eq!(card.ctl("insert"), "ok");
+                card.wait_present(true);
+            }
+            None => {
+                self.ask("PLUG the YubiKey back in now");
+                self.wait_physical(true);
+            }
+        }
+    }
+
+    /// Polls `opensc-tool -l` until a Yubico reader with a card is listed (or none is).
+    fn wait_physical(&self, present: bool) {
+        let started = Instant::now();
+        loop {
+            let output = self.command("opensc-tool").arg("-l").output();
+            let listed = output.as_ref().is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.contains("Yes") && l.contains("Yubico"))
+            });
+            if listed == present {
+                return;
+            }
+            assert!(
+                started.elapsed() < HUMAN_TIMEOUT,
+                "the YubiKey was not {} within {HUMAN_TIMEOUT:?}",
+                if present { "plugged in" } else { "unplugged" }
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Tells the person at the keyboard what to do (on the terminal when there is one, since
+    /// the test harness captures stderr).
+    fn ask(&self, what: &str) {
+        use std::io::Write as _;
+        let line = format!("\n>>> YubiKey {}: {what}\n", self.serial);
+        match std::fs::OpenOptions::new().write(true).open("/dev/tty") {
+            Ok(mut tty) => {
+                let _ = tty.write_all(line.as_bytes());
+            }
+            Err(_) => eprint!("{line}"),
+        }
     }
 
     /// The card's logs, for failure messages.
     pub fn logs(&self) -> String {
-        self.card.logs()
+        match &self.card {
+            Some(card) => card.logs(),
+            None => format!("(physical YubiKey {}: no card logs)", self.serial),
+        }
     }
 
     /// The slot (of [`SIGIL_SLOTS`]) whose certificate holds the key with sigild key id
     /// `key_id` (SHA-256 of the DER SubjectPublicKeyInfo, as OpenSSL reads it).
     pub fn slot_of(&self, key_id: &str) -> Option<String> {
-        let dir = tempfile::Builder::new()
-            .prefix("sigil-yk-slots-")
-            .tempdir()
-            .expect("temporary directory");
-        SIGIL_SLOTS.iter().find_map(|slot| {
-            let out = self.piv_tool(&["-a", "read-certificate", "-s", slot]);
-            if !out.status.success() || out.stdout.is_empty() {
-                return None;
-            }
-            let cert = dir.path().join(format!("{slot}.pem"));
-            std::fs::write(&cert, &out.stdout).expect("writing a certificate");
-            (spki_sha256(&cert) == key_id).then(|| (*slot).to_owned())
-        })
+        find_slot(|args| self.piv_tool(args), key_id)
     }
 
     /// `yubico-piv-tool -a attest -s SLOT` written to `out`, checked with OpenSSL: it is signed
     /// by the card's attestation certificate (slot f9), which chains to the virtual card's
-    /// attestation CA.
+    /// attestation CA. (Yubico's root CA is not shipped here: for a physical device the chain
+    /// is checked up to its f9 certificate.)
     pub fn attest(&self, slot: &str, out: &Path) -> PathBuf {
         let attest = self.piv_tool(&["-a", "attest", "-s", slot]);
         assert!(
@@ -388,21 +580,69 @@ impl TestYubikey {
         assert!(f9.status.success(), "read-certificate f9: {f9:?}");
         let f9_path = out.with_extension("f9.pem");
         std::fs::write(&f9_path, &f9.stdout).expect("writing the f9 certificate");
-        let ca = self.card.state.join("ca.pem");
-        let (ok, text) = crate::openssl(&[
-            "verify".as_ref(),
-            "-CAfile".as_ref(),
-            ca.as_os_str(),
-            "-untrusted".as_ref(),
-            f9_path.as_os_str(),
-            out.as_os_str(),
-        ]);
+        let (ok, text) = match &self.card {
+            Some(card) => {
+                let ca = card.state.join("ca.pem");
+                crate::openssl(&[
+                    "verify".as_ref(),
+                    "-CAfile".as_ref(),
+                    ca.as_os_str(),
+                    "-untrusted".as_ref(),
+                    f9_path.as_os_str(),
+                    out.as_os_str(),
+                ])
+            }
+            None => crate::openssl(&[
+                "verify".as_ref(),
+                "-partial_chain".as_ref(),
+                "-CAfile".as_ref(),
+                f9_path.as_os_str(),
+                out.as_os_str(),
+            ]),
+        };
         assert!(
             ok && text.contains(": OK"),
-            "the attestation of slot {slot} does not chain to the card's CA: {text}"
+            "the attestation of slot {slot} does not verify: {text}"
         );
         out.to_owned()
     }
+}
+
+impl Drop for TestYubikey {
+    fn drop(&mut self) {
+        // A physical device is left with a full PIN counter (tests spend tries on purpose).
+        if self.card.is_none() && !std::thread::panicking() {
+            self.restore_pin_counter();
+        } else if self.card.is_none() {
+            let _ = self.piv_tool(&["-a", "verify-pin", "-P", &self.pin]);
+        }
+    }
+}
+
+/// The physical YubiKey's serial from [`PHYSICAL_SERIAL_ENV`], if set.
+pub fn physical_serial() -> Option<u32> {
+    let value = std::env::var(PHYSICAL_SERIAL_ENV).ok()?;
+    Some(value.trim().parse().unwrap_or_else(|_| {
+        panic!("{PHYSICAL_SERIAL_ENV}={value:?} is not a YubiKey serial number")
+    }))
+}
+
+/// The slot (of [`SIGIL_SLOTS`]) whose certificate, as `yubico-piv-tool -a read-certificate`
+/// (run by `piv_tool`) reads it, holds the key with sigild key id `key_id`.
+pub fn find_slot(piv_tool: impl Fn(&[&str]) -> Output, key_id: &str) -> Option<String> {
+    let dir = tempfile::Builder::new()
+        .prefix("sigil-yk-slots-")
+        .tempdir()
+        .expect("temporary directory");
+    SIGIL_SLOTS.iter().find_map(|slot| {
+        let out = piv_tool(&["-a", "read-certificate", "-s", slot]);
+        if !out.status.success() || out.stdout.is_empty() {
+            return None;
+        }
+        let cert = dir.path().join(format!("{slot}.pem"));
+        std::fs::write(&cert, &out.stdout).expect("writing a certificate");
+        (spki_sha256(&cert) == key_id).then(|| (*slot).to_owned())
+    })
 }
 
 /// SHA-256 of the DER SubjectPublicKeyInfo of a PEM certificate (sigild's key id for its key),

@@ -6,22 +6,26 @@
 //! Part of `make test`. Needs root, pcscd, vsmartcard-vpcd, opensc, yubico-piv-tool and the
 //! vyubikey workspace member (built with libclang-dev); `scripts/deps.sh` installs them, and
 //! without them the tests fail with the install command. `make test-vyubikey` runs only these.
+//!
+//! `make test-yubikey YUBIKEY_SERIAL=N` runs the same tests against that PHYSICAL YubiKey
+//! (through the system pcscd; touches, unplugging and plugging in are asked for on the
+//! terminal). Where a fresh virtual card pins down a slot (9c, then 82), a physical device that
+//! already holds keys gets the first free slot instead, and the tests check that.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sigil_e2e::yubikey::VirtualYubikey;
+use sigil_e2e::yubikey::TestYubikey;
 use sigil_e2e::{Client, Daemon, DevDir, openssl, parse_public, sha256, write_file, write_pem};
 use sigil_proto::sigil_v1 as pb;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-const RIGHT_PIN: &str = "123456";
 const GUN: &str = "example.com/yubikey";
 
 /// A sigild configuration with one `yubikey` backend for `card` and an owner policy.
-fn write_config(dir: &DevDir, card: &VirtualYubikey, pin: &str, backend_extra: &str) -> PathBuf {
+fn write_config(dir: &DevDir, card: &TestYubikey, pin: &str, backend_extra: &str) -> PathBuf {
     std::fs::create_dir_all(dir.path()).expect("creating the sigil dir");
     let pin_file = dir.path().join("yubikey.pin");
     write_file(&pin_file, format!("{pin}\n"), 0o600);
@@ -41,7 +45,7 @@ fn write_config(dir: &DevDir, card: &VirtualYubikey, pin: &str, backend_extra: &
     path
 }
 
-fn start(dir: &DevDir, card: &VirtualYubikey, config: &Path) -> Daemon {
+fn start(dir: &DevDir, card: &TestYubikey, config: &Path) -> Daemon {
     dir.sigild_wrapped(&card.wrapper(), config).spawn()
 }
 
@@ -97,9 +101,9 @@ fn status_message(result: Result<pb::SignResponse, tonic::Status>, code: Code) -
 
 #[tokio::test(flavor = "multi_thread")]
 async fn root_key_on_the_yubikey_touch_always_verifies_with_openssl_and_survives_restart() {
-    let card = VirtualYubikey::start(5_400_001, "--touch-timeout 5");
+    let card = TestYubikey::start(5_400_001, "--touch-timeout 5");
     let dir = DevDir::new();
-    let config = write_config(&dir, &card, RIGHT_PIN, "");
+    let config = write_config(&dir, &card, card.pin(), "");
     let daemon = start(&dir, &card, &config);
     let mut client = daemon.client().await;
 
@@ -107,10 +111,17 @@ async fn root_key_on_the_yubikey_touch_always_verifies_with_openssl_and_survives
     assert_eq!(key.role, "root");
     assert_eq!(key.backend, "yubikey");
 
-    // On the device in slot 9c, labelled with role and GUN.
-    let out = card.piv_tool(&["-a", "read-certificate", "-s", "9c"]);
-    assert!(out.status.success(), "read-certificate 9c: {out:?}");
-    let cert = dir.root().join("9c.pem");
+    // On the device, in slot 9c on a fresh card (a physical one that already holds keys: the
+    // first free slot), labelled with role and GUN.
+    let slot = card
+        .slot_of(&key.key_id)
+        .unwrap_or_else(|| panic!("no slot holds {}\n{}", key.key_id, card.logs()));
+    if !card.is_physical() {
+        assert_eq!(slot, "9c", "a fresh card's first root key goes to 9c");
+    }
+    let out = card.piv_tool(&["-a", "read-certificate", "-s", &slot]);
+    assert!(out.status.success(), "read-certificate {slot}: {out:?}");
+    let cert = dir.root().join("root.crt.pem");
     write_file(&cert, &out.stdout, 0o644);
     let (ok, subject) = openssl(&[
         "x509".as_ref(),
@@ -124,12 +135,10 @@ async fn root_key_on_the_yubikey_touch_always_verifies_with_openssl_and_survives
         "{subject}"
     );
 
-    // Generated on the device with touch "always": the attestation says PIN always (03),
-    // touch always (02).
-    let out = card.piv_tool(&["-a", "attest", "-s", "9c"]);
-    assert!(out.status.success(), "attest 9c: {out:?}");
-    let attest = dir.root().join("9c-attest.pem");
-    write_file(&attest, &out.stdout, 0o644);
+    // Generated on the device with touch "always": the attestation (checked by OpenSSL up to
+    // the card's attestation CA) says touch always (02), PIN always (03) in 9c, the PIV
+    // default "once" (02) in a retired slot.
+    let attest = card.attest(&slot, &dir.root().join("root-attest.pem"));
     let (ok, asn1) = openssl(&["asn1parse".as_ref(), "-in".as_ref(), attest.as_os_str()]);
     assert!(ok, "{asn1}");
     let policy = asn1
@@ -138,7 +147,8 @@ async fn root_key_on_the_yubikey_touch_always_verifies_with_openssl_and_survives
         .nth(1)
         .and_then(|l| l.split("[HEX DUMP]:").nth(1))
         .unwrap_or_default();
-    assert_eq!(policy, "0302", "policy extension:\n{asn1}");
+    let want = if slot == "9c" { "0302" } else { "0202" };
+    assert_eq!(policy, want, "policy extension of slot {slot}:\n{asn1}");
     let attested_pub = openssl(&[
         "x509".as_ref(),
         "-noout".as_ref(),
@@ -150,7 +160,7 @@ async fn root_key_on_the_yubikey_touch_always_verifies_with_openssl_and_survives
 
     // Sign a message (DER) with a touch, verify with OpenSSL.
     let message = b"sigil: root metadata version 1 for example.com/yubikey".to_vec();
-    assert_eq!(card.ctl("touch"), "ok armed");
+    card.touch();
     let resp = client
         .sign_message(&key.key_id, &message, pb::SignatureEncoding::Der)
         .await
@@ -175,7 +185,7 @@ async fn root_key_on_the_yubikey_touch_always_verifies_with_openssl_and_survives
     assert!(ok && text.contains("Verified OK"), "{text}");
 
     // RAW over a digest, verified by the tuf crate.
-    assert_eq!(card.ctl("touch"), "ok armed");
+    card.touch();
     sign_and_check(&mut client, &key, "second").await;
 
     // A restart rebuilds the key ring from the device.
@@ -189,27 +199,47 @@ async fn root_key_on_the_yubikey_touch_always_verifies_with_openssl_and_survives
         .find(|k| k.key_id == key.key_id)
         .unwrap_or_else(|| panic!("root key not rebuilt after restart: {keys:?}"));
     assert_eq!((found.role.as_str(), found.gun.as_str()), ("root", GUN));
-    assert_eq!(card.ctl("touch"), "ok armed");
+    card.touch();
     sign_and_check(&mut client, &key, "after restart").await;
 
-    // A second root key does not overwrite 9c: it goes to a retired slot.
+    // A second root key does not overwrite the first: it goes to a retired slot (82 on a
+    // fresh card).
     let second = generate_root(&mut client).await;
     assert_ne!(second.key_id, key.key_id);
-    let out = card.piv_tool(&["-a", "read-certificate", "-s", "82"]);
-    assert!(out.status.success(), "second key not in slot 82: {out:?}");
+    let second_slot = card
+        .slot_of(&second.key_id)
+        .unwrap_or_else(|| panic!("no slot holds the second root key"));
+    assert_ne!(second_slot, slot);
+    assert_ne!(second_slot, "9c");
+    if !card.is_physical() {
+        assert_eq!(second_slot, "82");
+    }
+    assert_eq!(card.slot_of(&key.key_id).as_deref(), Some(slot.as_str()));
     assert!(daemon.stop().success());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_pin_fails_precondition_naming_retries_and_is_never_retried() {
-    let card = VirtualYubikey::start(5_400_002, "");
+    let card = TestYubikey::start(5_400_002, "");
+    // A PIN the device does not have.
+    let wrong = if card.pin() == "654321" {
+        "654320"
+    } else {
+        "654321"
+    };
     let dir = DevDir::new();
-    let config = write_config(&dir, &card, "654321", "touch_root = \"never\"");
+    let config = write_config(&dir, &card, wrong, "touch_root = \"never\"");
     let daemon = start(&dir, &card, &config);
     let mut client = daemon.client().await;
     // Generating needs the management key, not the PIN.
     let key = generate_root(&mut client).await;
-    assert_eq!(card.pin_tries(), 3);
+    // 3 on a fresh card; whatever the device's maximum is on a physical one.
+    let full = card.pin_tries();
+    assert!(full >= 3, "{full} PIN tries");
+    if !card.is_physical() {
+        assert_eq!(full, 3);
+    }
+    let left = format!("{} tries left", full - 1);
 
     let digest = sha256(b"x");
     let first = status_message(
@@ -218,9 +248,9 @@ async fn wrong_pin_fails_precondition_naming_retries_and_is_never_retried() {
             .await,
         Code::FailedPrecondition,
     );
-    assert!(first.contains("2 tries left"), "{first}");
+    assert!(first.contains(&left), "{first}");
     assert!(first.contains("not retried"), "{first}");
-    assert_eq!(card.pin_tries(), 2);
+    assert_eq!(card.pin_tries(), full - 1);
 
     // Never offered again.
     for _ in 0..3 {
@@ -230,16 +260,23 @@ async fn wrong_pin_fails_precondition_naming_retries_and_is_never_retried() {
                 .await,
             Code::FailedPrecondition,
         );
-        assert!(again.contains("2 tries left"), "{again}");
+        assert!(again.contains(&left), "{again}");
     }
-    assert_eq!(card.pin_tries(), 2, "the daemon retried the wrong PIN");
-    assert!(!daemon.stderr().contains("654321"), "PIN in the log");
+    assert_eq!(
+        card.pin_tries(),
+        full - 1,
+        "the daemon retried the wrong PIN"
+    );
+    assert!(!daemon.stderr().contains(wrong), "PIN in the log");
     drop(client);
     assert!(daemon.stop().success());
 
-    // With one try left, the daemon refuses to spend it.
-    let out = card.piv_tool(&["-a", "verify-pin", "-P", "000000"]);
-    assert!(!out.status.success());
+    // With one try left, the daemon refuses to spend it. (The tries are spent here with
+    // yubico-piv-tool; TestYubikey restores a physical device's counter with the right PIN.)
+    while card.pin_tries() > 1 {
+        let out = card.piv_tool(&["-a", "verify-pin", "-P", wrong]);
+        assert!(!out.status.success());
+    }
     assert_eq!(card.pin_tries(), 1);
     let daemon = start(&dir, &card, &config);
     let mut client = daemon.client().await;
@@ -256,17 +293,16 @@ async fn wrong_pin_fails_precondition_naming_retries_and_is_never_retried() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn removed_card_is_unavailable_and_not_serving_then_works_again_without_restart() {
-    let card = VirtualYubikey::start(5_400_003, "");
+    let card = TestYubikey::start(5_400_003, "");
     let dir = DevDir::new();
-    let config = write_config(&dir, &card, RIGHT_PIN, "touch_root = \"never\"");
+    let config = write_config(&dir, &card, card.pin(), "touch_root = \"never\"");
     let daemon = start(&dir, &card, &config);
     let mut client = daemon.client().await;
     let key = generate_root(&mut client).await;
     sign_and_check(&mut client, &key, "before removal").await;
     wait_health(&mut client, ServingStatus::Serving, &daemon).await;
 
-    assert_eq!(card.ctl("remove"), "ok");
-    card.wait_present(false);
+    card.remove();
     let msg = status_message(
         client
             .sign_digest(&key.key_id, &sha256(b"gone"), pb::SignatureEncoding::Raw)
@@ -276,8 +312,7 @@ async fn removed_card_is_unavailable_and_not_serving_then_works_again_without_re
     assert!(msg.contains("not present"), "{msg}");
     wait_health(&mut client, ServingStatus::NotServing, &daemon).await;
 
-    assert_eq!(card.ctl("insert"), "ok");
-    card.wait_present(true);
+    card.insert();
     // The very next request reopens the device.
     sign_and_check(&mut client, &key, "after re-insert").await;
     wait_health(&mut client, ServingStatus::Serving, &daemon).await;
@@ -286,13 +321,14 @@ async fn removed_card_is_unavailable_and_not_serving_then_works_again_without_re
 
 #[tokio::test(flavor = "multi_thread")]
 async fn touch_not_given_in_time_is_a_clear_error_and_a_touch_then_signs() {
-    let card = VirtualYubikey::start(5_400_004, "--touch-timeout 2");
+    let card = TestYubikey::start(5_400_004, "--touch-timeout 2");
     let dir = DevDir::new();
-    let config = write_config(&dir, &card, RIGHT_PIN, "");
+    let config = write_config(&dir, &card, card.pin(), "");
     let daemon = start(&dir, &card, &config);
     let mut client = daemon.client().await;
     let key = generate_root(&mut client).await;
 
+    card.no_touch();
     let started = Instant::now();
     let msg = status_message(
         client
@@ -310,7 +346,7 @@ async fn touch_not_given_in_time_is_a_clear_error_and_a_touch_then_signs() {
     // Health stays SERVING: a missing touch is not a missing device.
     assert_eq!(health(&mut client).await, ServingStatus::Serving);
 
-    assert_eq!(card.ctl("touch"), "ok armed");
+    card.touch();
     sign_and_check(&mut client, &key, "touched").await;
     assert!(daemon.stop().success());
 }

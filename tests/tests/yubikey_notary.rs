@@ -379,6 +379,7 @@ fn root_on_the_yubikey_targets_on_softhsm_published_to_notary_and_verified_by_bo
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
 
     // Without a touch the card does not sign with the root key.
+    card.no_touch();
     let message = dev.root().join("untouched.txt");
     fs::write(&message, b"no touch, no signature").expect("message");
     let started = Instant::now();
