@@ -61,6 +61,8 @@ bench: deps
 	$(CARGO) run --release -p sigil-e2e --bin notary-signer-bench
 	$(call banner,cargo run --release -p sigil-e2e --bin publish-bench)
 	$(CARGO) run --release -p sigil-e2e --bin publish-bench
+	$(call banner,cargo run --release -p sigil-e2e --bin yubikey-bench)
+	$(CARGO) run --release -p sigil-e2e --bin yubikey-bench
 
 # Only the YubiKey suites on the virtual YubiKey (also part of `make test`; root):
 # the backend suite, the Notary collection with its root on the card, and the
