@@ -7,7 +7,10 @@
 //! yubikey --role root`); `sigil init GUN --root-key KEY --backend softhsm -p` then makes the
 //! targets and snapshot keys on SoftHSM and publishes to the real notary-server 0.7.0, which
 //! takes its timestamp key from the real notary-signer (loopback, throwaway PKI). Touches are
-//! given by the card's control socket (`auto-touch on`) while sigil signs.
+//! given by the card's control socket (`auto-touch on`) while sigil signs. Under
+//! `make test-yubikey` the same test runs on a physical YubiKey (`TestYubikey`): the person at
+//! the keyboard touches it while asked to, and the attestation is checked up to its f9
+//! certificate.
 //!
 //! The real `notary` client, from a fresh trust dir, lists and verifies what was published;
 //! `sigil list` and `sigil verify` agree. The root key in the published root.json is checked
@@ -167,6 +170,9 @@ fn root_on_the_yubikey_targets_on_softhsm_published_to_notary_and_verified_by_bo
     let slot = card
         .slot_of(&root_id)
         .unwrap_or_else(|| panic!("no PIV slot of the card holds the root key {root_id}"));
+    if !card.is_physical() {
+        assert_eq!(slot, "9c", "a fresh card's root key goes to 9c");
+    }
     let attest = card.attest(&slot, &dev.root().join("root-attest.pem"));
     assert_eq!(
         spki_sha256(&attest),
