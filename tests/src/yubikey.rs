@@ -162,6 +162,11 @@ impl VirtualYubikey {
         card
     }
 
+    /// The pid of a process inside the card's namespaces (the harness's holder).
+    pub fn holder_pid(&self) -> u32 {
+        self.holder
+    }
+
     /// `nsenter --mount=/proc/HOLDER/ns/mnt --`: prefix for commands that must see this card.
     pub fn wrapper(&self) -> Vec<OsString> {
         vec![

@@ -273,14 +273,33 @@ fn yubico_piv_tool_status_verify_pin_generate_and_attest() {
     // 9c: PIN always (03) by default; generated with touch never (01).
     assert_eq!(yubico_extension(&cert, 8), "0301", "PIN/touch policy");
 
-    // vpcd listens on 0.0.0.0, but in the card's own network namespace: from here (the
-    // host's network, where sigild and the tools connect to pcscd over its Unix socket) its
-    // port is closed.
+    // vpcd listens on 0.0.0.0 (it cannot be told otherwise), but in the card's own network
+    // namespace, which has only `lo`: /proc/PID/net/tcp lists the sockets of PID's network
+    // namespace, so vpcd's listener shows there, in a namespace that is not ours (sigild and
+    // the tools reach pcscd over its Unix socket and keep the host's network).
     assert_ne!(card.port, 0);
+    let holder = card.holder_pid();
+    let netns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).expect("netns");
+    assert_ne!(
+        netns(&holder.to_string()),
+        netns("self"),
+        "the card shares the host's network namespace"
+    );
+    let listening = |table: &str, port: u16| {
+        std::fs::read_to_string(table)
+            .expect("reading the TCP table")
+            .lines()
+            .skip(1)
+            .any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                // local_address is "HEXIP:HEXPORT"; state 0A is LISTEN.
+                cols.len() > 3 && cols[3] == "0A" && cols[1] == format!("00000000:{port:04X}")
+            })
+    };
     for port in [card.port, card.port + 1] {
         assert!(
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-            "vpcd's port {port} is reachable from outside the card's namespace"
+            listening(&format!("/proc/{holder}/net/tcp"), port),
+            "vpcd does not listen on 0.0.0.0:{port} in the card's namespace"
         );
     }
 
