@@ -4,8 +4,10 @@
 #   make test          install what is missing, fmt + clippy + the whole suite
 #   make bench         sigild over the socket vs. in-process PKCS#11, and publishing
 #                      10,000 targets with sigil vs. the notary client (release)
-#   make test-vyubikey only the yubikey backend suite on the virtual YubiKey (root)
-#   make test-yubikey  tests against a real YubiKey (not yet available)
+#   make test-vyubikey only the YubiKey suites on the virtual YubiKey (root)
+#   make test-yubikey  the yubikey backend suite on a PHYSICAL YubiKey:
+#                      make test-yubikey YUBIKEY_SERIAL=12345678 [YUBIKEY_PIN=...]
+#                      (explicit only, never part of `make test`)
 #
 # `deps` installs missing Debian packages through apt (root) or prints the
 # exact command to run (not root), see scripts/deps.sh.
@@ -23,7 +25,7 @@ banner = @printf '\n==> %s\n' '$(1)'
 # parallel on its own.
 .NOTPARALLEL:
 
-.PHONY: help deps build demo test bench test-vyubikey test-yubikey fmt fmt-check clippy clean
+.PHONY: help deps build demo test bench test-vyubikey test-yubikey yubikey-serial fmt fmt-check clippy clean
 
 help:
 	@echo 'targets: demo test bench build deps fmt clippy clean test-vyubikey test-yubikey'
@@ -42,9 +44,13 @@ demo: deps build
 
 # The end-to-end tests spawn target/debug/sigild and target/debug/sigil, which
 # `cargo test` does not build for another crate's tests: build the bins first.
+# The YubiKey tests use the virtual card unless SIGIL_TEST_YUBIKEY_SERIAL names a
+# physical one; `make test` never passes it on (only `make test-yubikey` sets it).
+NO_PHYSICAL_YUBIKEY := env -u SIGIL_TEST_YUBIKEY_SERIAL -u SIGIL_TEST_YUBIKEY_PIN
+
 test: deps fmt-check clippy build
 	$(call banner,cargo test --workspace)
-	$(CARGO) test --workspace
+	$(NO_PHYSICAL_YUBIKEY) $(CARGO) test --workspace
 
 bench: deps
 	$(call banner,cargo build --release --workspace --bins)
@@ -55,15 +61,43 @@ bench: deps
 	$(CARGO) run --release -p sigil-e2e --bin notary-signer-bench
 	$(call banner,cargo run --release -p sigil-e2e --bin publish-bench)
 	$(CARGO) run --release -p sigil-e2e --bin publish-bench
+	$(call banner,cargo run --release -p sigil-e2e --bin yubikey-bench)
+	$(CARGO) run --release -p sigil-e2e --bin yubikey-bench
 
-# Only the yubikey backend suite on the virtual YubiKey (also part of `make test`; root).
+# Only the YubiKey suites on the virtual YubiKey (also part of `make test`; root):
+# the backend suite, the Notary collection with its root on the card, and the
+# Yubico-tool checks of the virtual card.
 test-vyubikey: deps build
-	$(call banner,cargo test -p sigil-e2e --test yubikey)
-	$(CARGO) test -p sigil-e2e --test yubikey
+	$(call banner,cargo test -p sigil-e2e --test yubikey --test yubikey_notary --test vyubikey_tools)
+	$(NO_PHYSICAL_YUBIKEY) $(CARGO) test -p sigil-e2e --test yubikey --test yubikey_notary --test vyubikey_tools
 
-test-yubikey:
-	@echo 'test-yubikey: needs YUBIKEY_SERIAL and a physical-YubiKey suite (not yet implemented); make test-vyubikey runs the backend suite on a virtual YubiKey' >&2
-	@exit 1
+# The yubikey backend suite (and the Notary test) against the PHYSICAL YubiKey
+# YUBIKEY_SERIAL, through the system pcscd, one test at a time, asking on the
+# terminal for touches and for unplugging / plugging it in. It generates keys in
+# slot 9c or the first free retired slot (82-95; PIV cannot delete them before
+# firmware 5.7), spends PIN tries on purpose (restored with the right PIN) and
+# needs the default management key. Use a YubiKey set aside for testing.
+test-yubikey: yubikey-serial deps build
+	$(call banner,cargo test -p sigil-e2e --test yubikey --test yubikey_notary (physical YubiKey))
+	SIGIL_TEST_YUBIKEY_SERIAL="$${YUBIKEY_SERIAL}" SIGIL_TEST_YUBIKEY_PIN="$${YUBIKEY_PIN:-123456}" \
+	    $(CARGO) test -p sigil-e2e --test yubikey --test yubikey_notary -- --test-threads=1
+
+# Refuses without a serial, and warns what test-yubikey does to the device.
+yubikey-serial:
+	@if [[ -z "$${YUBIKEY_SERIAL:-}" ]]; then \
+	    echo 'test-yubikey: refusing to run without YUBIKEY_SERIAL: make test-yubikey YUBIKEY_SERIAL=<serial of a YubiKey set aside for testing> [YUBIKEY_PIN=<its PIN, default 123456>]' >&2; \
+	    exit 2; \
+	fi
+	@if [[ ! "$${YUBIKEY_SERIAL}" =~ ^[0-9]+$$ ]]; then echo "test-yubikey: YUBIKEY_SERIAL=$${YUBIKEY_SERIAL} is not a serial number" >&2; exit 2; fi
+	@printf '%s\n' \
+	    "WARNING: these tests use the PHYSICAL YubiKey $${YUBIKEY_SERIAL}:" \
+	    "  - they GENERATE P-256 keys on it, in slot 9c or the first free retired slot (82-95)," \
+	    "    which PIV cannot delete (only overwrite) before firmware 5.7; ~6 slots per run;" \
+	    "  - they spend PIN tries on purpose (down to 1) and restore the counter with the PIN;" \
+	    "  - they need the default management key, and you at the keyboard: touch the key" \
+	    "    when asked, do NOT touch it when asked not to, unplug and plug it back in." \
+	    "Attach only this YubiKey. Ctrl-C now to stop; starting in 5 s." >&2
+	@sleep 5
 
 fmt:
 	$(call banner,cargo fmt --all)

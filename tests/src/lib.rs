@@ -172,17 +172,30 @@ pub fn sigild() -> &'static Path {
     static SIGILD: OnceLock<PathBuf> = OnceLock::new();
     SIGILD.get_or_init(|| {
         require_tools();
-        if let Err(e) = cargo_build(&["-p", "sigil-daemon", "--bins"]) {
-            panic!("{e}");
-        }
-        let path = target_dir().join("debug").join("sigild");
-        assert!(
-            path.is_file(),
-            "cargo built sigil-daemon but {} does not exist",
-            path.display()
-        );
-        path
+        cargo_build_bin("sigil-daemon", "sigild", "")
     })
+}
+
+/// The `sigil` CLI binary, built (once per test process) from the current sources, as
+/// [`sigild`] is.
+pub fn sigil_cli() -> &'static Path {
+    static SIGIL: OnceLock<PathBuf> = OnceLock::new();
+    SIGIL.get_or_init(|| cargo_build_bin("sigil-cli", "sigil", ""))
+}
+
+/// `cargo build --quiet -p PACKAGE --bins` in the workspace (debug profile); returns
+/// `target/debug/BIN`. `hint` is added to the panic message when the build fails.
+pub fn cargo_build_bin(package: &str, bin: &str, hint: &str) -> PathBuf {
+    if let Err(e) = cargo_build(&["-p", package, "--bins"]) {
+        panic!("{e}{hint}");
+    }
+    let path = target_dir().join("debug").join(bin);
+    assert!(
+        path.is_file(),
+        "cargo built {package} but {} does not exist",
+        path.display()
+    );
+    path
 }
 
 /// Lowercase hex SHA-256.

@@ -19,7 +19,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,31 +30,13 @@ use sigil_e2e::notary::{
 };
 use sigil_e2e::{
     DAEMON_TIMEOUT, DEV_BACKEND, Daemon, DevDir, OTHER_GID, OTHER_UID, read_text, sha256_hex,
-    target_dir, workspace_root,
 };
 use sigil_tuf::schema::{Expires, Root, Signature, SignatureMethod, Targets, Timestamp};
 use sigil_tuf::{Metadata, RoleType, Signed, TufKey};
 
 /// The `sigil` binary, built once per test process from the current sources.
 fn sigil_exe() -> &'static Path {
-    static SIGIL: OnceLock<PathBuf> = OnceLock::new();
-    SIGIL.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let output = Command::new(&cargo)
-            .args(["build", "--quiet", "-p", "sigil-cli", "--bins"])
-            .current_dir(workspace_root())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build sigil: {e}"));
-        assert!(
-            output.status.success(),
-            "`cargo build -p sigil-cli --bins` failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let path = target_dir().join("debug").join("sigil");
-        assert!(path.is_file(), "{} was not built", path.display());
-        path
-    })
+    sigil_e2e::sigil_cli()
 }
 
 /// sigild (with its notary-signer endpoint) on a fresh token and the real notary-server using

@@ -6,34 +6,34 @@
 //! Part of `make test`. Needs root, pcscd, vsmartcard-vpcd, opensc, yubico-piv-tool and the
 //! vyubikey workspace member (built with libclang-dev); `scripts/deps.sh` installs them, and
 //! without them the tests fail with the install command. `make test-vyubikey` runs only these.
+//!
+//! `make test-yubikey YUBIKEY_SERIAL=N` runs the same tests against that PHYSICAL YubiKey
+//! (through the system pcscd; touches, unplugging and plugging in are asked for on the
+//! terminal). Where a fresh virtual card pins down a slot (9c, then 82), a physical device that
+//! already holds keys gets the first free slot instead, and the tests check that.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use sigil_e2e::yubikey::VirtualYubikey;
-use sigil_e2e::{
-    Client, Daemon, DevDir, openssl, parse_public, sha256, target_dir, workspace_root, write_file,
-    write_pem,
-};
+use sigil_e2e::yubikey::TestYubikey;
+use sigil_e2e::{Client, Daemon, DevDir, openssl, parse_public, sha256, write_file, write_pem};
 use sigil_proto::sigil_v1 as pb;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-const RIGHT_PIN: &str = "123456";
 const GUN: &str = "example.com/yubikey";
 
 /// A sigild configuration with one `yubikey` backend for `card` and an owner policy.
-fn write_config(dir: &DevDir, card: &VirtualYubikey, pin: &str, backend_extra: &str) -> PathBuf {
+fn write_config(dir: &DevDir, card: &TestYubikey, pin: &str, backend_extra: &str) -> PathBuf {
     write_config_with(dir, card, Some(pin), backend_extra, "")
 }
 
 /// The same, with the PIN file optional and `extra` TOML appended (more rules, `[[require]]`).
 fn write_config_with(
     dir: &DevDir,
-    card: &VirtualYubikey,
+    card: &TestYubikey,
     pin: Option<&str>,
     backend_extra: &str,
     extra: &str,
@@ -64,45 +64,13 @@ fn write_config_with(
 }
 
 /// `attestation_roots = [<the card's test attestation CA>]`.
-fn roots_line(card: &VirtualYubikey) -> String {
-    format!("attestation_roots = [{:?}]", card.state.join("ca.pem"))
-}
-
-/// The `sigil` binary, built once per test process from the current sources.
-fn sigil_exe() -> &'static Path {
-    static SIGIL: OnceLock<PathBuf> = OnceLock::new();
-    SIGIL.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(&cargo);
-        build
-            .args(["build", "--quiet", "-p", "sigil-cli", "--bins"])
-            .current_dir(workspace_root())
-            .stdin(Stdio::null());
-        for (key, _) in std::env::vars_os() {
-            let Some(key) = key.to_str() else { continue };
-            if key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR"
-                || key == "OUT_DIR"
-            {
-                build.env_remove(key);
-            }
-        }
-        let output = build
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build sigil: {e}"));
-        assert!(
-            output.status.success(),
-            "`cargo build -p sigil-cli --bins` failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let path = target_dir().join("debug").join("sigil");
-        assert!(path.is_file(), "{} was not built", path.display());
-        path
-    })
+fn roots_line(card: &TestYubikey) -> String {
+    format!("attestation_roots = [{:?}]", card.attestation_root())
 }
 
 /// Runs `sigil --socket SOCKET ARGS` and returns (success, stdout, stderr).
 fn sigil(dir: &DevDir, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let mut child = Command::new(sigil_exe())
+    let mut child = Command::new(sigil_e2e::sigil_cli())
         .arg("--socket")
         .arg(dir.socket())
         .args(args)
@@ -138,7 +106,7 @@ async fn attest(client: &mut Client, key_id: &str) -> Result<pb::AttestKeyRespon
         .map(tonic::Response::into_inner)
 }
 
-fn start(dir: &DevDir, card: &VirtualYubikey, config: &Path) -> Daemon {
+fn start(dir: &DevDir, card: &TestYubikey, config: &Path) -> Daemon {
     dir.sigild_wrapped(&card.wrapper(), config).spawn()
 }
 
@@ -194,9 +162,9 @@ fn status_message(result: Result<pb::SignResponse, tonic::Status>, code: Code) -
 
 #[tokio::test(flavor = "multi_thread")]
 async fn root_key_on_the_yubikey_touch_always_verifies_with_openssl_and_survives_restart() {
-    let card = VirtualYubikey::start(5_400_001, "--touch-timeout 5");
+    let card = TestYubikey::start(5_400_001, "--touch-timeout 5");
     let dir = DevDir::new();
-    let config = write_config(&dir, &card, RIGHT_PIN, "");
+    let config = write_config(&dir, &card, card.pin(), "");
     let daemon = start(&dir, &card, &config);
     let mut client = daemon.client().await;
 
@@ -204,10 +172,17 @@ async fn root_key_on_the_yubikey_touch_always_verifies_with_openssl_and_survives
     assert_eq!(key.role, "root");
     assert_eq!(key.backend, "yubikey");
 
-    // On the device in slot 9c, labelled with role and GUN.
-    let out = card.piv_tool(&["-a", "read-certificate", "-s", "9c"]);
-    assert!(out.status.success(), "read-certificate 9c: {out:?}");
-    let cert = dir.root().join("9c.pem");
+    // On the device, in slot 9c on a fresh card (a physical one that already holds keys: the
+    // first free slot), labelled with role and GUN.
+    let slot = card
+        .slot_of(&key.key_id)
+        .unwrap_or_else(|| panic!("no slot holds {}\n{}", key.key_id, card.logs()));
+    if !card.is_physical() {
+        assert_eq!(slot, "9c", "a fresh card's first root key goes to 9c");
+    }
+    let out = card.piv_tool(&["-a", "read-certificate", "-s", &slot]);
+    assert!(out.status.success(), "read-certificate {slot}: {out:?}");
+    let cert = dir.root().join("root.crt.pem");
     write_file(&cert, &out.stdout, 0o644);
     let (ok, subject) = openssl(&[
         "x509".as_ref(),
@@ -221,12 +196,10 @@ async fn root_key_on_the_yubikey_touch_always_verifies_with_openssl_and_survives
         "{subject}"
     );
 
-    // Generated on the device with touch "always": the attestation says PIN always (03),
-    // touch always (02).
-    let out = card.piv_tool(&["-a", "attest", "-s", "9c"]);
-    assert!(out.status.success(), "attest 9c: {out:?}");
-    let attest = dir.root().join("9c-attest.pem");
-    write_file(&attest, &out.stdout, 0o644);
+    // Generated on the device with touch "always": the attestation (checked by OpenSSL up to
+    // the card's attestation CA) says touch always (02), PIN always (03) in 9c, the PIV
+    // default "once" (02) in a retired slot.
+    let attest = card.attest(&slot, &dir.root().join("root-attest.pem"));
     let (ok, asn1) = openssl(&["asn1parse".as_ref(), "-in".as_ref(), attest.as_os_str()]);
     assert!(ok, "{asn1}");
     let policy = asn1
@@ -235,7 +208,8 @@ async fn root_key_on_the_yubikey_touch_always_verifies_with_openssl_and_survives
         .nth(1)
         .and_then(|l| l.split("[HEX DUMP]:").nth(1))
         .unwrap_or_default();
-    assert_eq!(policy, "0302", "policy extension:\n{asn1}");
+    let want = if slot == "9c" { "0302" } else { "0202" };
+    assert_eq!(policy, want, "policy extension of slot {slot}:\n{asn1}");
     let attested_pub = openssl(&[
         "x509".as_ref(),
         "-noout".as_ref(),
@@ -247,7 +221,7 @@ async fn root_key_on_the_yubikey_touch_always_verifies_with_openssl_and_survives
 
     // Sign a message (DER) with a touch, verify with OpenSSL.
     let message = b"sigil: root metadata version 1 for example.com/yubikey".to_vec();
-    assert_eq!(card.ctl("touch"), "ok armed");
+    card.touch();
     let resp = client
         .sign_message(&key.key_id, &message, pb::SignatureEncoding::Der)
         .await
@@ -272,7 +246,7 @@ async fn root_key_on_the_yubikey_touch_always_verifies_with_openssl_and_survives
     assert!(ok && text.contains("Verified OK"), "{text}");
 
     // RAW over a digest, verified by the tuf crate.
-    assert_eq!(card.ctl("touch"), "ok armed");
+    card.touch();
     sign_and_check(&mut client, &key, "second").await;
 
     // A restart rebuilds the key ring from the device.
@@ -286,27 +260,47 @@ async fn root_key_on_the_yubikey_touch_always_verifies_with_openssl_and_survives
         .find(|k| k.key_id == key.key_id)
         .unwrap_or_else(|| panic!("root key not rebuilt after restart: {keys:?}"));
     assert_eq!((found.role.as_str(), found.gun.as_str()), ("root", GUN));
-    assert_eq!(card.ctl("touch"), "ok armed");
+    card.touch();
     sign_and_check(&mut client, &key, "after restart").await;
 
-    // A second root key does not overwrite 9c: it goes to a retired slot.
+    // A second root key does not overwrite the first: it goes to a retired slot (82 on a
+    // fresh card).
     let second = generate_root(&mut client).await;
     assert_ne!(second.key_id, key.key_id);
-    let out = card.piv_tool(&["-a", "read-certificate", "-s", "82"]);
-    assert!(out.status.success(), "second key not in slot 82: {out:?}");
+    let second_slot = card
+        .slot_of(&second.key_id)
+        .unwrap_or_else(|| panic!("no slot holds the second root key"));
+    assert_ne!(second_slot, slot);
+    assert_ne!(second_slot, "9c");
+    if !card.is_physical() {
+        assert_eq!(second_slot, "82");
+    }
+    assert_eq!(card.slot_of(&key.key_id).as_deref(), Some(slot.as_str()));
     assert!(daemon.stop().success());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_pin_fails_precondition_naming_retries_and_is_never_retried() {
-    let card = VirtualYubikey::start(5_400_002, "");
+    let card = TestYubikey::start(5_400_002, "");
+    // A PIN the device does not have.
+    let wrong = if card.pin() == "654321" {
+        "654320"
+    } else {
+        "654321"
+    };
     let dir = DevDir::new();
-    let config = write_config(&dir, &card, "654321", "touch_root = \"never\"");
+    let config = write_config(&dir, &card, wrong, "touch_root = \"never\"");
     let daemon = start(&dir, &card, &config);
     let mut client = daemon.client().await;
     // Generating needs the management key, not the PIN.
     let key = generate_root(&mut client).await;
-    assert_eq!(card.pin_tries(), 3);
+    // 3 on a fresh card; whatever the device's maximum is on a physical one.
+    let full = card.pin_tries();
+    assert!(full >= 3, "{full} PIN tries");
+    if !card.is_physical() {
+        assert_eq!(full, 3);
+    }
+    let left = format!("{} tries left", full - 1);
 
     let digest = sha256(b"x");
     let first = status_message(
@@ -315,9 +309,9 @@ async fn wrong_pin_fails_precondition_naming_retries_and_is_never_retried() {
             .await,
         Code::FailedPrecondition,
     );
-    assert!(first.contains("2 tries left"), "{first}");
+    assert!(first.contains(&left), "{first}");
     assert!(first.contains("not retried"), "{first}");
-    assert_eq!(card.pin_tries(), 2);
+    assert_eq!(card.pin_tries(), full - 1);
 
     // Never offered again.
     for _ in 0..3 {
@@ -327,16 +321,23 @@ async fn wrong_pin_fails_precondition_naming_retries_and_is_never_retried() {
                 .await,
             Code::FailedPrecondition,
         );
-        assert!(again.contains("2 tries left"), "{again}");
+        assert!(again.contains(&left), "{again}");
     }
-    assert_eq!(card.pin_tries(), 2, "the daemon retried the wrong PIN");
-    assert!(!daemon.stderr().contains("654321"), "PIN in the log");
+    assert_eq!(
+        card.pin_tries(),
+        full - 1,
+        "the daemon retried the wrong PIN"
+    );
+    assert!(!daemon.stderr().contains(wrong), "PIN in the log");
     drop(client);
     assert!(daemon.stop().success());
 
-    // With one try left, the daemon refuses to spend it.
-    let out = card.piv_tool(&["-a", "verify-pin", "-P", "000000"]);
-    assert!(!out.status.success());
+    // With one try left, the daemon refuses to spend it. (The tries are spent here with
+    // yubico-piv-tool; TestYubikey restores a physical device's counter with the right PIN.)
+    while card.pin_tries() > 1 {
+        let out = card.piv_tool(&["-a", "verify-pin", "-P", wrong]);
+        assert!(!out.status.success());
+    }
     assert_eq!(card.pin_tries(), 1);
     let daemon = start(&dir, &card, &config);
     let mut client = daemon.client().await;
@@ -353,17 +354,16 @@ async fn wrong_pin_fails_precondition_naming_retries_and_is_never_retried() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn removed_card_is_unavailable_and_not_serving_then_works_again_without_restart() {
-    let card = VirtualYubikey::start(5_400_003, "");
+    let card = TestYubikey::start(5_400_003, "");
     let dir = DevDir::new();
-    let config = write_config(&dir, &card, RIGHT_PIN, "touch_root = \"never\"");
+    let config = write_config(&dir, &card, card.pin(), "touch_root = \"never\"");
     let daemon = start(&dir, &card, &config);
     let mut client = daemon.client().await;
     let key = generate_root(&mut client).await;
     sign_and_check(&mut client, &key, "before removal").await;
     wait_health(&mut client, ServingStatus::Serving, &daemon).await;
 
-    assert_eq!(card.ctl("remove"), "ok");
-    card.wait_present(false);
+    card.remove();
     let msg = status_message(
         client
             .sign_digest(&key.key_id, &sha256(b"gone"), pb::SignatureEncoding::Raw)
@@ -373,8 +373,7 @@ async fn removed_card_is_unavailable_and_not_serving_then_works_again_without_re
     assert!(msg.contains("not present"), "{msg}");
     wait_health(&mut client, ServingStatus::NotServing, &daemon).await;
 
-    assert_eq!(card.ctl("insert"), "ok");
-    card.wait_present(true);
+    card.insert();
     // The very next request reopens the device.
     sign_and_check(&mut client, &key, "after re-insert").await;
     wait_health(&mut client, ServingStatus::Serving, &daemon).await;
@@ -383,13 +382,14 @@ async fn removed_card_is_unavailable_and_not_serving_then_works_again_without_re
 
 #[tokio::test(flavor = "multi_thread")]
 async fn touch_not_given_in_time_is_a_clear_error_and_a_touch_then_signs() {
-    let card = VirtualYubikey::start(5_400_004, "--touch-timeout 2");
+    let card = TestYubikey::start(5_400_004, "--touch-timeout 2");
     let dir = DevDir::new();
-    let config = write_config(&dir, &card, RIGHT_PIN, "");
+    let config = write_config(&dir, &card, card.pin(), "");
     let daemon = start(&dir, &card, &config);
     let mut client = daemon.client().await;
     let key = generate_root(&mut client).await;
 
+    card.no_touch();
     let started = Instant::now();
     let msg = status_message(
         client
@@ -407,16 +407,16 @@ async fn touch_not_given_in_time_is_a_clear_error_and_a_touch_then_signs() {
     // Health stays SERVING: a missing touch is not a missing device.
     assert_eq!(health(&mut client).await, ServingStatus::Serving);
 
-    assert_eq!(card.ctl("touch"), "ok armed");
+    card.touch();
     sign_and_check(&mut client, &key, "touched").await;
     assert!(daemon.stop().success());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn attestation_is_verified_at_generate_recorded_and_printed_as_a_chain_openssl_accepts() {
-    let card = VirtualYubikey::start(5_400_005, "");
+    let card = TestYubikey::start(5_400_005, "");
     let dir = DevDir::new();
-    let config = write_config(&dir, &card, RIGHT_PIN, &roots_line(&card));
+    let config = write_config(&dir, &card, card.pin(), &roots_line(&card));
     let daemon = start(&dir, &card, &config);
     let mut client = daemon.client().await;
 
@@ -460,7 +460,7 @@ async fn attestation_is_verified_at_generate_recorded_and_printed_as_a_chain_ope
     let (leaf, f9) = (dir.root().join("leaf.pem"), dir.root().join("f9.pem"));
     write_file(&leaf, &blocks[0], 0o644);
     write_file(&f9, &blocks[1], 0o644);
-    let ca = card.state.join("ca.pem");
+    let ca = card.attestation_root();
     let (ok, text) = openssl(&[
         "verify".as_ref(),
         "-CAfile".as_ref(),
@@ -517,7 +517,7 @@ async fn attestation_is_verified_at_generate_recorded_and_printed_as_a_chain_ope
     // Without roots the policies are still read, but nothing is attested.
     drop(client);
     assert!(daemon.stop().success());
-    let config = write_config(&dir, &card, RIGHT_PIN, "");
+    let config = write_config(&dir, &card, card.pin(), "");
     let daemon = start(&dir, &card, &config);
     let mut client = daemon.client().await;
     let unrooted = client.public(&root.key_id).await.expect("public");
@@ -586,7 +586,7 @@ async fn generate_status(client: &mut Client, role: &str) -> Result<pb::PublicKe
 
 #[tokio::test(flavor = "multi_thread")]
 async fn require_rules_refuse_unattested_or_touch_never_roots_at_generate_and_at_sign() {
-    let card = VirtualYubikey::start(5_400_006, "--touch-timeout 5");
+    let card = TestYubikey::start(5_400_006, "--touch-timeout 5");
     let dir = DevDir::new();
     let roots = roots_line(&card);
 
@@ -594,7 +594,7 @@ async fn require_rules_refuse_unattested_or_touch_never_roots_at_generate_and_at
     let config = write_config_with(
         &dir,
         &card,
-        Some(RIGHT_PIN),
+        Some(card.pin()),
         &format!("{roots}\ntouch_root = \"never\""),
         REQUIRE_ROOT,
     );
@@ -623,7 +623,7 @@ async fn require_rules_refuse_unattested_or_touch_never_roots_at_generate_and_at
     let config = write_config_with(
         &dir,
         &card,
-        Some(RIGHT_PIN),
+        Some(card.pin()),
         &format!("attestation_roots = [{foreign:?}]"),
         REQUIRE_ROOT,
     );
@@ -655,14 +655,14 @@ async fn require_rules_refuse_unattested_or_touch_never_roots_at_generate_and_at
     assert!(daemon.stop().success());
 
     // A root made while no rule applied cannot sign once the rule is in force.
-    let config = write_config(&dir, &card, RIGHT_PIN, "");
+    let config = write_config(&dir, &card, card.pin(), "");
     let daemon = start(&dir, &card, &config);
     let mut client = daemon.client().await;
     let old_root = generate_root(&mut client).await;
     assert!(!old_root.attested);
     drop(client);
     assert!(daemon.stop().success());
-    let config = write_config_with(&dir, &card, Some(RIGHT_PIN), &roots, REQUIRE_ROOT);
+    let config = write_config_with(&dir, &card, Some(card.pin()), &roots, REQUIRE_ROOT);
     let daemon = start(&dir, &card, &config);
     let mut client = daemon.client().await;
     // Its chain verifies against the real root now, so it counts as attested: the rule is met.
@@ -673,7 +673,7 @@ async fn require_rules_refuse_unattested_or_touch_never_roots_at_generate_and_at
     let config = write_config_with(
         &dir,
         &card,
-        Some(RIGHT_PIN),
+        Some(card.pin()),
         &format!("attestation_roots = [{foreign:?}]"),
         REQUIRE_ROOT,
     );
@@ -697,12 +697,12 @@ async fn require_rules_refuse_unattested_or_touch_never_roots_at_generate_and_at
     let daemon = start(
         &dir,
         &card,
-        &write_config_with(&dir, &card, Some(RIGHT_PIN), &roots, REQUIRE_ROOT),
+        &write_config_with(&dir, &card, Some(card.pin()), &roots, REQUIRE_ROOT),
     );
     let mut client = daemon.client().await;
     let root = generate_root(&mut client).await;
     assert!(root.attested && root.touch_policy == "always", "{root:?}");
-    assert_eq!(card.ctl("touch"), "ok armed");
+    card.touch();
     sign_and_check(&mut client, &root, "attested root").await;
     assert!(daemon.stop().success());
 }
@@ -717,7 +717,7 @@ fn unlock_rule() -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_pin_file_signing_waits_for_sigil_token_unlock_which_verifies_the_pin_once() {
-    let card = VirtualYubikey::start(5_400_007, "");
+    let card = TestYubikey::start(5_400_007, "");
     let dir = DevDir::new();
     let config = write_config_with(&dir, &card, None, "touch_root = \"never\"", "");
     let daemon = start(&dir, &card, &config);
@@ -777,7 +777,7 @@ async fn without_pin_file_signing_waits_for_sigil_token_unlock_which_verifies_th
     // unlocked, and signatures work.
     let command = format!(
         "{} --socket {} token unlock yubikey",
-        sigil_exe().display(),
+        sigil_e2e::sigil_cli().display(),
         dir.socket().display()
     );
     let output = Command::new("bash")
@@ -837,13 +837,13 @@ const NEW_MGM_KEY: &str = "3f1c9e2a7b4d6805c1e2d3f4a5b6c7d8e9fa0b1c2d3e4f51";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_management_key_is_taken_from_management_key_file_or_the_pin_protected_object() {
-    let card = VirtualYubikey::start(5_400_008, "");
+    let card = TestYubikey::start(5_400_008, "");
     let dir = DevDir::new();
     let out = card.piv_tool(&["-a", "set-mgm-key", "-n", NEW_MGM_KEY]);
     assert!(out.status.success(), "set-mgm-key: {out:?}");
 
     // The default key no longer works: a clear FAILED_PRECONDITION, nothing generated.
-    let config = write_config(&dir, &card, RIGHT_PIN, "touch_root = \"never\"");
+    let config = write_config(&dir, &card, card.pin(), "touch_root = \"never\"");
     let daemon = start(&dir, &card, &config);
     let mut client = daemon.client().await;
     let refused = generate_status(&mut client, "root")
@@ -865,7 +865,7 @@ async fn a_changed_management_key_is_taken_from_management_key_file_or_the_pin_p
     let config = write_config(
         &dir,
         &card,
-        RIGHT_PIN,
+        card.pin(),
         &format!("touch_root = \"never\"\nmanagement_key_file = {mgm_file:?}"),
     );
     let daemon = start(&dir, &card, &config);
@@ -904,7 +904,7 @@ async fn a_changed_management_key_is_taken_from_management_key_file_or_the_pin_p
     let config = write_config(
         &dir,
         &card,
-        RIGHT_PIN,
+        card.pin(),
         "touch_root = \"never\"\nmanagement_key = \"pin-protected\"",
     );
     let daemon = start(&dir, &card, &config);
@@ -919,9 +919,9 @@ async fn a_changed_management_key_is_taken_from_management_key_file_or_the_pin_p
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigil_names_the_device_and_what_it_signs_before_a_touch_and_reports_a_touch_timeout() {
-    let card = VirtualYubikey::start(5_400_009, "--touch-timeout 2");
+    let card = TestYubikey::start(5_400_009, "--touch-timeout 2");
     let dir = DevDir::new();
-    let config = write_config(&dir, &card, RIGHT_PIN, &roots_line(&card));
+    let config = write_config(&dir, &card, card.pin(), &roots_line(&card));
     let daemon = start(&dir, &card, &config);
     let mut client = daemon.client().await;
     let root = generate_root(&mut client).await;
@@ -948,15 +948,15 @@ async fn sigil_names_the_device_and_what_it_signs_before_a_touch_and_reports_a_t
         "Touch YubiKey {} when it blinks to sign {file_arg} (sha256 {digest}) (key {}, role root, gun {GUN})",
         card.serial, root.key_id
     );
-    assert_eq!(card.ctl("auto-touch on"), "ok");
+    card.auto_touch(true);
     let (ok, signature, stderr) = sigil(&dir, &["sign", "--key", &root.key_id, file_arg], None);
     assert!(ok, "{stderr}");
     assert!(stderr.contains(&prompt), "{stderr}");
     assert!(!signature.trim().is_empty());
 
     // No touch: the prompt, then a clear error naming the device, and exit code 1.
-    assert_eq!(card.ctl("auto-touch off"), "ok");
-    let output = Command::new(sigil_exe())
+    card.auto_touch(false);
+    let output = Command::new(sigil_e2e::sigil_cli())
         .arg("--socket")
         .arg(dir.socket())
         .args(["sign", "--key", &root.key_id, file_arg])
