@@ -68,8 +68,8 @@ bench: deps
 # the backend suite, the Notary collection with its root on the card, and the
 # Yubico-tool checks of the virtual card.
 test-vyubikey: deps build
-	$(call banner,cargo test -p sigil-e2e --test yubikey --test yubikey_notary --test vyubikey_tools)
-	$(NO_PHYSICAL_YUBIKEY) $(CARGO) test -p sigil-e2e --test yubikey --test yubikey_notary --test vyubikey_tools
+	$(call banner,cargo test -p sigil-e2e --test yubikey --test yubikey_notary --test vyubikey_tools --test ykcs11)
+	$(NO_PHYSICAL_YUBIKEY) $(CARGO) test -p sigil-e2e --test yubikey --test yubikey_notary --test vyubikey_tools --test ykcs11
 
 # The yubikey backend suite (and the Notary test) against the PHYSICAL YubiKey
 # YUBIKEY_SERIAL, through the system pcscd, one test at a time, asking on the
@@ -80,7 +80,13 @@ test-vyubikey: deps build
 test-yubikey: yubikey-serial deps build
 	$(call banner,cargo test -p sigil-e2e --test yubikey --test yubikey_notary (physical YubiKey))
 	SIGIL_TEST_YUBIKEY_SERIAL="$${YUBIKEY_SERIAL}" SIGIL_TEST_YUBIKEY_PIN="$${YUBIKEY_PIN:-123456}" \
-	    $(CARGO) test -p sigil-e2e --test yubikey --test yubikey_notary -- --test-threads=1
+	    $(CARGO) test -p sigil-e2e --test yubikey --test yubikey_notary -- --test-threads=1 \
+	        $(PHYSICAL_YUBIKEY_TESTS)
+
+# The tests that are safe on a physical device: the others change its management key or
+# need the virtual card's attestation CA and run on the virtual YubiKey only (make test).
+PHYSICAL_YUBIKEY_TESTS := root_key_on_the_yubikey wrong_pin_fails removed_card touch_not_given \
+    root_on_the_yubikey_targets_on_softhsm
 
 # Refuses without a serial, and warns what test-yubikey does to the device.
 yubikey-serial:

@@ -152,6 +152,40 @@ pub struct Pkcs11Config {
     pub token_serial: Option<String>,
     /// File holding the user PIN (mode 0600 or stricter).
     pub pin_file: PathBuf,
+    /// Keys made on the token by other tools (e.g. `yubico-piv-tool` on a YubiKey seen through
+    /// ykcs11, whose labels sigild cannot set), named by `CKA_ID` with the role and GUN they
+    /// sign for. sigild signs with them but never deletes them.
+    #[serde(default)]
+    pub existing_keys: Vec<ExistingKey>,
+}
+
+/// A key sigild did not make, adopted by its `CKA_ID`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExistingKey {
+    /// The private key's `CKA_ID`, hex (ykcs11: `01` = PIV slot 9a, `02` = 9c, `03` = 9d,
+    /// `04` = 9e, `05`… = retired slots 82…).
+    pub id: String,
+    /// The role it signs for (`root`, `targets`, `targets/releases`, …).
+    pub role: String,
+    /// The GUN, or none.
+    #[serde(default)]
+    pub gun: String,
+}
+
+impl ExistingKey {
+    /// The `CKA_ID` bytes.
+    pub fn id_bytes(&self) -> Result<Vec<u8>, Error> {
+        hex::decode(&self.id)
+            .ok()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "existing_keys id {:?} is not hex bytes (e.g. \"02\")",
+                    self.id
+                ))
+            })
+    }
 }
 
 /// How a PKCS#11 token is picked.
@@ -392,6 +426,21 @@ impl Config {
             match backend {
                 BackendConfig::Pkcs11(c) => {
                     c.selector()?;
+                    let mut ids = HashSet::new();
+                    for key in &c.existing_keys {
+                        if !ids.insert(key.id_bytes()?) {
+                            return Err(Error::Invalid(format!(
+                                "backend {name:?}: existing_keys names id {:?} twice",
+                                key.id
+                            )));
+                        }
+                        if key.role.is_empty() || key.role.contains(':') {
+                            return Err(Error::Invalid(format!(
+                                "backend {name:?}: existing_keys id {:?} needs a role without ':'",
+                                key.id
+                            )));
+                        }
+                    }
                 }
                 BackendConfig::Yubikey(c) => {
                     if c.management_key.is_some() && c.management_key_file.is_some() {
@@ -581,6 +630,39 @@ allow = ["sign", "public", "list"]
         );
         let bad = format!("{MINIMAL}{yk}management_key = \"0102\"\n");
         assert!(parse(&bad).is_err());
+    }
+
+    #[test]
+    fn existing_keys_name_hex_ids_once_with_a_role() {
+        let p11 = "\n[[backend]]\nname = \"yk\"\ntype = \"pkcs11\"\nmodule = \"/m.so\"\n\
+                   token_label = \"t\"\npin_file = \"/p\"\n";
+        let c = parse(&format!(
+            "{MINIMAL}{p11}existing_keys = [{{ id = \"01\", role = \"root\" }}]\n"
+        ))
+        .expect("ok");
+        let BackendConfig::Pkcs11(b) = &c.backends[1] else {
+            panic!("expected pkcs11")
+        };
+        assert_eq!(b.existing_keys[0].id_bytes().ok(), Some(vec![1]));
+        assert_eq!(b.existing_keys[0].gun, "");
+        for (bad, says) in [
+            (r#"[{ id = "zz", role = "root" }]"#, "not hex"),
+            (r#"[{ id = "", role = "root" }]"#, "not hex"),
+            (
+                r#"[{ id = "01", role = "root" }, { id = "01", role = "targets" }]"#,
+                "twice",
+            ),
+            (r#"[{ id = "01", role = "" }]"#, "needs a role"),
+            (
+                r#"[{ id = "01", role = "root", slot = 1 }]"#,
+                "unknown field",
+            ),
+        ] {
+            let err = parse(&format!("{MINIMAL}{p11}existing_keys = {bad}\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -116,6 +116,8 @@ struct Shared {
     inline_max: usize,
     /// Moving average of the token's sign time per algorithm, in ns (`u64::MAX`: unknown).
     sign_nanos: [AtomicU64; 3],
+    /// Keys made by other tools, adopted by `CKA_ID` (config `existing_keys`).
+    existing: Vec<(Vec<u8>, KeyMeta)>,
 }
 
 /// Idle sessions for inline signing, and how many exist (idle or in use).
@@ -169,6 +171,19 @@ impl Pkcs11Backend {
             module: config.module.clone(),
             source,
         };
+        let mut existing = Vec::with_capacity(config.existing_keys.len());
+        for key in &config.existing_keys {
+            let id = key.id_bytes().map_err(|e| Error::BadToken {
+                backend: name.clone(),
+                what: e.to_string(),
+            })?;
+            let meta = KeyMeta {
+                role: key.role.clone(),
+                gun: key.gun.clone(),
+                owner: KeyOwner::Sigil,
+            };
+            existing.push((id, meta));
+        }
         let ctx = Pkcs11::new(&config.module).map_err(module_err)?;
         initialize(&ctx).map_err(module_err)?;
         let slot = locate(&ctx, &selector, &name)?;
@@ -188,6 +203,7 @@ impl Pkcs11Backend {
             inline: Mutex::new(InlinePool::default()),
             inline_max: workers.max(1),
             sign_nanos: std::array::from_fn(|_| AtomicU64::new(u64::MAX)),
+            existing,
         });
         // Logging in here makes a wrong PIN stop start-up, before any worker exists.
         let keeper = shared.open_session(&shared.read_token())?;
@@ -307,6 +323,15 @@ impl super::Backend for Pkcs11Backend {
         let Some(id) = pkcs11_id(&locator) else {
             return Box::pin(async { Err(Error::KeyNotFound) });
         };
+        if self.shared.existing.iter().any(|(e, _)| **e == *id) {
+            let err = Error::Unsupported {
+                backend: self.shared.name.clone(),
+                what: "deleting a key sigild did not make (it is in existing_keys); delete it \
+                       with the tool that made it and remove it from the configuration"
+                    .into(),
+            };
+            return Box::pin(async { Err(err) });
+        }
         self.submit(|reply| Job::Delete { id, reply })
     }
 
@@ -524,7 +549,7 @@ impl Shared {
         let result = self.reset().and_then(|()| {
             let token = self.read_token();
             let s = self.session_for(&token, session)?;
-            scan(s, &token, &self.name)
+            scan(s, &token, &self.name, &self.existing)
         });
         self.healthy.store(result.is_ok(), Ordering::Relaxed);
         result
@@ -567,7 +592,7 @@ impl Shared {
         let slot = locate(&self.ctx, &self.selector, &self.name)?;
         token.slot = Some(slot);
         let session = self.open_session(&token)?;
-        let keys = scan(&session, &token, &self.name)?;
+        let keys = scan(&session, &token, &self.name, &self.existing)?;
         token.keeper = Some(std::sync::Mutex::new(session));
         tracing::info!(backend = %self.name, keys = keys.len(), "token reopened");
         Ok(())
@@ -634,7 +659,7 @@ fn run(shared: &Shared, token: &Token, session: &Session, job: Job) -> bool {
                 .and_then(|(private, _)| shared.timed_sign(session, private, algorithm, &input));
             answer(reply, result)
         }
-        Job::Scan(reply) => answer(reply, scan(session, token, name)),
+        Job::Scan(reply) => answer(reply, scan(session, token, name, &shared.existing)),
         Job::Generate {
             algorithm,
             meta,
@@ -809,6 +834,22 @@ fn generate(
                 what: format!("generating {algorithm} keys"),
             });
         }
+        // ykcs11, for one: it wants CKA_ID to name a PIV slot and keys made after an SO login.
+        Err(CkError::Pkcs11(
+            RvError::AttributeValueInvalid
+            | RvError::AttributeTypeInvalid
+            | RvError::TemplateInconsistent
+            | RvError::TemplateIncomplete,
+            _,
+        )) => {
+            return Err(Error::Unsupported {
+                backend: name.to_owned(),
+                what: "generating keys with sigil's template (random CKA_ID, sigil label, \
+                       sensitive, never extractable), which this token refuses: make the key \
+                       with the token's own tool and name it in existing_keys"
+                    .into(),
+            });
+        }
         Err(e) => return Err(classify(name, e)),
     };
     let checked = check_non_extractable(session, priv_handle, name)
@@ -858,7 +899,14 @@ fn check_non_extractable(session: &Session, key: ObjectHandle, name: &str) -> Re
 }
 
 /// Every sigil key on the token; also records their handles for this incarnation.
-fn scan(session: &Session, token: &Token, name: &str) -> Result<Vec<BackendKey>, Error> {
+/// Finds sigil's keys on the token (by label) and the adopted ones (by `CKA_ID`), and records
+/// their handles for this incarnation of the token.
+fn scan(
+    session: &Session,
+    token: &Token,
+    name: &str,
+    existing: &[(Vec<u8>, KeyMeta)],
+) -> Result<Vec<BackendKey>, Error> {
     let privates = session
         .find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -869,19 +917,48 @@ fn scan(session: &Session, token: &Token, name: &str) -> Result<Vec<BackendKey>,
     let mut found = Handles::new();
     for private in privates {
         let attrs = session
-            .get_attributes(private, &[AttributeType::Label, AttributeType::Id])
+            .get_attributes(
+                private,
+                &[
+                    AttributeType::Label,
+                    AttributeType::Id,
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::AlwaysAuthenticate,
+                ],
+            )
             .map_err(|e| classify(name, e))?;
         let mut label = None;
         let mut id = None;
+        let (mut sensitive, mut extractable, mut always_auth) = (false, true, false);
         for a in attrs {
             match a {
                 Attribute::Label(l) => label = Some(l),
                 Attribute::Id(i) => id = Some(i),
+                Attribute::Sensitive(b) => sensitive = b,
+                Attribute::Extractable(b) => extractable = b,
+                Attribute::AlwaysAuthenticate(b) => always_auth = b,
                 _ => {}
             }
         }
-        let (Some(meta), Some(id)) = (label.as_deref().and_then(parse_label), id) else {
-            continue; // not one of ours
+        let Some(id) = id else { continue };
+        let meta = match label.as_deref().and_then(parse_label) {
+            Some(meta) => meta,
+            None => {
+                let Some((_, meta)) = existing.iter().find(|(e, _)| *e == id) else {
+                    continue; // neither ours nor adopted
+                };
+                let hex_id = hex::encode(&id);
+                if !sensitive || extractable {
+                    tracing::warn!(backend = name, id = %hex_id, "existing key can leave the token (not sensitive, or extractable); not used");
+                    continue;
+                }
+                if always_auth {
+                    tracing::warn!(backend = name, id = %hex_id, "existing key wants the PIN for every signature (CKA_ALWAYS_AUTHENTICATE), which this backend does not give; not used (on a YubiKey: another slot than 9c, or type = \"yubikey\")");
+                    continue;
+                }
+                meta.clone()
+            }
         };
         let publics = session
             .find_objects(&[
@@ -902,6 +979,11 @@ fn scan(session: &Session, token: &Token, name: &str) -> Result<Vec<BackendKey>,
             },
         });
         found.insert(id, (private, public));
+    }
+    for (id, meta) in existing {
+        if !found.contains_key(id.as_slice()) {
+            tracing::warn!(backend = name, id = %hex::encode(id), role = %meta.role, "existing key not on the token (or not usable)");
+        }
     }
     *token.handles.write().unwrap_or_else(|p| p.into_inner()) = found;
     Ok(keys)
