@@ -105,6 +105,83 @@ impl<'a> Flags<'a> {
     }
 }
 
+/// What one client saw during a run: latencies of the calls that count, and errors.
+#[derive(Debug, Default)]
+pub struct Tally {
+    latencies: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    /// Records a call that took `latency`: counted (`counts`: it fell inside the measured
+    /// window) when it succeeded, else an error. Returns `false` once more than `max_errors`
+    /// errors were seen: the client should stop.
+    pub fn record<T, E: std::fmt::Display>(
+        &mut self,
+        result: &Result<T, E>,
+        latency: Duration,
+        counts: bool,
+        max_errors: u64,
+    ) -> bool {
+        match result {
+            Ok(_) if counts => {
+                self.latencies
+                    .push(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+        self.errors <= max_errors
+    }
+}
+
+/// Every client's latencies of one run, sorted, with the errors.
+#[derive(Debug)]
+pub struct Latencies {
+    sorted_ns: Vec<u64>,
+    /// Errors over all clients.
+    pub errors: u64,
+    /// The first error seen, if any.
+    pub first_error: Option<String>,
+}
+
+impl Latencies {
+    /// Merges the clients' tallies.
+    pub fn merge(tallies: Vec<Tally>) -> Self {
+        let mut sorted_ns = Vec::new();
+        let (mut errors, mut first_error) = (0, None);
+        for t in tallies {
+            sorted_ns.extend(t.latencies);
+            errors += t.errors;
+            first_error = first_error.or(t.first_error);
+        }
+        sorted_ns.sort_unstable();
+        Self {
+            sorted_ns,
+            errors,
+            first_error,
+        }
+    }
+
+    /// How many calls counted.
+    pub fn count(&self) -> usize {
+        self.sorted_ns.len()
+    }
+
+    /// The `q` quantile (0.5: median) in µs; 0 when nothing counted.
+    pub fn quantile_us(&self, q: f64) -> f64 {
+        let Some(last) = self.sorted_ns.len().checked_sub(1) else {
+            return 0.0;
+        };
+        let index = ((last as f64) * q).round() as usize;
+        self.sorted_ns[index.min(last)] as f64 / 1000.0
+    }
+}
+
 /// A non-negative number of seconds given to `flag`, e.g. `3` or `0.5`.
 pub fn seconds(flag: &str, s: &str) -> Result<Duration, BoxError> {
     s.parse::<f64>()
@@ -251,6 +328,32 @@ mod tests {
         let mut flags = Flags::new(&zero);
         flags.next_flag();
         assert!(flags.positive("--rounds").is_err());
+    }
+
+    #[test]
+    fn tallies_count_only_measured_successes_and_stop_after_too_many_errors() {
+        let ok: Result<(), String> = Ok(());
+        let err: Result<(), String> = Err("boom".into());
+        let mut a = Tally::default();
+        assert!(
+            a.record(&ok, Duration::from_micros(10), false, 1),
+            "warm-up"
+        );
+        assert!(a.record(&ok, Duration::from_micros(30), true, 1));
+        assert!(a.record(&err, Duration::ZERO, true, 1));
+        assert!(
+            !a.record(&err, Duration::ZERO, true, 1),
+            "second error: stop"
+        );
+        let mut b = Tally::default();
+        b.record(&ok, Duration::from_micros(20), true, 1);
+        b.record(&ok, Duration::from_micros(40), true, 1);
+        let all = Latencies::merge(vec![a, b]);
+        assert_eq!((all.count(), all.errors), (3, 2));
+        assert_eq!(all.first_error.as_deref(), Some("boom"));
+        assert_eq!(all.quantile_us(0.5), 30.0);
+        assert_eq!(all.quantile_us(0.99), 40.0);
+        assert_eq!(Latencies::merge(Vec::new()).quantile_us(0.5), 0.0);
     }
 
     #[test]

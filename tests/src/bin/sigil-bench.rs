@@ -32,7 +32,7 @@ use cryptoki::types::AuthPin;
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use sigil_e2e::bench::{self, BoxError, Flags, cell, fail, loadavg, seconds};
+use sigil_e2e::bench::{self, BoxError, Flags, Latencies, Tally, cell, fail, loadavg, seconds};
 use sigil_proto::sigil_v1 as pb;
 use sigil_proto::sigil_v1::keys_client::KeysClient;
 use sigil_proto::sigil_v1::signer_client::SignerClient;
@@ -724,15 +724,6 @@ fn digest(thread: usize, i: u64) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Per-client tally.
-#[derive(Debug, Default)]
-struct Tally {
-    /// Latencies (ns) of calls that completed inside the measured window.
-    latencies: Vec<u64>,
-    errors: u64,
-    first_error: Option<String>,
-}
-
 /// A client connection and the call it makes.
 struct Caller {
     signer: SignerClient<Channel>,
@@ -798,16 +789,8 @@ async fn sigild_run(
                 if t1 >= window.1 {
                     break;
                 }
-                match result {
-                    Ok(_) if t1 >= window.0 => tally.latencies.push(nanos(t1 - t0)),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tally.errors += 1;
-                        tally.first_error.get_or_insert_with(|| e.to_string());
-                        if tally.errors > 100 {
-                            break;
-                        }
-                    }
+                if !tally.record(&result, t1 - t0, t1 >= window.0, 100) {
+                    break;
                 }
             }
             tally
@@ -850,53 +833,40 @@ fn sign_request(key_id: &str, digest: [u8; 32]) -> pb::SignRequest {
     }
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 fn summarize(
     mode: Mode,
     clients: usize,
     duration: Duration,
     tallies: Vec<Tally>,
 ) -> Result<RunResult, BoxError> {
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    let mut first_error = None;
-    for t in tallies {
-        latencies.extend(t.latencies);
-        errors += t.errors;
-        first_error = first_error.or(t.first_error);
-    }
-    if latencies.is_empty() {
+    let all = Latencies::merge(tallies);
+    if all.count() == 0 {
         return Err(fail(format!(
             "{}: no signature completed with {clients} clients{}",
             mode.as_str(),
-            first_error.map_or_else(String::new, |e| format!("; first error: {e}"))
+            all.first_error
+                .as_ref()
+                .map_or_else(String::new, |e| format!("; first error: {e}"))
         )));
     }
-    if let Some(e) = first_error {
+    if let Some(e) = &all.first_error {
         eprintln!(
-            "sigil-bench: {}: {errors} errors, first: {e}",
-            mode.as_str()
+            "sigil-bench: {}: {} errors, first: {e}",
+            mode.as_str(),
+            all.errors
         );
     }
-    latencies.sort_unstable();
-    let pct = |p: f64| {
-        let idx = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[idx.min(latencies.len() - 1)] as f64 / 1000.0
-    };
     let seconds = duration.as_secs_f64();
-    let per_second = latencies.len() as f64 / seconds;
+    let per_second = all.count() as f64 / seconds;
     Ok(RunResult {
         mode,
         clients,
-        signatures: latencies.len() as u64,
+        signatures: all.count() as u64,
         seconds,
         per_second,
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
-        errors,
+        p50_us: all.quantile_us(0.50),
+        p99_us: all.quantile_us(0.99),
+        errors: all.errors,
         client_cpu_us: None,
         daemon_cpu_us: None,
         other_cpu_pct: None,
@@ -1032,16 +1002,8 @@ fn in_process_child(args: &[String]) -> Result<RunResult, BoxError> {
                     if t1 >= window.1 {
                         break;
                     }
-                    match result {
-                        Ok(_) if t1 >= window.0 => tally.latencies.push(nanos(t1 - t0)),
-                        Ok(_) => {}
-                        Err(e) => {
-                            tally.errors += 1;
-                            tally.first_error.get_or_insert_with(|| e.to_string());
-                            if tally.errors > 100 {
-                                break;
-                            }
-                        }
+                    if !tally.record(&result, t1 - t0, t1 >= window.0, 100) {
+                        break;
                     }
                 }
                 done.wait();
@@ -1104,7 +1066,7 @@ fn wake_test() -> Result<Vec<WakeCost>, BoxError> {
             let t0 = Instant::now();
             near.write_all(&byte)?;
             near.read_exact(&mut byte)?;
-            trips.push(nanos(t0.elapsed()));
+            trips.push(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
         }
         answerer
             .join()

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
+use sigil_e2e::bench::{self, BoxError, Flags, Latencies, Tally, fail, loadavg, seconds};
 use sigil_e2e::notary::Process;
 use sigil_e2e::yubikey::{DEFAULT_PIN, VirtualYubikey, find_slot, vyubikey_bin};
 use sigil_proto::sigil_v1 as pb;
@@ -55,12 +56,6 @@ usage: yubikey-bench [options]          (root: the virtual card runs in its own 
   --pin PIN             the card's PIN                              (default 123456)
   --json                print the results as JSON instead of a table
   -h, --help            this text";
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-fn fail(msg: impl Into<String>) -> BoxError {
-    msg.into().into()
-}
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -129,23 +124,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    match parse_args(&args) {
-        Ok(None) => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Ok(Some(o)) => match run(&o) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("yubikey-bench: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Err(e) => {
-            eprintln!("yubikey-bench: {e}\n\n{USAGE}");
-            ExitCode::from(2)
-        }
-    }
+    bench::main("yubikey-bench", USAGE, &args, parse_args, run)
 }
 
 fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
@@ -159,78 +138,34 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
         pin: DEFAULT_PIN.to_owned(),
         json: false,
     };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| fail(format!("{flag} needs a value")))
-        };
-        match flag.as_str() {
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
+        let flag = flag.as_str();
+        match flag {
             "-h" | "--help" => return Ok(None),
             "--clients" => {
-                o.clients = value()?
-                    .split(',')
-                    .map(|c| match c.trim().parse::<usize>() {
-                        Ok(n) if n > 0 => Ok(n),
-                        _ => Err(fail(format!("--clients: bad count {c:?}"))),
-                    })
-                    .collect::<Result<_, _>>()?;
+                o.clients = flags.counts(flag)?;
             }
-            "--duration" => o.duration = seconds(flag, &value()?)?,
-            "--warmup" => o.warmup = seconds(flag, &value()?)?,
+            "--duration" => o.duration = flags.seconds(flag)?,
+            "--warmup" => o.warmup = flags.seconds(flag)?,
             "--repeat" => {
-                o.repeat = value()?
-                    .parse()
-                    .ok()
-                    .filter(|&k| k > 0)
-                    .ok_or_else(|| fail("--repeat needs a positive count"))?;
+                o.repeat = flags.positive(flag)?;
             }
-            "--sigild" => o.sigild = Some(PathBuf::from(value()?)),
+            "--sigild" => o.sigild = Some(PathBuf::from(flags.value(flag)?)),
             "--yubikey-serial" => {
                 o.physical = Some(
-                    value()?
+                    flags
+                        .value(flag)?
                         .parse()
                         .map_err(|_| fail("--yubikey-serial needs a number"))?,
                 );
             }
-            "--pin" => o.pin = value()?,
+            "--pin" => o.pin = flags.value(flag)?,
             "--json" => o.json = true,
             other => return Err(fail(format!("unknown option {other}"))),
         }
     }
     Ok(Some(o))
-}
-
-fn seconds(flag: &str, s: &str) -> Result<Duration, BoxError> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(Duration::from_secs_f64(v)),
-        _ => Err(fail(format!("{flag}: not a number of seconds: {s:?}"))),
-    }
-}
-
-fn workspace() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_owned()
-}
-
-/// `target/release/BIN`, built with `cargo build --release -p PACKAGE` if missing.
-fn release_bin(package: &str, bin: &str) -> Result<PathBuf, BoxError> {
-    let path = workspace().join("target/release").join(bin);
-    if !path.is_file() {
-        eprintln!("yubikey-bench: no {}; building it", path.display());
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "-p", package, "--bins"])
-            .current_dir(workspace())
-            .status()?;
-        if !status.success() || !path.is_file() {
-            return Err(fail(format!(
-                "cargo build --release -p {package} failed ({status})"
-            )));
-        }
-    }
-    Ok(path)
 }
 
 /// Where the card is: the virtual one (its namespace) or a physical one (the system pcscd).
@@ -263,7 +198,7 @@ impl Device {
             ));
         }
         // A release card when there is one (make bench builds it), else the debug build.
-        let release = workspace().join("target/release/vyubikey");
+        let release = sigil_e2e::workspace_root().join("target/release/vyubikey");
         let bin = if release.is_file() {
             release
         } else {
@@ -279,7 +214,9 @@ impl Device {
                 .collect(),
             description: format!(
                 "virtual YubiKey 5.4.3 ({}, pcscd + vpcd)",
-                bin.strip_prefix(workspace()).unwrap_or(&bin).display()
+                bin.strip_prefix(sigil_e2e::workspace_root())
+                    .unwrap_or(&bin)
+                    .display()
             ),
             _card: Some(card),
         })
@@ -303,7 +240,7 @@ fn run(o: &Options) -> Result<(), BoxError> {
         Some(p) => {
             std::fs::canonicalize(p).map_err(|e| fail(format!("--sigild {}: {e}", p.display())))?
         }
-        None => release_bin("sigil-daemon", "sigild")?,
+        None => bench::release_binaries(&["sigil-daemon"], "--sigild PATH")?.join("sigild"),
     };
     let device = Device::open(o)?;
     let dir = tempfile::Builder::new()
@@ -464,14 +401,6 @@ async fn generate_key(socket: &Path) -> Result<String, BoxError> {
     Ok(key.key_id)
 }
 
-/// Latencies (ns) of the calls that completed inside the window, and errors.
-#[derive(Debug, Default)]
-struct Tally {
-    latencies: Vec<u64>,
-    errors: u64,
-    first_error: Option<String>,
-}
-
 async fn sigild_run(
     socket: &Path,
     pid: u32,
@@ -509,25 +438,17 @@ async fn sigild_run(
                 if t1 >= window.1 {
                     break;
                 }
-                match result {
-                    Ok(_) if t0 >= window.0 => tally.latencies.push(nanos(t1 - t0)),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tally.errors += 1;
-                        tally.first_error.get_or_insert_with(|| e.to_string());
-                        if tally.errors > 20 {
-                            break;
-                        }
-                    }
+                if !tally.record(&result, t1 - t0, t0 >= window.0, 20) {
+                    break;
                 }
             }
             tally
         });
     }
     tokio::time::sleep_until(window.0.into()).await;
-    let cpu0 = cpu_ns(pid);
+    let cpu0 = bench::process_cpu_ns(Some(pid));
     tokio::time::sleep_until(window.1.into()).await;
-    let cpu1 = cpu_ns(pid);
+    let cpu1 = bench::process_cpu_ns(Some(pid));
     let mut tallies = Vec::new();
     while let Some(t) = tasks.join_next().await {
         tallies.push(t?);
@@ -538,20 +459,6 @@ async fn sigild_run(
         .filter(|_| r.signatures > 0)
         .map(|(a, b)| b.saturating_sub(a) as f64 / 1000.0 / r.signatures as f64);
     Ok(r)
-}
-
-/// CPU time (ns) of every thread of a process, from schedstat.
-fn cpu_ns(pid: u32) -> Option<u64> {
-    let mut total = 0u64;
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .flatten()
-    {
-        if let Ok(s) = std::fs::read_to_string(entry.path().join("schedstat")) {
-            total += s.split_whitespace().next()?.parse::<u64>().ok()?;
-        }
-    }
-    Some(total)
 }
 
 /// Runs the in-process part in a child where the card is visible, and reads its JSON.
@@ -619,16 +526,8 @@ fn in_process_child(args: &[String]) -> Result<RunResult, BoxError> {
         if t1 >= window.1 {
             break;
         }
-        match result {
-            Ok(_) if t0 >= window.0 => tally.latencies.push(nanos(t1 - t0)),
-            Ok(_) => {}
-            Err(e) => {
-                tally.errors += 1;
-                tally.first_error.get_or_insert_with(|| e.to_string());
-                if tally.errors > 20 {
-                    break;
-                }
-            }
+        if !tally.record(&result, t1 - t0, t0 >= window.0, 20) {
+            break;
         }
     }
     summarize("in-process", 1, duration, vec![tally])
@@ -664,44 +563,29 @@ fn check_same_key(
         .map_err(|e| fail(format!("the in-process signature does not verify: {e}")))
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 fn summarize(
     mode: &str,
     clients: usize,
     duration: Duration,
     tallies: Vec<Tally>,
 ) -> Result<RunResult, BoxError> {
-    let mut latencies = Vec::new();
-    let (mut errors, mut first_error) = (0, None);
-    for t in tallies {
-        latencies.extend(t.latencies);
-        errors += t.errors;
-        first_error = first_error.or(t.first_error);
+    let all = Latencies::merge(tallies);
+    if let Some(e) = &all.first_error {
+        eprintln!("yubikey-bench: {mode}: {} errors, first: {e}", all.errors);
     }
-    if let Some(e) = &first_error {
-        eprintln!("yubikey-bench: {mode}: {errors} errors, first: {e}");
-    }
-    if latencies.is_empty() {
+    if all.count() == 0 {
         return Err(fail(format!("{mode}: no signature completed")));
     }
-    latencies.sort_unstable();
-    let pct = |p: f64| {
-        let idx = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[idx.min(latencies.len() - 1)] as f64 / 1000.0
-    };
-    let per_second = latencies.len() as f64 / duration.as_secs_f64();
+    let per_second = all.count() as f64 / duration.as_secs_f64();
     Ok(RunResult {
         mode: mode.to_owned(),
         clients,
-        signatures: latencies.len() as u64,
+        signatures: all.count() as u64,
         seconds: duration.as_secs_f64(),
         per_second,
-        p50_us: pct(0.5),
-        p99_us: pct(0.99),
-        errors,
+        p50_us: all.quantile_us(0.5),
+        p99_us: all.quantile_us(0.99),
+        errors: all.errors,
         per_second_min: per_second,
         per_second_max: per_second,
         rounds: 1,
@@ -780,10 +664,4 @@ fn print_table(report: &Report) {
         ),
         _ => println!("no ratio: a mode did not run"),
     }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
