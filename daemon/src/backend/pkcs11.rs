@@ -4,10 +4,11 @@
 //! the async reactor: callers await a oneshot reply instead.
 //!
 //! A hand-off to a worker costs two thread wake-ups (tens of µs each on a VM), more than a
-//! fast token takes to sign (SoftHSM: ~45 µs). So a sign whose token call has been measured
-//! to be short runs on the caller's thread, with a session from a small pool, when one is free
-//! ([`Shared::sign_inline`]); slow tokens (network HSMs, RSA on a smart card) always go through
-//! the workers, so a runtime thread is never blocked for long.
+//! fast token takes to sign (SoftHSM: ~45 µs). So while signatures come one at a time, a sign
+//! whose token call has been measured to be short runs on the caller's thread, with a session
+//! from a small pool ([`Shared::sign_inline`]). Under concurrent load the workers sign instead,
+//! overlapping token calls with the runtime's I/O; slow tokens (network HSMs, RSA on a smart
+//! card) always go through the workers, so a runtime thread is never blocked for long.
 //!
 //! Tokens disappear (unplugged, or a module that lost its store). The health probe then resets
 //! the module (`C_Finalize`, `C_Initialize`, login, re-scan) while no job runs, so the daemon
@@ -19,7 +20,7 @@
 //! ring needs to be rebuilt from the token at start-up.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -55,6 +56,9 @@ const RSA_BITS: u64 = 3072;
 /// Token calls measured to take less than this on average run on the caller's thread: about
 /// what a hand-off to a worker and back costs, and short enough not to stall the runtime.
 const INLINE_BELOW: Duration = Duration::from_micros(250);
+/// Inline signing while fewer than this many other signatures (in 1/256ths, averaged) are in
+/// flight when one starts: one caller at a time, give or take an overlap.
+const INLINE_CONCURRENCY: u64 = 128;
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
@@ -111,6 +115,12 @@ struct Shared {
     pin_refused: AtomicBool,
     /// Jobs hold it for reading; a reset holds it for writing, so it never races a job.
     token: RwLock<Token>,
+    /// Signatures in progress on this token, inline or queued.
+    signs_in_flight: AtomicUsize,
+    /// Moving average of `signs_in_flight` seen by each new signature, in 1/256ths: inline
+    /// signing pays off for one caller at a time, while under concurrent load the workers
+    /// overlap token calls with the runtime's I/O. Averaged so the mode does not flap.
+    concurrency: AtomicU64,
     /// Sessions for signing on the caller's thread; at most `inline_max` exist.
     inline: Mutex<InlinePool>,
     inline_max: usize,
@@ -200,6 +210,8 @@ impl Pkcs11Backend {
                 handles: RwLock::new(HashMap::new()),
                 keeper: None,
             }),
+            signs_in_flight: AtomicUsize::new(0),
+            concurrency: AtomicU64::new(0),
             inline: Mutex::new(InlinePool::default()),
             inline_max: workers.max(1),
             sign_nanos: std::array::from_fn(|_| AtomicU64::new(u64::MAX)),
@@ -344,9 +356,18 @@ impl super::Backend for Pkcs11Backend {
         let Some(id) = pkcs11_id(&locator) else {
             return Box::pin(async { Err(Error::KeyNotFound) });
         };
-        if let Some(result) = self.shared.sign_inline(&id, algorithm, &input) {
-            return Box::pin(std::future::ready(result));
+        let shared = &self.shared;
+        let others = shared.signs_in_flight.fetch_add(1, Ordering::AcqRel);
+        let concurrency = fold_concurrency(shared.concurrency.load(Ordering::Relaxed), others);
+        shared.concurrency.store(concurrency, Ordering::Relaxed);
+        if concurrency < INLINE_CONCURRENCY {
+            let inline = shared.sign_inline(&id, algorithm, &input);
+            if let Some(result) = inline {
+                shared.signs_in_flight.fetch_sub(1, Ordering::AcqRel);
+                return Box::pin(std::future::ready(result));
+            }
         }
+        // Still counted in flight: the worker that runs the job counts it out.
         self.submit(|reply| Job::Sign {
             id,
             algorithm,
@@ -599,6 +620,15 @@ impl Shared {
     }
 }
 
+/// Counts a queued signature out of [`Shared::signs_in_flight`] when its job is done.
+struct SignDone<'a>(&'a AtomicUsize);
+
+impl Drop for SignDone<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// One worker: owns its session, reopens it when the token comes back, runs jobs in order.
 fn worker(shared: &Shared, mut session: WorkerSession, jobs: &crossbeam_channel::Receiver<Job>) {
     for job in jobs.iter() {
@@ -613,6 +643,7 @@ fn worker(shared: &Shared, mut session: WorkerSession, jobs: &crossbeam_channel:
             }
             job => job,
         };
+        let _sign = matches!(job, Job::Sign { .. }).then(|| SignDone(&shared.signs_in_flight));
         let token = shared.read_token();
         let s = match shared.session_for(&token, &mut session) {
             Ok(s) => s,
@@ -1073,6 +1104,13 @@ fn fold_average(average: u64, took: u64) -> u64 {
     }
 }
 
+/// Folds the number of other signatures in flight into the moving average (1/256ths, new
+/// samples weigh 1/8).
+fn fold_concurrency(average: u64, others: usize) -> u64 {
+    let sample = u64::try_from(others).unwrap_or(u64::MAX / 512).min(1 << 16) * 256;
+    average - average / 8 + sample / 8
+}
+
 /// Whether an average sign time (ns) is short enough to sign on the caller's thread; an
 /// unmeasured token is not.
 fn fast_enough(average: u64) -> bool {
@@ -1131,6 +1169,27 @@ fn classify(backend: &str, e: CkError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrency_is_averaged_so_one_overlap_does_not_end_inline_signing() {
+        // One caller at a time: nothing else in flight, the average stays at 0.
+        let alone = (0..50).fold(0, |avg, _| fold_concurrency(avg, 0));
+        assert!(alone < INLINE_CONCURRENCY);
+        // A single overlap moves it by 1/8 only.
+        assert!(fold_concurrency(alone, 1) < INLINE_CONCURRENCY);
+        // Four callers: usually 1-3 others in flight, well past the limit, and it stays there.
+        let busy = (0..50).fold(alone, |avg, i| fold_concurrency(avg, 1 + i % 3));
+        assert!(busy >= INLINE_CONCURRENCY);
+        assert!(
+            fold_concurrency(busy, 0) >= INLINE_CONCURRENCY,
+            "no flapping on one gap"
+        );
+        // Back to one caller: inline again after a few signatures.
+        let quiet = (0..20).fold(busy, |avg, _| fold_concurrency(avg, 0));
+        assert!(quiet < INLINE_CONCURRENCY);
+        // A huge count cannot overflow.
+        assert!(fold_concurrency(u64::MAX / 2, usize::MAX) > 0);
+    }
 
     #[test]
     fn only_a_measured_fast_token_signs_inline() {
