@@ -633,6 +633,101 @@ fn the_real_notary_client_publishes_and_sigil_lists_looks_up_and_verifies() {
     assert_no_private_keys(&sigil.trust);
 }
 
+/// `sigil delegation purge`: a key shared by two delegations is removed from both in one
+/// publish; the real notary client sees the delegations without it and still verifies.
+#[test]
+fn purging_a_key_removes_it_from_every_delegation_for_the_real_notary_client_too() {
+    let env = Env::start("");
+    let gun = "e2e.example/purge";
+    let sigil = env.sigil("admin");
+    sigil.ok(&["init", gun, "-p"]);
+    let key = |n: &str| {
+        sigil
+            .ok(&[
+                "key",
+                "generate",
+                "--role",
+                "targets/releases",
+                "--gun",
+                &format!("{gun}/{n}"),
+            ])
+            .trim()
+            .to_owned()
+    };
+    let (shared, releases, qa) = (key("shared"), key("releases"), key("qa"));
+    sigil.ok(&[
+        "delegation",
+        "add",
+        gun,
+        "targets/releases",
+        &shared,
+        &releases,
+        "--all-paths",
+    ]);
+    sigil.ok(&[
+        "delegation",
+        "add",
+        gun,
+        "targets/qa",
+        &shared,
+        &qa,
+        "--all-paths",
+        "-p",
+    ]);
+    let ids = |listed: &serde_json::Value, role: &str| -> Vec<String> {
+        let mut ids: Vec<String> = listed
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|d| d["role"] == role)
+            .unwrap_or_else(|| panic!("{role} not listed: {listed}"))["key_ids"]
+            .as_array()
+            .expect("key_ids")
+            .iter()
+            .map(|k| k.as_str().expect("id").to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let before = sigil.json(&["delegation", "list", gun]);
+    let (r, q) = (ids(&before, "targets/releases"), ids(&before, "targets/qa"));
+    let common: Vec<&String> = r.iter().filter(|id| q.contains(id)).collect();
+    assert_eq!(common.len(), 1, "one key in both: {before}");
+    let doomed = common[0].clone();
+
+    // Bad input stages nothing.
+    let err = sigil.fails(&["delegation", "purge", gun, "--key", "not-hex!"]);
+    assert!(err.contains("is not a key id"), "{err}");
+    assert!(
+        sigil
+            .json(&["status", gun])
+            .as_array()
+            .expect("array")
+            .is_empty()
+    );
+
+    let out = sigil.ok(&["delegation", "purge", gun, "--key", &doomed, "-p"]);
+    assert!(out.contains("Successfully published"), "{out}");
+    let after = sigil.json(&["delegation", "list", gun]);
+    let keep = |ids: &[String]| -> Vec<String> {
+        ids.iter().filter(|id| **id != doomed).cloned().collect()
+    };
+    assert_eq!(ids(&after, "targets/releases"), keep(&r));
+    assert_eq!(ids(&after, "targets/qa"), keep(&q));
+
+    // The real client, from a fresh trust dir: verifies, and the key is gone everywhere.
+    let notary = env.notary("notary-purge");
+    notary.ok(&["list", gun]);
+    let listed = notary.ok(&["delegation", "list", gun]);
+    assert!(
+        !listed.contains(&doomed),
+        "{doomed} still delegated:\n{listed}"
+    );
+    for id in keep(&r).iter().chain(keep(&q).iter()) {
+        assert!(listed.contains(id.as_str()), "{id} missing:\n{listed}");
+    }
+}
+
 #[test]
 fn rotating_keys_keeps_the_real_notary_client_verifying() {
     let env = Env::start("");

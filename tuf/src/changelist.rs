@@ -135,6 +135,14 @@ pub enum ChangeKind {
         /// Delegated role.
         role: String,
     },
+    /// Remove keys from every delegation under a role (notary's `delegation purge`, staged with
+    /// the wildcard scope `targets/*`): a compromised key loses all its delegations at once.
+    PurgeDelegationKeys {
+        /// The wildcard scope, `<role>/*` (notary uses `targets/*`).
+        scope: String,
+        /// TUF or canonical ids of the keys to remove.
+        remove_keys: Vec<String>,
+    },
     /// Replace the keys of a top-level role (key rotation).
     RotateKeys {
         /// The role.
@@ -147,6 +155,18 @@ pub enum ChangeKind {
         /// The role.
         role: String,
     },
+}
+
+/// The role under which a purge scope (`<role>/*`) reaches: `targets` or a delegation.
+pub fn purge_base(scope: &str) -> Result<&str> {
+    let base = scope
+        .strip_suffix("/*")
+        .ok_or_else(|| Error::InvalidRoleName {
+            role: scope.to_owned(),
+            reason: "a purge scope is a targets role followed by /*, e.g. targets/*".into(),
+        })?;
+    check_targets_role(base)?;
+    Ok(base)
 }
 
 impl Change {
@@ -194,6 +214,20 @@ impl Change {
             ChangeKind::DeleteDelegation { role } => {
                 crate::schema::check_delegation_name(role)?;
                 Self::new(action::DELETE, role, kind::DELEGATION, "", None)
+            }
+            ChangeKind::PurgeDelegationKeys { scope, remove_keys } => {
+                purge_base(scope)?;
+                let change = DelegationChange {
+                    remove_keys: remove_keys.clone(),
+                    ..DelegationChange::default()
+                };
+                Self::new(
+                    action::UPDATE,
+                    scope,
+                    kind::DELEGATION,
+                    "",
+                    Some(json(&change)?),
+                )
             }
             ChangeKind::RotateKeys { role, keys } => {
                 let data = RootRoleData {
@@ -244,6 +278,14 @@ impl Change {
                 role: role.to_owned(),
                 change: serde_json::from_slice(data()).map_err(parse_err)?,
             }),
+            (scope, kind::DELEGATION, action::UPDATE) if scope.ends_with("/*") => {
+                let change: DelegationChange = serde_json::from_slice(data()).map_err(parse_err)?;
+                purge_base(scope)?;
+                Ok(ChangeKind::PurgeDelegationKeys {
+                    scope: scope.to_owned(),
+                    remove_keys: change.remove_keys,
+                })
+            }
             (role, kind::DELEGATION, action::UPDATE) => Ok(ChangeKind::UpdateDelegation {
                 role: role.to_owned(),
                 change: serde_json::from_slice(data()).map_err(parse_err)?,

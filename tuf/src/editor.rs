@@ -392,6 +392,57 @@ impl CollectionEditor {
         Ok(())
     }
 
+    /// Removes keys (by TUF or canonical id) from every delegation under `scope`'s role
+    /// (`targets/*`: all of them), in every delegating role at hand, as notary's `delegation
+    /// purge` does; returns the delegations that lost a key. Thresholds are not checked: a
+    /// delegation left without enough keys can no longer sign, which is the point.
+    pub fn purge_delegation_keys(
+        &mut self,
+        scope: &str,
+        remove_keys: &[String],
+    ) -> Result<Vec<String>> {
+        let base = crate::changelist::purge_base(scope)?;
+        let under = format!("{base}/");
+        let mut purged = Vec::new();
+        for state in self.targets.values_mut() {
+            let Some(delegations) = state.body.delegations.as_mut() else {
+                continue;
+            };
+            let doomed: Vec<String> = delegations
+                .keys
+                .iter()
+                .filter(|(id, key)| {
+                    let canonical = key.canonical_id().ok();
+                    remove_keys
+                        .iter()
+                        .any(|r| r == *id || Some(r) == canonical.as_ref())
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            if doomed.is_empty() {
+                continue;
+            }
+            let mut changed = false;
+            for role in &mut delegations.roles {
+                if !role.name.starts_with(&under) {
+                    continue;
+                }
+                let before = role.keyids.len();
+                role.keyids.retain(|id| !doomed.contains(id));
+                if role.keyids.len() != before {
+                    purged.push(role.name.clone());
+                    changed = true;
+                }
+            }
+            if changed {
+                delegations.prune_keys();
+                state.dirty = true;
+            }
+        }
+        purged.sort();
+        Ok(purged)
+    }
+
     /// Removes a delegation and everything delegated under it.
     pub fn remove_delegation(&mut self, role: &str) -> Result<()> {
         check_delegation_name(role)?;
@@ -498,6 +549,9 @@ impl CollectionEditor {
             ChangeKind::CreateDelegation { role, change }
             | ChangeKind::UpdateDelegation { role, change } => self.update_delegation(role, change),
             ChangeKind::DeleteDelegation { role } => self.remove_delegation(role),
+            ChangeKind::PurgeDelegationKeys { scope, remove_keys } => {
+                self.purge_delegation_keys(scope, remove_keys).map(|_| ())
+            }
             ChangeKind::RotateKeys { role, keys } => self.rotate_keys(*role, keys),
             ChangeKind::Witness { role } => self.witness(role),
         }

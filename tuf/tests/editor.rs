@@ -328,3 +328,97 @@ fn new_collections_need_root_certificates() {
     let ck = keys.collection_keys();
     assert!(CollectionEditor::create("../escape", &ck, t0()).is_err());
 }
+
+/// `delegation purge`: staged as notary stages it (an update of the wildcard scope
+/// `targets/*`), it removes the key from every delegation that has it, leaves the others,
+/// and the result publishes and verifies; a scope that is not `<targets role>/*` is refused.
+#[test]
+fn purging_a_key_removes_it_from_every_delegation() {
+    let keys = Keys::new(t0());
+    let (compromised, releases, qa) = (
+        MemorySigner::p256(),
+        MemorySigner::p256(),
+        MemorySigner::ed25519(),
+    );
+    let mut editor = CollectionEditor::create(GUN, &keys.collection_keys(), t0()).expect("create");
+    for (role, signers) in [
+        ("targets/releases", [&compromised, &releases]),
+        ("targets/qa", [&compromised, &qa]),
+    ] {
+        editor
+            .update_delegation(
+                role,
+                &DelegationChange {
+                    threshold: 1,
+                    add_keys: signers.iter().map(|s| bare(s)).collect(),
+                    add_paths: vec![String::new()],
+                    ..Default::default()
+                },
+            )
+            .expect("delegate");
+    }
+    let other = MemorySigner::p256();
+    editor
+        .update_delegation(
+            "targets/docs",
+            &DelegationChange {
+                threshold: 1,
+                add_keys: vec![bare(&other)],
+                add_paths: vec!["docs/".into()],
+                ..Default::default()
+            },
+        )
+        .expect("delegate");
+    let signed = block_on(editor.sign(&keys.client())).expect("sign");
+    let mut server = keys.server();
+    server.publish(&signed, t0());
+    let v1 = verify(&server, None, t0()).expect("verifies");
+
+    let purge = ChangeKind::PurgeDelegationKeys {
+        scope: "targets/*".into(),
+        remove_keys: vec![bare(&compromised).id()],
+    };
+    let staged = Change::from_kind(&purge).expect("encode");
+    assert_eq!(
+        (staged.role.as_str(), staged.action.as_str()),
+        ("targets/*", "update"),
+        "notary's wire form"
+    );
+    assert_eq!(staged.decode("purge").expect("decode"), purge);
+    let mut editor = CollectionEditor::from_collection(&v1, t0());
+    editor.apply(&purge).expect("purge");
+    let signed = block_on(editor.sign(&keys.client())).expect("sign");
+    server.publish(&signed, t0());
+    let v2 = verify(&server, Some(&v1), t0()).expect("verifies");
+    let delegations = v2
+        .targets()
+        .signed()
+        .signed
+        .delegations
+        .as_ref()
+        .expect("delegations");
+    let keyids = |role: &str| {
+        delegations
+            .roles
+            .iter()
+            .find(|r| r.name == role)
+            .map(|r| r.keyids.clone())
+            .expect(role)
+    };
+    assert_eq!(keyids("targets/releases"), vec![bare(&releases).id()]);
+    assert_eq!(keyids("targets/qa"), vec![bare(&qa).id()]);
+    assert_eq!(keyids("targets/docs"), vec![bare(&other).id()]);
+    assert!(
+        !delegations.keys.contains_key(&bare(&compromised).id()),
+        "the key itself is gone"
+    );
+
+    // Only `<targets role>/*` is a purge scope.
+    for scope in ["targets", "root/*", "*", "targets/releases"] {
+        let bad = ChangeKind::PurgeDelegationKeys {
+            scope: scope.into(),
+            remove_keys: vec!["x".into()],
+        };
+        assert!(Change::from_kind(&bad).is_err(), "{scope}");
+    }
+}

@@ -1,4 +1,4 @@
-//! `sigil delegation add|list|remove`: delegating parts of a collection's target namespace to
+//! `sigil delegation add|list|remove|purge`: delegating parts of a collection's target namespace to
 //! other keys, as `notary delegation` does. Keys are x509 certificates or bare public keys (PEM
 //! files), or sigild key ids whose public halves are fetched. Edits are staged like targets and
 //! published with `sigil publish` (or -p).
@@ -32,6 +32,7 @@ pub(crate) enum Command {
     Add(AddArgs),
     List(ListArgs),
     Remove(RemoveArgs),
+    Purge(PurgeArgs),
 }
 
 impl Command {
@@ -41,6 +42,7 @@ impl Command {
             Self::Add(args) => args.run(global).await,
             Self::List(args) => args.run(global).await,
             Self::Remove(args) => args.run(global).await,
+            Self::Purge(args) => args.run(global).await,
         }
     }
 }
@@ -265,6 +267,48 @@ impl RemoveArgs {
                     self.gun
                 ),
             )
+        };
+        stage(global, &self.gun, &kind, &message, self.publish).await
+    }
+}
+
+/// Remove keys from every delegation of a collection (as `notary delegation purge`).
+///
+/// For a compromised or retired key: every delegation under `targets` loses it at the next
+/// publish; a delegation left without keys can no longer sign anything. KEY_IDs are the ids
+/// `delegation list` shows (canonical) or the metadata's own.
+#[derive(Debug, Args)]
+pub(crate) struct PurgeArgs {
+    /// The collection (GUN).
+    #[arg(value_name = "GUN", value_parser = parse_gun)]
+    pub(crate) gun: String,
+    /// A key to remove (repeatable).
+    #[arg(long = "key", value_name = "KEY_ID", required = true)]
+    pub(crate) keys: Vec<String>,
+    /// Publish right away.
+    #[arg(short = 'p', long)]
+    pub(crate) publish: bool,
+}
+
+impl PurgeArgs {
+    /// Stages the purge.
+    pub(crate) async fn run(&self, global: &GlobalArgs) -> Result<(), Error> {
+        let mut keys = Vec::with_capacity(self.keys.len());
+        for key in &self.keys {
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::Usage(format!("--key {key:?} is not a key id (hex)")));
+            }
+            keys.push(key.to_ascii_lowercase());
+        }
+        let message = format!(
+            "Removal of keys [{}] from every delegation of repository {:?} staged for next \
+             publish.",
+            keys.join(" "),
+            self.gun
+        );
+        let kind = ChangeKind::PurgeDelegationKeys {
+            scope: "targets/*".into(),
+            remove_keys: keys,
         };
         stage(global, &self.gun, &kind, &message, self.publish).await
     }
