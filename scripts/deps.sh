@@ -27,6 +27,7 @@ requirements=(
     "notary            cmd:notary-signer"
     "util-linux        cmd:setpriv"
     "passwd            cmd:useradd"
+    "systemd           cmd:systemd-socket-activate"
 )
 
 # The virtual YubiKey (vyubikey, tests/tests/yubikey.rs): pcscd with vpcd,

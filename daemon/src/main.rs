@@ -1,5 +1,6 @@
 //! sigild: parse flags, load the configuration, set up logging, open the tokens, serve the
-//! API on the Unix socket, drain on SIGTERM and reload the policy on SIGHUP.
+//! API on the Unix socket (its own, or one systemd passes), tell systemd when it is ready,
+//! drain on SIGTERM and reload the policy and reopen the tokens on SIGHUP.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +23,9 @@ const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
     after_help = "\
 The configuration is read from --config, else $SIGIL_CONFIG, else /etc/sigil/sigild.toml.
 See sigild.toml.example for every setting. Signals: SIGTERM/SIGINT stop accepting, finish
-in-flight requests and exit 0; SIGHUP reloads the policy rules."
+in-flight requests and exit 0; SIGHUP reloads the policy rules and reopens the tokens.
+Under systemd, sigild takes the API socket from socket activation (sigild.socket) when one
+is passed, and reports readiness through $NOTIFY_SOCKET (Type=notify)."
 )]
 struct Args {
     /// Configuration file (TOML).
@@ -74,6 +77,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         None => Config::resolve_path(args.config.as_deref()),
     };
     let config = Config::load(&config_path)?;
+    // Reading LISTEN_FDS clears it from the environment: before any thread exists.
+    let activated = activated_socket()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sigild-rpc")
@@ -91,13 +96,24 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             println!("configuration OK: {}", config_path.display());
             return Ok(());
         }
-        let listener = rpc::bind(&config.server)?;
+        let from_systemd = activated.is_some();
+        let listener = match activated {
+            Some(socket) => {
+                tracing::info!(
+                    config_socket = %config.server.socket.display(),
+                    "API socket passed by systemd (socket activation); its mode and group are the socket unit's"
+                );
+                rpc::adopt(socket)?
+            }
+            None => rpc::bind(&config.server)?,
+        };
         tracing::info!(socket = %config.server.socket.display(), "serving");
         let reloader = tokio::spawn(reload_on_sighup(Arc::clone(&service), config_path.clone()));
         // One signal stops every listener; each drains its own in-flight requests.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let signals = tokio::spawn(async move {
             shutdown_signal().await;
+            tell_systemd(&[sd_notify::NotifyState::Stopping]);
             let _ = stop.send(true);
         });
         let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -119,6 +135,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             config.server.max_message_bytes,
             until_stopped(stopped),
         );
+        // The API socket is listening and the tokens are open: ready. (A notary-signer port
+        // that turns out to be taken still stops the daemon, which systemd then sees.)
+        tell_systemd(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("serving"),
+        ]);
         // A listener that fails (e.g. its port is taken) stops the daemon rather than leaving
         // it half up.
         let serving = async {
@@ -143,11 +165,44 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         };
         signals.abort();
         reloader.abort();
-        let _ = std::fs::remove_file(&config.server.socket);
+        // A socket systemd passed stays: it is the socket unit's, and keeps queueing clients.
+        if !from_systemd {
+            let _ = std::fs::remove_file(&config.server.socket);
+        }
         served?;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// The API socket systemd passed, if it started sigild through socket activation for this very
+/// process (`LISTEN_PID`). Exactly one socket is expected: the Unix API socket.
+fn activated_socket() -> Result<Option<std::os::unix::net::UnixListener>, String> {
+    let for_us = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        == Some(std::process::id());
+    if !for_us {
+        return Ok(None);
+    }
+    let mut passed = listenfd::ListenFd::from_env();
+    if passed.len() != 1 {
+        return Err(format!(
+            "socket activation passed {} sockets; sigild takes exactly one, the API socket \
+             (ListenStream= in sigild.socket)",
+            passed.len()
+        ));
+    }
+    passed.take_unix_listener(0).map_err(|e| {
+        format!("socket activation: the passed socket is not a listening Unix stream socket: {e}")
+    })
+}
+
+/// Tells systemd how sigild is doing (`Type=notify`); without `$NOTIFY_SOCKET`, nothing.
+fn tell_systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
 }
 
 async fn shutdown_signal() {

@@ -115,6 +115,24 @@ pub fn bind(server: &ServerConfig) -> Result<UnixListener, Error> {
     Ok(listener)
 }
 
+/// Takes over an API socket someone else bound (systemd socket activation: the socket unit
+/// sets its path, mode and group).
+pub fn adopt(listener: std::os::unix::net::UnixListener) -> Result<UnixListener, Error> {
+    let path = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_owned))
+        .unwrap_or_default();
+    let io = |what| {
+        let path = path.clone();
+        move |source| Error::Socket { path, what, source }
+    };
+    listener
+        .set_nonblocking(true)
+        .map_err(io("making the passed socket non-blocking"))?;
+    UnixListener::from_std(listener).map_err(io("adopting the passed socket"))
+}
+
 /// Serves the sigil API and gRPC health on `listener` until `shutdown` resolves, then lets
 /// in-flight requests finish.
 pub async fn serve(
