@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sigil_proto::notary as pb;
 use sigil_proto::notary::key_management_server::{KeyManagement, KeyManagementServer};
@@ -35,6 +35,34 @@ pub struct NotarySignerApi {
     service: Arc<SigningService>,
     backend: String,
     allowed: Arc<[String]>,
+    names: Arc<NameCache>,
+}
+
+/// Names of the client certificates seen lately, so that the certificate a connection
+/// presents is not parsed again on every request (notary-server sends thousands over one
+/// connection). Keyed by the whole DER: the same bytes always carry the same names.
+#[derive(Debug, Default)]
+struct NameCache(Mutex<Vec<SeenCertificate>>);
+
+/// A client certificate's DER and the names in it.
+type SeenCertificate = (Vec<u8>, Arc<[String]>);
+
+impl NameCache {
+    /// Distinct client certificates remembered; more are parsed each time.
+    const CAPACITY: usize = 16;
+
+    fn names(&self, der: &[u8]) -> Result<Arc<[String]>, x509_cert::der::Error> {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, names)) = seen.iter().find(|(d, _)| d.as_slice() == der) {
+            return Ok(Arc::clone(names));
+        }
+        let names: Arc<[String]> = certificate_names(der)?.into();
+        if seen.len() >= Self::CAPACITY {
+            seen.remove(0);
+        }
+        seen.push((der.to_vec(), Arc::clone(&names)));
+        Ok(names)
+    }
 }
 
 impl NotarySignerApi {
@@ -44,6 +72,7 @@ impl NotarySignerApi {
             service,
             backend,
             allowed: allowed.into(),
+            names: Arc::default(),
         }
     }
 
@@ -58,7 +87,7 @@ impl NotarySignerApi {
     ) -> Result<String, Status> {
         let names = request
             .peer_certs()
-            .and_then(|certs| certs.first().map(|c| certificate_names(c.as_ref())));
+            .and_then(|certs| certs.first().map(|c| self.names.names(c.as_ref())));
         let names = match names {
             Some(Ok(names)) => names,
             Some(Err(_)) => return Err(Status::unauthenticated("unreadable client certificate")),
@@ -306,5 +335,8 @@ mod tests {
     #[test]
     fn garbage_is_not_a_certificate() {
         assert!(certificate_names(b"not a certificate").is_err());
+        let cache = NameCache::default();
+        assert!(cache.names(b"not a certificate").is_err());
+        assert!(cache.0.lock().expect("lock").is_empty(), "errors are not cached");
     }
 }
