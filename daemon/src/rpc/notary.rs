@@ -337,6 +337,9 @@ mod tests {
         assert!(certificate_names(b"not a certificate").is_err());
         let cache = NameCache::default();
         assert!(cache.names(b"not a certificate").is_err());
-        assert!(cache.0.lock().expect("lock").is_empty(), "errors are not cached");
+        assert!(
+            cache.0.lock().expect("lock").is_empty(),
+            "errors are not cached"
+        );
     }
 }
