@@ -240,17 +240,7 @@ impl VirtualYubikey {
 
     /// The PIN tries left, as `yubico-piv-tool -a status` reports them.
     pub fn pin_tries(&self) -> u32 {
-        let output = self.piv_tool(&["-a", "status"]);
-        let text = String::from_utf8_lossy(&output.stdout);
-        text.lines()
-            .find_map(|l| l.strip_prefix("PIN tries left:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "no PIN tries in yubico-piv-tool -a status:\n{text}{}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            })
+        pin_tries_in(&self.piv_tool(&["-a", "status"]))
     }
 
     /// The card's logs (pcscd with every APDU, vyubikey), for failure messages.
@@ -449,17 +439,7 @@ impl TestYubikey {
 
     /// The PIN tries left.
     pub fn pin_tries(&self) -> u32 {
-        let output = self.piv_tool(&["-a", "status"]);
-        let text = String::from_utf8_lossy(&output.stdout);
-        text.lines()
-            .find_map(|l| l.strip_prefix("PIN tries left:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "no PIN tries in yubico-piv-tool -a status:\n{text}{}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            })
+        pin_tries_in(&self.piv_tool(&["-a", "status"]))
     }
 
     /// Verifies the right PIN with yubico-piv-tool, which resets the tries to the maximum.
@@ -641,6 +621,20 @@ impl Drop for TestYubikey {
             let _ = self.piv_tool(&["-a", "verify-pin", "-P", &self.pin]);
         }
     }
+}
+
+/// The PIN tries left in `yubico-piv-tool -a status` output; panics with it if there are none.
+fn pin_tries_in(status: &Output) -> u32 {
+    let text = String::from_utf8_lossy(&status.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("PIN tries left:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no PIN tries in yubico-piv-tool -a status:\n{text}{}",
+                String::from_utf8_lossy(&status.stderr)
+            )
+        })
 }
 
 /// The physical YubiKey's serial from [`PHYSICAL_SERIAL_ENV`], if set.
