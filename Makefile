@@ -2,8 +2,10 @@
 #
 #   make demo          install what is missing, build, run the narrated demo
 #   make test          install what is missing, fmt + clippy + the whole suite
-#   make bench         sigild over the socket vs. in-process PKCS#11, and publishing
-#                      10,000 targets with sigil vs. the notary client (release)
+#   make bench         sigild over the socket vs. in-process PKCS#11, the notary-signer
+#                      endpoint vs. the real notary-signer, publishing 10,000 targets with
+#                      sigil vs. the notary client, and sigild on the virtual YubiKey vs.
+#                      the yubikey crate in-process (release builds)
 #   make test-vyubikey only the YubiKey suites on the virtual YubiKey (root)
 #   make test-yubikey  the yubikey backend suite on a PHYSICAL YubiKey:
 #                      make test-yubikey YUBIKEY_SERIAL=12345678 [YUBIKEY_PIN=...]
@@ -65,8 +67,8 @@ bench: deps
 	$(CARGO) run --release -p sigil-e2e --bin yubikey-bench
 
 # Only the YubiKey suites on the virtual YubiKey (also part of `make test`; root):
-# the backend suite, the Notary collection with its root on the card, and the
-# Yubico-tool checks of the virtual card.
+# the backend suite, the Notary collection with its root on the card, the
+# Yubico-tool checks of the virtual card, and the pkcs11 backend through ykcs11.
 test-vyubikey: deps build
 	$(call banner,cargo test -p sigil-e2e --test yubikey --test yubikey_notary --test vyubikey_tools --test ykcs11)
 	$(NO_PHYSICAL_YUBIKEY) $(CARGO) test -p sigil-e2e --test yubikey --test yubikey_notary --test vyubikey_tools --test ykcs11
