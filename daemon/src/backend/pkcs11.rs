@@ -555,11 +555,7 @@ impl Shared {
 
     /// SIGHUP: takes a PIN read again from its file, resets the module and lists the keys.
     /// A PIN the token refused is offered again only if the file now holds a different one.
-    fn reopen(
-        &self,
-        pin: Option<Pin>,
-        session: &mut WorkerSession,
-    ) -> Result<Vec<BackendKey>, Error> {
+    fn reopen(&self, pin: Option<Pin>) -> Result<Vec<BackendKey>, Error> {
         if let Some(pin) = pin {
             let mut current = self.pin.lock().unwrap_or_else(|p| p.into_inner());
             if !pin.same_as(&current) {
@@ -567,11 +563,9 @@ impl Shared {
                 self.pin_refused.store(false, Ordering::Relaxed);
             }
         }
-        let result = self.reset().and_then(|()| {
-            let token = self.read_token();
-            let s = self.session_for(&token, session)?;
-            scan(s, &token, &self.name, &self.existing)
-        });
+        // Every worker's session belongs to the old incarnation now; `session_for` replaces
+        // it at the worker's next job.
+        let result = self.reset();
         self.healthy.store(result.is_ok(), Ordering::Relaxed);
         result
     }
@@ -589,7 +583,7 @@ impl Shared {
             Err(e) if self.pin_refused.load(Ordering::Relaxed) => Err(e),
             Err(e) => {
                 tracing::debug!(backend = %self.name, error = %e, "token unusable; resetting the module");
-                self.reset()
+                self.reset().map(drop)
             }
         };
         self.healthy.store(result.is_ok(), Ordering::Relaxed);
@@ -597,8 +591,8 @@ impl Shared {
     }
 
     /// `C_Finalize` + `C_Initialize`, find the token, log in, and re-resolve every key's
-    /// handles, with every worker kept out meanwhile.
-    fn reset(&self) -> Result<(), Error> {
+    /// handles, with every worker kept out meanwhile; answers the keys found.
+    fn reset(&self) -> Result<Vec<BackendKey>, Error> {
         let mut token = self.token.write().unwrap_or_else(|p| p.into_inner());
         token.generation += 1;
         token.slot = None;
@@ -616,7 +610,7 @@ impl Shared {
         let keys = scan(&session, &token, &self.name, &self.existing)?;
         token.keeper = Some(std::sync::Mutex::new(session));
         tracing::info!(backend = %self.name, keys = keys.len(), "token reopened");
-        Ok(())
+        Ok(keys)
     }
 }
 
@@ -638,7 +632,7 @@ fn worker(shared: &Shared, mut session: WorkerSession, jobs: &crossbeam_channel:
                 continue;
             }
             Job::Reopen { pin, reply } => {
-                let _ = reply.send(shared.reopen(pin, &mut session));
+                let _ = reply.send(shared.reopen(pin));
                 continue;
             }
             job => job,
