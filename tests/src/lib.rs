@@ -836,13 +836,19 @@ pub struct Client {
 /// (an RSA-3072 key generation on SoftHSM takes well under this).
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Opens a gRPC connection over the Unix socket at `socket`.
-pub async fn try_connect(socket: &Path) -> Result<Client, tonic::transport::Error> {
+/// An endpoint for a connection over a Unix socket: the URI is required by the API but never
+/// resolved, since [`unix_channel`] dials the socket itself.
+pub fn unix_endpoint() -> Endpoint {
+    Endpoint::from_static("http://[::]:50051")
+}
+
+/// A gRPC channel over the Unix socket at `socket`, with `endpoint`'s settings (timeouts).
+pub async fn unix_channel(
+    endpoint: Endpoint,
+    socket: &Path,
+) -> Result<Channel, tonic::transport::Error> {
     let path = socket.to_owned();
-    // The URI is required by the API but unused: the connector dials the socket.
-    let channel = Endpoint::try_from("http://[::]:50051")?
-        .timeout(RPC_TIMEOUT)
-        .connect_timeout(DAEMON_TIMEOUT)
+    endpoint
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move {
@@ -851,7 +857,15 @@ pub async fn try_connect(socket: &Path) -> Result<Client, tonic::transport::Erro
                 ))
             }
         }))
-        .await?;
+        .await
+}
+
+/// Opens a gRPC connection over the Unix socket at `socket`.
+pub async fn try_connect(socket: &Path) -> Result<Client, tonic::transport::Error> {
+    let endpoint = unix_endpoint()
+        .timeout(RPC_TIMEOUT)
+        .connect_timeout(DAEMON_TIMEOUT);
+    let channel = unix_channel(endpoint, socket).await?;
     Ok(Client {
         keys: KeysClient::new(channel.clone()),
         signer: SignerClient::new(channel.clone()),

@@ -29,14 +29,13 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use sigil_e2e::bench::{self, BoxError, Flags, Latencies, Tally, cell, fail, loadavg, seconds};
 use sigil_proto::sigil_v1 as pb;
 use sigil_proto::sigil_v1::keys_client::KeysClient;
 use sigil_proto::sigil_v1::signer_client::SignerClient;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// Hidden flag: run the in-process part (in the re-executed child) and print JSON.
 const IN_PROCESS_FLAG: &str = "--in-process-child";
@@ -685,20 +684,12 @@ fn client_runtime(threads: usize) -> Result<tokio::runtime::Runtime, BoxError> {
 
 /// One HTTP/2 connection of its own on sigild's socket.
 async fn connect(socket: &Path) -> Result<Channel, BoxError> {
-    let path = socket.to_owned();
-    // The URI is required by the HTTP/2 layer but never resolved.
-    let channel =
-        Endpoint::try_from("http://[::]:50051")?
-            .connect_timeout(Duration::from_secs(10))
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-                }
-            }))
-            .await
-            .map_err(|e| fail(format!("connecting to {}: {e}", socket.display())))?;
-    Ok(channel)
+    sigil_e2e::unix_channel(
+        sigil_e2e::unix_endpoint().connect_timeout(Duration::from_secs(10)),
+        socket,
+    )
+    .await
+    .map_err(|e| fail(format!("connecting to {}: {e}", socket.display())))
 }
 
 async fn generate_key(socket: &Path) -> Result<String, BoxError> {

@@ -19,12 +19,10 @@
 //! It prints signatures/s, p50 and p99 for both, their ratio, and what sigild adds to p50.
 //! Run it with `cargo run --release -p sigil-e2e --bin yubikey-bench -- --help`.
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use sigil_e2e::bench::{self, BoxError, Flags, Latencies, Tally, fail, loadavg, seconds};
 use sigil_e2e::notary::Process;
@@ -32,7 +30,7 @@ use sigil_e2e::yubikey::{DEFAULT_PIN, VirtualYubikey, find_slot, vyubikey_bin};
 use sigil_proto::sigil_v1 as pb;
 use sigil_proto::sigil_v1::keys_client::KeysClient;
 use sigil_proto::sigil_v1::signer_client::SignerClient;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// Hidden flag: run the in-process part (in the re-executed child) and print JSON.
 const IN_PROCESS_FLAG: &str = "--in-process-child";
@@ -370,20 +368,11 @@ fn stop(daemon: Process, dir: &Path) -> Result<(), BoxError> {
     }
 }
 
+/// One HTTP/2 connection of its own on sigild's socket.
 async fn connect(socket: &Path) -> Result<Channel, BoxError> {
-    let path = socket.to_owned();
-    // The URI is required by the HTTP/2 layer but never resolved.
-    let channel =
-        Endpoint::try_from("http://[::]:50051")?
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-                }
-            }))
-            .await
-            .map_err(|e| fail(format!("connecting to {}: {e}", socket.display())))?;
-    Ok(channel)
+    sigil_e2e::unix_channel(sigil_e2e::unix_endpoint(), socket)
+        .await
+        .map_err(|e| fail(format!("connecting to {}: {e}", socket.display())))
 }
 
 async fn generate_key(socket: &Path) -> Result<String, BoxError> {
