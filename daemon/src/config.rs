@@ -157,6 +157,19 @@ pub struct Pkcs11Config {
     /// sign for. sigild signs with them but never deletes them.
     #[serde(default)]
     pub existing_keys: Vec<ExistingKey>,
+    /// PKCS#11 sessions signing in parallel, one worker thread each. One suits a token that
+    /// signs one operation at a time anyway (SoftHSM: two sessions sign no faster than one
+    /// and contend for its locks); raise it for an HSM that works on several at once, or so
+    /// that a long key generation does not hold up signatures.
+    #[serde(default = "default_sessions")]
+    pub sessions: usize,
+}
+
+/// Most PKCS#11 sessions a backend may ask for.
+pub const MAX_SESSIONS: usize = 64;
+
+fn default_sessions() -> usize {
+    1
 }
 
 /// A key sigild did not make, adopted by its `CKA_ID`.
@@ -426,6 +439,12 @@ impl Config {
             match backend {
                 BackendConfig::Pkcs11(c) => {
                     c.selector()?;
+                    if !(1..=MAX_SESSIONS).contains(&c.sessions) {
+                        return Err(Error::Invalid(format!(
+                            "backend {name:?}: sessions must be 1 to {MAX_SESSIONS}, not {}",
+                            c.sessions
+                        )));
+                    }
                     let mut ids = HashSet::new();
                     for key in &c.existing_keys {
                         if !ids.insert(key.id_bytes()?) {
@@ -663,6 +682,29 @@ allow = ["sign", "public", "list"]
                 .to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn sessions_default_to_one_and_are_bounded() {
+        let p11 = "\n[[backend]]\nname = \"hsm2\"\ntype = \"pkcs11\"\nmodule = \"/m.so\"\n\
+                   token_label = \"t\"\npin_file = \"/p\"\n";
+        let sessions = |c: &Config| match &c.backends[1] {
+            BackendConfig::Pkcs11(b) => b.sessions,
+            BackendConfig::Yubikey(_) => panic!("expected pkcs11"),
+        };
+        assert_eq!(sessions(&parse(&format!("{MINIMAL}{p11}")).expect("ok")), 1);
+        let eight = parse(&format!("{MINIMAL}{p11}sessions = 8\n")).expect("ok");
+        assert_eq!(sessions(&eight), 8);
+        for bad in ["0", "65", "-1", "\"2\""] {
+            assert!(
+                parse(&format!("{MINIMAL}{p11}sessions = {bad}\n")).is_err(),
+                "sessions = {bad} was accepted"
+            );
+        }
+        let err = parse(&format!("{MINIMAL}{p11}sessions = 0\n"))
+            .expect_err("0")
+            .to_string();
+        assert!(err.contains("sessions must be 1 to 64"), "{err}");
     }
 
     #[test]

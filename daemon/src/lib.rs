@@ -10,6 +10,7 @@ pub mod dev;
 pub mod keyring;
 pub mod policy;
 pub mod rpc;
+pub mod runtime;
 pub mod secret;
 pub mod service;
 pub mod startup;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::Parser;
 use sigil_daemon::config::Config;
 use sigil_daemon::policy::Policy;
-use sigil_daemon::{dev, rpc, startup};
+use sigil_daemon::{dev, rpc, runtime, startup};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// How long in-flight requests get to finish after SIGTERM before remaining connections close.
@@ -79,11 +79,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(&config_path)?;
     // Reading LISTEN_FDS clears it from the environment: before any thread exists.
     let activated = activated_socket()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("sigild-rpc")
-        .enable_all()
-        .build()?;
+    let runtime = runtime::build()?;
     runtime.block_on(async {
         let service = Arc::new(startup::build(&config).await?);
         tracing::info!(

@@ -41,14 +41,6 @@ pub enum Error {
     Service(#[from] service::Error),
 }
 
-/// Worker threads (one session each) per PKCS#11 backend.
-pub fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 8)
-}
-
 /// Opens every configured backend. PIN files are read and checked first.
 pub fn open_backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>, Error> {
     let mut backends: Vec<Arc<dyn Backend>> = Vec::with_capacity(config.backends.len());
@@ -56,7 +48,7 @@ pub fn open_backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>, Error> {
         match backend {
             BackendConfig::Pkcs11(c) => {
                 let pin = read_pin_file(&c.pin_file)?;
-                backends.push(Arc::new(Pkcs11Backend::open(c, pin, default_workers())?));
+                backends.push(Arc::new(Pkcs11Backend::open(c, pin)?));
             }
             BackendConfig::Yubikey(c) => {
                 // Without pin_file the backend starts locked until `sigil token unlock`.

@@ -5,10 +5,12 @@
 //!
 //! A hand-off to a worker costs two thread wake-ups (tens of µs each on a VM), more than a
 //! fast token takes to sign (SoftHSM: ~45 µs). So while signatures come one at a time, a sign
-//! whose token call has been measured to be short runs on the caller's thread, with a session
-//! from a small pool ([`Shared::sign_inline`]). Under concurrent load the workers sign instead,
-//! overlapping token calls with the runtime's I/O; slow tokens (network HSMs, RSA on a smart
-//! card) always go through the workers, so a runtime thread is never blocked for long.
+//! whose token call has been measured to be short runs on the caller's thread (the daemon's
+//! one I/O thread, [`crate::runtime`]), with a session from a small pool
+//! ([`Shared::sign_inline`]). Under load — other signatures in flight, or the I/O thread
+//! finding requests waiting each time it finishes one — the workers sign instead, so the I/O
+//! thread reads and answers while the token signs; slow tokens (network HSMs, RSA on a smart
+//! card) always go through the workers, so the I/O thread is never blocked for long.
 //!
 //! Tokens disappear (unplugged, or a module that lost its store). The health probe then resets
 //! the module (`C_Finalize`, `C_Initialize`, login, re-scan) while no job runs, so the daemon
@@ -39,6 +41,7 @@ use super::{
     Algorithm, BackendKey, BoxFuture, Error, KeyLocator, KeyMeta, KeyOwner, PublicKey, SignInput,
 };
 use crate::config::{Pkcs11Config, TokenSelector};
+use crate::runtime;
 use crate::secret::Pin;
 
 /// DER OID of prime256v1 (NIST P-256), as `CKA_EC_PARAMS` wants it.
@@ -59,6 +62,12 @@ const INLINE_BELOW: Duration = Duration::from_micros(250);
 /// Inline signing while fewer than this many other signatures (in 1/256ths, averaged) are in
 /// flight when one starts: one caller at a time, give or take an overlap.
 const INLINE_CONCURRENCY: u64 = 128;
+/// Inline signing while fewer than this share (in 1/256ths, averaged) of signatures found the
+/// I/O thread saturated: one such signature (weight 1/8 = 32) hands the next dozen or so to
+/// the workers, so the I/O thread keeps reading while the token signs. Measured on the
+/// notary-signer endpoint: a looser limit let 4 clients settle on inline signing, which
+/// serialises I/O and token on one thread (BENCHMARKS.md).
+const INLINE_SATURATION: u64 = 8;
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
@@ -121,6 +130,12 @@ struct Shared {
     /// signing pays off for one caller at a time, while under concurrent load the workers
     /// overlap token calls with the runtime's I/O. Averaged so the mode does not flap.
     concurrency: AtomicU64,
+    /// [`runtime::parks`] when the last signature started.
+    last_parks: AtomicU64,
+    /// Moving average, in 1/256ths, of signatures that found the I/O thread had not gone idle
+    /// since the previous one. One I/O thread never overlaps its own inline signatures, so
+    /// `concurrency` stays 0 however many callers queue behind it; this sees them.
+    saturation: AtomicU64,
     /// Sessions for signing on the caller's thread; at most `inline_max` exist.
     inline: Mutex<InlinePool>,
     inline_max: usize,
@@ -170,8 +185,9 @@ fn locate(ctx: &Pkcs11, selector: &TokenSelector, name: &str) -> Result<Slot, Er
 
 impl Pkcs11Backend {
     /// Loads the module, finds the token, logs in once (a wrong PIN stops here, untried again)
-    /// and starts `workers` threads, each with its own session.
-    pub fn open(config: &Pkcs11Config, pin: Pin, workers: usize) -> Result<Self, Error> {
+    /// and starts `config.sessions` worker threads, each with its own session.
+    pub fn open(config: &Pkcs11Config, pin: Pin) -> Result<Self, Error> {
+        let workers = config.sessions.max(1);
         let name = config.name.clone();
         let selector = config.selector().map_err(|e| Error::BadToken {
             backend: name.clone(),
@@ -212,8 +228,10 @@ impl Pkcs11Backend {
             }),
             signs_in_flight: AtomicUsize::new(0),
             concurrency: AtomicU64::new(0),
+            last_parks: AtomicU64::new(0),
+            saturation: AtomicU64::new(0),
             inline: Mutex::new(InlinePool::default()),
-            inline_max: workers.max(1),
+            inline_max: workers,
             sign_nanos: std::array::from_fn(|_| AtomicU64::new(u64::MAX)),
             existing,
         });
@@ -225,8 +243,8 @@ impl Pkcs11Backend {
             .unwrap_or_else(|p| p.into_inner())
             .keeper = Some(std::sync::Mutex::new(keeper));
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-        let mut handles = Vec::with_capacity(workers.max(1));
-        for i in 0..workers.max(1) {
+        let mut handles = Vec::with_capacity(workers);
+        for i in 0..workers {
             let shared = Arc::clone(&shared);
             let rx = rx.clone();
             let session = None;
@@ -360,7 +378,12 @@ impl super::Backend for Pkcs11Backend {
         let others = shared.signs_in_flight.fetch_add(1, Ordering::AcqRel);
         let concurrency = fold_concurrency(shared.concurrency.load(Ordering::Relaxed), others);
         shared.concurrency.store(concurrency, Ordering::Relaxed);
-        if concurrency < INLINE_CONCURRENCY {
+        let parks = runtime::parks();
+        let busy = shared.last_parks.swap(parks, Ordering::Relaxed) == parks;
+        let saturation =
+            fold_concurrency(shared.saturation.load(Ordering::Relaxed), usize::from(busy));
+        shared.saturation.store(saturation, Ordering::Relaxed);
+        if concurrency < INLINE_CONCURRENCY && saturation < INLINE_SATURATION {
             let inline = shared.sign_inline(&id, algorithm, &input);
             if let Some(result) = inline {
                 shared.signs_in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -1087,7 +1110,6 @@ fn unwrap_octet_string(bytes: &[u8]) -> &[u8] {
     }
 }
 
-/// Errors after which the session is not worth keeping: the next job opens a new one.
 /// Folds a sign time (ns) into a moving average (`u64::MAX`: no sample yet). The new sample
 /// weighs 1/8, so one slow call is enough to move a fast average past [`INLINE_BELOW`].
 fn fold_average(average: u64, took: u64) -> u64 {
@@ -1098,8 +1120,8 @@ fn fold_average(average: u64, took: u64) -> u64 {
     }
 }
 
-/// Folds the number of other signatures in flight into the moving average (1/256ths, new
-/// samples weigh 1/8).
+/// Folds a count (other signatures in flight; 1 for "the I/O thread was saturated") into a
+/// moving average in 1/256ths; new samples weigh 1/8.
 fn fold_concurrency(average: u64, others: usize) -> u64 {
     let sample = u64::try_from(others).unwrap_or(u64::MAX / 512).min(1 << 16) * 256;
     average - average / 8 + sample / 8
@@ -1120,6 +1142,7 @@ fn algorithm_index(algorithm: Algorithm) -> usize {
     }
 }
 
+/// Errors after which the session is not worth keeping: the next job opens a new one.
 fn breaks_session(e: &Error) -> bool {
     match e {
         Error::TokenNotPresent { .. } | Error::PinIncorrect { .. } | Error::PinLocked { .. } => {
@@ -1183,6 +1206,23 @@ mod tests {
         assert!(quiet < INLINE_CONCURRENCY);
         // A huge count cannot overflow.
         assert!(fold_concurrency(u64::MAX / 2, usize::MAX) > 0);
+    }
+
+    #[test]
+    fn one_saturated_signature_hands_the_next_ones_to_the_workers() {
+        // One caller: the I/O thread goes idle before every signature.
+        let idle = (0..50).fold(0, |avg, _| fold_concurrency(avg, 0));
+        assert!(idle < INLINE_SATURATION);
+        // The first signature that finds requests waiting stops inline signing...
+        let hit = fold_concurrency(idle, 1);
+        assert!(hit >= INLINE_SATURATION);
+        // ...for a while, not just for the next one.
+        let after = |n| (0..n).fold(hit, |avg, _| fold_concurrency(avg, 0));
+        assert!(after(8) >= INLINE_SATURATION);
+        assert!(after(30) < INLINE_SATURATION, "idle again: inline again");
+        // Under load half the signatures still follow an idle moment: that is saturated.
+        let load = (0..100).fold(idle, |avg, i| fold_concurrency(avg, i % 2));
+        assert!(load >= INLINE_SATURATION);
     }
 
     #[test]
