@@ -4,6 +4,7 @@
 pub mod attestation;
 pub mod error;
 pub mod pkcs11;
+mod workers;
 pub mod yubikey;
 
 use std::future::Future;

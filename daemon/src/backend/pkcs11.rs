@@ -24,7 +24,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -35,8 +34,8 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use tokio::sync::oneshot;
 
+use super::workers::{Reply, Workers};
 use super::{
     Algorithm, BackendKey, BoxFuture, Error, KeyLocator, KeyMeta, KeyOwner, PublicKey, SignInput,
 };
@@ -68,8 +67,6 @@ const INLINE_CONCURRENCY: u64 = 128;
 /// notary-signer endpoint: a looser limit let 4 clients settle on inline signing, which
 /// serialises I/O and token on one thread (BENCHMARKS.md).
 const INLINE_SATURATION: u64 = 8;
-
-type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 enum Job {
     Probe(Reply<()>),
@@ -155,8 +152,7 @@ struct InlinePool {
 /// A PKCS#11 token served by a small pool of worker threads, one session each.
 pub struct Pkcs11Backend {
     shared: Arc<Shared>,
-    jobs: Option<crossbeam_channel::Sender<Job>>,
-    workers: Vec<JoinHandle<()>>,
+    workers: Workers<Job>,
 }
 
 fn initialize(ctx: &Pkcs11) -> Result<(), CkError> {
@@ -242,55 +238,20 @@ impl Pkcs11Backend {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .keeper = Some(std::sync::Mutex::new(keeper));
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-        let mut handles = Vec::with_capacity(workers);
-        for i in 0..workers {
+        let threads = (0..workers).map(|i| {
             let shared = Arc::clone(&shared);
-            let rx = rx.clone();
-            let session = None;
-            let handle = std::thread::Builder::new()
-                .name(format!("pkcs11-{}-{i}", shared.name))
-                .spawn(move || worker(&shared, session, &rx))
-                .map_err(|e| Error::BadToken {
-                    backend: config.name.clone(),
-                    what: format!("cannot start worker thread: {e}"),
-                })?;
-            handles.push(handle);
-        }
-        Ok(Self {
-            shared,
-            jobs: Some(tx),
-            workers: handles,
-        })
-    }
-
-    fn submit<T: Send + 'static>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Job,
-    ) -> BoxFuture<'_, Result<T, Error>> {
-        let (tx, rx) = oneshot::channel();
-        let sent = self
-            .jobs
-            .as_ref()
-            .map(|jobs| jobs.send(make(tx)).is_ok())
-            .unwrap_or(false);
-        let name = self.shared.name.clone();
-        Box::pin(async move {
-            if !sent {
-                return Err(Error::Stopped { backend: name });
-            }
-            rx.await.unwrap_or(Err(Error::Stopped { backend: name }))
-        })
+            let name = format!("pkcs11-{}-{i}", shared.name);
+            (name, move |jobs| worker(&shared, None, &jobs))
+        });
+        let workers = Workers::start(&config.name, threads)?;
+        Ok(Self { shared, workers })
     }
 }
 
 impl Drop for Pkcs11Backend {
     fn drop(&mut self) {
-        // Closing the queue ends the workers after the jobs already queued.
-        self.jobs.take();
-        for handle in self.workers.drain(..) {
-            let _ = handle.join();
-        }
+        // The workers finish the jobs already queued first.
+        self.workers.stop();
         // Inline sessions of an older incarnation must not be closed (see `session_for`).
         let generation = self.shared.read_token().generation;
         let mut pool = self.shared.inline.lock().unwrap_or_else(|p| p.into_inner());
@@ -320,7 +281,7 @@ impl super::Backend for Pkcs11Backend {
     }
 
     fn probe(&self) -> BoxFuture<'_, bool> {
-        let answer = self.submit(Job::Probe);
+        let answer = self.workers.submit(Job::Probe);
         Box::pin(async move {
             answer
                 .await
@@ -330,11 +291,11 @@ impl super::Backend for Pkcs11Backend {
     }
 
     fn scan(&self) -> BoxFuture<'_, Result<Vec<BackendKey>, Error>> {
-        self.submit(Job::Scan)
+        self.workers.submit(Job::Scan)
     }
 
     fn reopen(&self, pin: Option<Pin>) -> BoxFuture<'_, Result<Vec<BackendKey>, Error>> {
-        self.submit(|reply| Job::Reopen { pin, reply })
+        self.workers.submit(|reply| Job::Reopen { pin, reply })
     }
 
     fn generate(
@@ -342,7 +303,7 @@ impl super::Backend for Pkcs11Backend {
         algorithm: Algorithm,
         meta: KeyMeta,
     ) -> BoxFuture<'_, Result<BackendKey, Error>> {
-        self.submit(|reply| Job::Generate {
+        self.workers.submit(|reply| Job::Generate {
             algorithm,
             meta,
             reply,
@@ -362,7 +323,7 @@ impl super::Backend for Pkcs11Backend {
             };
             return Box::pin(async { Err(err) });
         }
-        self.submit(|reply| Job::Delete { id, reply })
+        self.workers.submit(|reply| Job::Delete { id, reply })
     }
 
     fn sign(
@@ -391,7 +352,7 @@ impl super::Backend for Pkcs11Backend {
             }
         }
         // Still counted in flight: the worker that runs the job counts it out.
-        self.submit(|reply| Job::Sign {
+        self.workers.submit(|reply| Job::Sign {
             id,
             algorithm,
             input,

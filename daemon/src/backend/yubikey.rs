@@ -27,11 +27,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use secrecy::ExposeSecret as _;
-use tokio::sync::oneshot;
 use x509_cert::der::asn1::{Any, SetOfVec};
 use x509_cert::der::{Encode as _, Tag};
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
@@ -42,6 +40,7 @@ use yubikey::{Certificate, MgmKey, PinPolicy, Serial, TouchPolicy, YubiKey};
 
 use super::attestation::{self, Policies, Roots};
 use super::pkcs11::{LABEL_PREFIX, NOTARY_LABEL_PREFIX, parse_label};
+use super::workers::{Reply, Workers};
 use super::{
     Algorithm, AttestationReport, BackendKey, BoxFuture, DeviceKey, Error, KeyLocator, KeyMeta,
     KeyOwner, PublicKey, SignInput,
@@ -60,8 +59,6 @@ const PROBE_WAIT: Duration = Duration::from_secs(1);
 const LABEL_ISSUER: &str = "sigil key label (not a CA)";
 /// Prefix of the attestation record in a label certificate's OU.
 const RECORD_PREFIX: &str = "sigil-attestation:";
-
-type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 enum Job {
     Probe(Reply<()>),
@@ -161,8 +158,8 @@ pub struct YubikeyBackend {
     has_roots: bool,
     touch_root: TouchPolicy,
     touch_other: TouchPolicy,
-    jobs: Option<crossbeam_channel::Sender<Job>>,
-    actor: Option<JoinHandle<()>>,
+    /// One thread: the actor.
+    workers: Workers<Job>,
 }
 
 impl YubikeyBackend {
@@ -217,55 +214,22 @@ impl YubikeyBackend {
             spkis: HashMap::new(),
             mgm,
         };
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-        let handle = std::thread::Builder::new()
-            .name(format!("yubikey-{}", config.serial))
-            .spawn(move || {
-                for job in rx {
-                    actor.run(job);
-                }
-            })
-            .map_err(|e| Error::BadToken {
-                backend: config.name.clone(),
-                what: format!("cannot start the device thread: {e}"),
-            })?;
+        let serve = move |jobs: crossbeam_channel::Receiver<Job>| {
+            for job in jobs {
+                actor.run(job);
+            }
+        };
+        let workers = Workers::start(
+            &config.name,
+            [(format!("yubikey-{}", config.serial), serve)],
+        )?;
         Ok(Self {
             shared,
             has_roots,
             touch_root: touch_policy(config.touch_root),
             touch_other: touch_policy(config.touch_other),
-            jobs: Some(tx),
-            actor: Some(handle),
+            workers,
         })
-    }
-
-    fn submit<T: Send + 'static>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Job,
-    ) -> BoxFuture<'_, Result<T, Error>> {
-        let (tx, rx) = oneshot::channel();
-        let sent = self
-            .jobs
-            .as_ref()
-            .map(|jobs| jobs.send(make(tx)).is_ok())
-            .unwrap_or(false);
-        let name = self.shared.name.clone();
-        Box::pin(async move {
-            if !sent {
-                return Err(Error::Stopped { backend: name });
-            }
-            rx.await.unwrap_or(Err(Error::Stopped { backend: name }))
-        })
-    }
-}
-
-impl Drop for YubikeyBackend {
-    fn drop(&mut self) {
-        // Closing the channel ends the actor after the jobs already queued.
-        self.jobs.take();
-        if let Some(handle) = self.actor.take() {
-            let _ = handle.join();
-        }
     }
 }
 
@@ -292,7 +256,7 @@ impl super::Backend for YubikeyBackend {
             // last probe yet: report what it last saw.
             return Box::pin(async move { self.healthy() });
         }
-        let answer = self.submit(Job::Probe);
+        let answer = self.workers.submit(Job::Probe);
         Box::pin(async move {
             match tokio::time::timeout(PROBE_WAIT, answer).await {
                 Ok(result) => result
@@ -304,7 +268,7 @@ impl super::Backend for YubikeyBackend {
     }
 
     fn scan(&self) -> BoxFuture<'_, Result<Vec<BackendKey>, Error>> {
-        self.submit(Job::Scan)
+        self.workers.submit(Job::Scan)
     }
 
     fn generate(
@@ -312,7 +276,7 @@ impl super::Backend for YubikeyBackend {
         algorithm: Algorithm,
         meta: KeyMeta,
     ) -> BoxFuture<'_, Result<BackendKey, Error>> {
-        self.submit(|reply| Job::Generate {
+        self.workers.submit(|reply| Job::Generate {
             algorithm,
             meta,
             reply,
@@ -323,7 +287,7 @@ impl super::Backend for YubikeyBackend {
         let Some(slot) = yubikey_slot(&locator) else {
             return Box::pin(async { Err(Error::KeyNotFound) });
         };
-        self.submit(|reply| Job::Delete { slot, reply })
+        self.workers.submit(|reply| Job::Delete { slot, reply })
     }
 
     fn sign(
@@ -335,7 +299,7 @@ impl super::Backend for YubikeyBackend {
         let Some(slot) = yubikey_slot(&locator) else {
             return Box::pin(async { Err(Error::KeyNotFound) });
         };
-        self.submit(|reply| Job::Sign {
+        self.workers.submit(|reply| Job::Sign {
             slot,
             algorithm,
             input,
@@ -372,14 +336,14 @@ impl super::Backend for YubikeyBackend {
     }
 
     fn unlock(&self, pin: Pin) -> BoxFuture<'_, Result<u8, Error>> {
-        self.submit(|reply| Job::Unlock { pin, reply })
+        self.workers.submit(|reply| Job::Unlock { pin, reply })
     }
 
     fn attest(&self, locator: KeyLocator) -> BoxFuture<'_, Result<AttestationReport, Error>> {
         let Some(slot) = yubikey_slot(&locator) else {
             return Box::pin(async { Err(Error::KeyNotFound) });
         };
-        self.submit(|reply| Job::Attest { slot, reply })
+        self.workers.submit(|reply| Job::Attest { slot, reply })
     }
 }
 
