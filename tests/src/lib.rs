@@ -165,14 +165,14 @@ pub fn cargo_build(args: &[&str]) -> Result<(), String> {
 /// The `sigild` binary, built (once per test process) from the current sources.
 ///
 /// `cargo test -p sigil-e2e` does not build another crate's binaries, and a binary left over
-/// from an earlier build would test old code, so this runs `cargo build -p sigil-daemon --bins`
-/// the first time it is called; that is a no-op when the binary is fresh. Panics with cargo's
-/// output if the build fails.
+/// from an earlier build would test old code, so this runs `cargo build --workspace --bins`
+/// the first time it is called ([`workspace_bin`]); that is a no-op when the binary is fresh.
+/// Panics with cargo's output if the build fails.
 pub fn sigild() -> &'static Path {
     static SIGILD: OnceLock<PathBuf> = OnceLock::new();
     SIGILD.get_or_init(|| {
         require_tools();
-        cargo_build_bin("sigil-daemon", "sigild", "")
+        workspace_bin("sigild", "")
     })
 }
 
@@ -180,19 +180,21 @@ pub fn sigild() -> &'static Path {
 /// [`sigild`] is.
 pub fn sigil_cli() -> &'static Path {
     static SIGIL: OnceLock<PathBuf> = OnceLock::new();
-    SIGIL.get_or_init(|| cargo_build_bin("sigil-cli", "sigil", ""))
+    SIGIL.get_or_init(|| workspace_bin("sigil", ""))
 }
 
-/// `cargo build --quiet -p PACKAGE --bins` in the workspace (debug profile); returns
-/// `target/debug/BIN`. `hint` is added to the panic message when the build fails.
-pub fn cargo_build_bin(package: &str, bin: &str, hint: &str) -> PathBuf {
-    if let Err(e) = cargo_build(&["-p", package, "--bins"]) {
+/// `cargo build --quiet --workspace --bins` (debug profile), then `target/debug/BIN`. The same
+/// command as `make build`: with `-p PACKAGE` cargo would unify features for that package
+/// alone and compile the daemon a second time, and `make test` would test that copy. `hint`
+/// is added to the panic message when the build fails.
+pub fn workspace_bin(bin: &str, hint: &str) -> PathBuf {
+    if let Err(e) = cargo_build(&["--workspace", "--bins"]) {
         panic!("{e}{hint}");
     }
     let path = target_dir().join("debug").join(bin);
     assert!(
         path.is_file(),
-        "cargo built {package} but {} does not exist",
+        "cargo built the workspace but {} does not exist",
         path.display()
     );
     path

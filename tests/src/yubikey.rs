@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::{cargo_build_bin, read_text, workspace_root};
+use crate::{read_text, workspace_bin, workspace_root};
 
 /// How long the harness may take to bring the card up (it builds nothing).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -60,7 +60,7 @@ pub fn require_vyubikey_tools() {
 /// `cargo build -p vyubikey --bins` so the tests never run a stale card.
 pub fn vyubikey_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| cargo_build_bin("vyubikey", "vyubikey", " (it needs libclang-dev)"))
+    BIN.get_or_init(|| workspace_bin("vyubikey", " (vyubikey needs libclang-dev)"))
 }
 
 /// A running virtual YubiKey (pcscd + vyubikey in their own mount namespace). Dropping it
