@@ -269,6 +269,15 @@ pub(crate) enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// `--offline` with no cached trust data for the GUN.
+    #[error(
+        "no trust data for {gun} is cached in the trust dir: --offline reads what an earlier \
+         list, lookup or verify verified (run one with the server reachable first)"
+    )]
+    NothingCached {
+        /// The GUN.
+        gun: String,
+    },
     /// Target content does not match the collection (`sigil verify GUN NAME`).
     #[error("{0}")]
     TargetMismatch(String),
@@ -345,7 +354,7 @@ impl Error {
             Self::PermissionDenied { .. } => exit::PERMISSION_DENIED,
             Self::Connect { .. } | Self::Unavailable { .. } => exit::UNAVAILABLE,
             Self::ServerUnreachable { .. } | Self::ServerTls { .. } => exit::UNAVAILABLE,
-            Self::NoCollection { .. } => exit::NOT_FOUND,
+            Self::NoCollection { .. } | Self::NothingCached { .. } => exit::NOT_FOUND,
             Self::Tuf {
                 source: sigil_tuf::Error::TargetNotFound { .. },
                 ..

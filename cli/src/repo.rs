@@ -1,5 +1,6 @@
 //! One trusted collection as the commands use it: its notary server, its trust dir, the full
-//! verified update walk ([`Repo::fetch`]) and publishing a set of changes signed through sigild
+//! verified update walk ([`Repo::fetch`]; with `--offline`, over the trust dir's cache instead,
+//! [`Repo::cached`]) and publishing a set of changes signed through sigild
 //! ([`Repo::publish`]). Every byte that comes from the server goes through `sigil_tuf`'s
 //! [`Updater`]: root pinned on first use (or by `trust_pinning`) and kept in the trust dir,
 //! root rotations walked version by version, rollback checked against the cached versions,
@@ -30,6 +31,15 @@ use crate::trust_dir::TrustDir;
 
 /// Above this many staged changes, progress goes to stderr.
 pub(crate) const PROGRESS_THRESHOLD: usize = 1000;
+
+/// Where a verified walk takes its metadata from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The notary server; what verifies is then cached in the trust dir.
+    Server,
+    /// The trust dir's cache of the last verified walk, verified again.
+    Cache,
+}
 
 /// A collection: GUN, server and trust dir.
 #[derive(Debug, Clone)]
@@ -70,8 +80,20 @@ impl Repo {
         Ok(TrustDir::new(&Settings::resolve(global)?.trust_dir))
     }
 
-    fn context(&self) -> String {
-        format!("verifying {} from {}", self.gun, self.server.url())
+    /// The directory of the GUN's cached metadata.
+    fn cache_dir(&self) -> std::path::PathBuf {
+        self.trust
+            .metadata_path(&self.gun, "root")
+            .ok()
+            .and_then(|p| p.parent().map(Into::into))
+            .unwrap_or_default()
+    }
+
+    fn context(&self, source: Source) -> String {
+        match source {
+            Source::Server => format!("verifying {} from {}", self.gun, self.server.url()),
+            Source::Cache => format!("verifying {} from the trust dir's cache", self.gun),
+        }
     }
 
     /// How a root never seen before is trusted: pinned key ids for this GUN, else trust on
@@ -92,7 +114,16 @@ impl Repo {
         Ok(RootTrust::FirstUse)
     }
 
-    fn missing(&self, what: &str) -> Error {
+    fn missing(&self, source: Source, what: &str) -> Error {
+        if source == Source::Cache {
+            return Error::TrustDir {
+                path: self.cache_dir(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{what} is listed by the cached metadata but not cached itself"),
+                ),
+            };
+        }
         Error::Server {
             what: format!("GET {what} of {}", self.gun),
             status: 404,
@@ -135,10 +166,29 @@ impl Repo {
     /// Fetches and verifies the collection from the server and refreshes the trust dir's
     /// cache; `None` when the server has no trust data for the GUN.
     pub(crate) async fn fetch(&self) -> Result<Option<VerifiedCollection>, Error> {
+        self.walk(Source::Server).await
+    }
+
+    /// For reads with `--offline`: the trust dir's cache of the last verified read, verified
+    /// again as if it came from the server (pinned root, signatures, thresholds, the hashes each
+    /// role pins, expiry against now), without contacting the server. `None` when nothing is
+    /// cached for the GUN. Never used unasked: a client that quietly fell back to its cache when
+    /// the server is unreachable would let whoever blocks the server freeze what it sees until
+    /// the cached timestamp expires; the notary client refuses too ("client is offline").
+    pub(crate) async fn cached(&self) -> Result<Option<VerifiedCollection>, Error> {
+        self.walk(Source::Cache).await
+    }
+
+    /// The verified update walk over `source`.
+    async fn walk(&self, source: Source) -> Result<Option<VerifiedCollection>, Error> {
         let gun = &self.gun;
-        let ctx = |e| Error::tuf(self.context(), e);
+        let ctx = |e| Error::tuf(self.context(source), e);
         let now = SystemTime::now();
-        let Some(latest_root) = self.server.role(gun, "root").await? else {
+        let latest_root = match source {
+            Source::Server => self.server.role(gun, "root").await?,
+            Source::Cache => self.trust.read(gun, "root")?,
+        };
+        let Some(latest_root) = latest_root else {
             return Ok(None);
         };
         let mut updater = match self.trust.read(gun, "root")? {
@@ -157,27 +207,24 @@ impl Repo {
         }
         .with_prior(self.prior_versions()?);
         let latest = peek_version(&latest_root).unwrap_or_default();
+        // The cache holds the root it trusts, never older ones: nothing to walk there.
         for version in updater.intermediate_root_versions(latest) {
-            let bytes = self
-                .server
-                .root_version(gun, version)
-                .await?
-                .ok_or_else(|| self.missing(&format!("{version}.root.json")))?;
+            let bytes = match source {
+                Source::Server => self.server.root_version(gun, version).await?,
+                Source::Cache => None,
+            }
+            .ok_or_else(|| self.missing(source, &format!("{version}.root.json")))?;
             updater.update_root(bytes).map_err(ctx)?;
         }
         updater.update_root(latest_root).map_err(ctx)?;
 
-        let timestamp = self
-            .server
-            .role(gun, "timestamp")
-            .await?
-            .ok_or_else(|| self.missing("timestamp.json"))?;
+        let timestamp = self.fetch_role(source, "timestamp", None).await?;
         updater.update_timestamp(timestamp).map_err(ctx)?;
         let snapshot_hash = updater.snapshot_meta().and_then(|m| m.sha256_hex());
-        let snapshot = self.fetch_role("snapshot", snapshot_hash).await?;
+        let snapshot = self.fetch_role(source, "snapshot", snapshot_hash).await?;
         updater.update_snapshot(snapshot).map_err(ctx)?;
         let targets_hash = updater.role_meta("targets").and_then(|m| m.sha256_hex());
-        let targets = self.fetch_role("targets", targets_hash).await?;
+        let targets = self.fetch_role(source, "targets", targets_hash).await?;
         updater.update_targets(targets).map_err(ctx)?;
 
         let mut tried = BTreeSet::new();
@@ -191,7 +238,7 @@ impl Repo {
                 break;
             };
             tried.insert(role.clone());
-            let bytes = self.fetch_role(&role, meta.sha256_hex()).await?;
+            let bytes = self.fetch_role(source, &role, meta.sha256_hex()).await?;
             if let Err(e) = updater.update_delegation(&role, bytes) {
                 if is_skippable(&e) {
                     warn!("{gun}: ignoring delegation {role}: {e}");
@@ -202,16 +249,26 @@ impl Repo {
             }
         }
         let verified = updater.finish().map_err(ctx)?;
-        self.cache(&verified)?;
+        if source == Source::Server {
+            self.cache(&verified)?;
+        }
         Ok(Some(verified))
     }
 
-    async fn fetch_role(&self, role: &str, sha256_hex: Option<String>) -> Result<Vec<u8>, Error> {
-        let bytes = match sha256_hex {
-            Some(hex) => self.server.role_by_hash(&self.gun, role, &hex).await?,
-            None => self.server.role(&self.gun, role).await?,
+    /// A role's file from `source`; from the server by the hash the listing role pins, if any.
+    /// (The updater checks cached files against that hash too.)
+    async fn fetch_role(
+        &self,
+        source: Source,
+        role: &str,
+        sha256_hex: Option<String>,
+    ) -> Result<Vec<u8>, Error> {
+        let bytes = match (source, sha256_hex) {
+            (Source::Server, Some(hex)) => self.server.role_by_hash(&self.gun, role, &hex).await?,
+            (Source::Server, None) => self.server.role(&self.gun, role).await?,
+            (Source::Cache, _) => self.trust.read(&self.gun, role)?,
         };
-        bytes.ok_or_else(|| self.missing(&format!("{role}.json")))
+        bytes.ok_or_else(|| self.missing(source, &format!("{role}.json")))
     }
 
     /// Writes what was verified to the trust dir (only files that changed) and drops cached

@@ -3,7 +3,8 @@
 //! key rotations (targets, snapshot and timestamp to the server, root) keep both clients
 //! verifying; a CI user whose sigild policy grants only a delegation key publishes into that
 //! delegation and nothing else; tampered, expired and replayed metadata is refused with an
-//! error naming the role; 10,000 targets go out in one publish with one signature per role.
+//! error naming the role; with the server down reads fail unless `--offline`, which verifies
+//! the cache again; 10,000 targets go out in one publish with one signature per role.
 //!
 //! notary-server keeps its timestamp (and, after `key rotate … -r`, snapshot) keys on the same
 //! sigild through its notary-signer endpoint, so every signature in every published file can
@@ -631,6 +632,100 @@ fn the_real_notary_client_publishes_and_sigil_lists_looks_up_and_verifies() {
     assert_eq!(listed[0]["role"], "targets/releases");
     assert_eq!(listed[0]["paths"][0], "");
     assert_no_private_keys(&sigil.trust);
+}
+
+/// With the server down a read fails like the real notary client's ("client is offline"),
+/// never falling back to possibly stale data by itself; with `--offline`, `list`, `lookup`,
+/// `verify` and `delegation list` read the trust dir's cache of the last verified read,
+/// verified again. A trust dir that never read the GUN, or a tampered cache, is an error; a
+/// publish fails with the connection error and keeps its staged change.
+#[test]
+fn with_the_server_down_reads_fail_unless_offline_which_verifies_the_cache_again() {
+    let env = Env::start("");
+    let gun = "e2e.example/offline";
+    let notary = env.notary("notary-writer");
+    let hello = b"hello while the server is up\n".to_vec();
+    let hello_path = env.target("hello.txt", &hello);
+    notary.ok(&["init", gun]);
+    notary.ok(&["add", gun, "hello.txt", hello_path.to_str().expect("utf8")]);
+    notary.ok(&["publish", gun]);
+
+    let sigil = env.sigil("sigil-reader");
+    let want = expected(&[("hello.txt", &hello, "targets")]);
+    assert_eq!(sigil_rows(&sigil.json(&["list", gun])), want);
+    let tampered = env.sigil("sigil-tampered");
+    tampered.ok(&["list", gun]);
+    let never_read = env.sigil("sigil-never-read");
+    let online_lookup = sigil.ok(&["lookup", gun, "hello.txt"]);
+    // --offline reads the same while the server is up, without asking it.
+    assert_eq!(sigil_rows(&sigil.json(&["list", gun, "--offline"])), want);
+
+    let Env {
+        server,
+        daemon,
+        dev,
+        ..
+    } = env;
+    server.stop();
+
+    // Both clients refuse to read without the server unless told to.
+    let notary_out = notary.run(&["list", gun]);
+    assert!(!notary_out.status.success(), "{}", notary_out.stdout);
+    let out = sigil.run(&["list", gun]);
+    assert_eq!(out.status.code(), Some(5), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("sigil: error: cannot reach the notary server"),
+        "{}",
+        out.stderr
+    );
+
+    assert_eq!(sigil_rows(&sigil.json(&["list", gun, "--offline"])), want);
+    assert_eq!(
+        sigil.ok(&["lookup", gun, "hello.txt", "--offline"]),
+        online_lookup
+    );
+    let out = sigil.run_with(
+        &["verify", gun, "hello.txt", "-q", "--offline"],
+        Some(&hello_path),
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let other = dev.root().join("other.txt");
+    fs::write(&other, b"not hello\n").expect("write");
+    let out = sigil.run_with(&["verify", gun, "hello.txt", "--offline"], Some(&other));
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    sigil.ok(&["delegation", "list", gun, "--offline"]);
+
+    // Nothing cached: says so, names the way out.
+    let err = never_read.fails(&["list", gun, "--offline"]);
+    assert!(
+        err.contains("no trust data for e2e.example/offline is cached"),
+        "{err}"
+    );
+
+    // A cache changed on disk does not verify.
+    let cached = tampered
+        .trust
+        .join("tuf")
+        .join(gun)
+        .join("metadata/targets.json");
+    let text = fs::read_to_string(&cached).expect("cached targets.json");
+    let forged = text.replacen("hello.txt", "hellO.txt", 1);
+    assert_ne!(forged, text, "the cached targets name hello.txt");
+    fs::write(&cached, forged).expect("write");
+    let err = tampered.fails(&["list", gun, "--offline"]);
+    assert!(
+        err.contains("trust dir's cache") && err.contains("targets"),
+        "{err}"
+    );
+
+    // Writes need the server: the publish fails, the change stays staged.
+    sigil.ok(&["add", gun, "later.txt", hello_path.to_str().expect("utf8")]);
+    let err = sigil.fails(&["publish", gun]);
+    assert!(err.contains("cannot reach the notary server"), "{err}");
+    let status = sigil.json(&["status", gun]);
+    assert_eq!(status.as_array().map(Vec::len), Some(1), "{status}");
+    drop(daemon);
 }
 
 /// `sigil delegation purge`: a key shared by two delegations is removed from both in one

@@ -577,12 +577,41 @@ impl RemoveArgs {
     }
 }
 
+/// `--offline` for the commands that only read a collection.
+#[derive(Debug, Clone, Copy, Args)]
+pub(crate) struct OfflineArg {
+    /// Read the trust dir's cache of the last verified read instead of the server: verified
+    /// again (signatures, hashes, expiry), no network. Without it an unreachable server is an
+    /// error, never a silent fall-back to possibly stale data.
+    #[arg(long)]
+    pub(crate) offline: bool,
+}
+
 /// Fetches and verifies; no trust data is an error.
 pub(crate) async fn fetch_verified(repo: &Repo) -> Result<VerifiedCollection, Error> {
-    repo.fetch().await?.ok_or_else(|| Error::NoCollection {
+    let verified = repo.fetch().await?;
+    verified.ok_or_else(|| no_collection(repo))
+}
+
+/// [`fetch_verified`] for commands that only read; with `offline`, the trust dir's cache of
+/// the last verified read instead, verified again and without contacting the server.
+pub(crate) async fn fetch_verified_for_read(
+    repo: &Repo,
+    offline: bool,
+) -> Result<VerifiedCollection, Error> {
+    if !offline {
+        return fetch_verified(repo).await;
+    }
+    repo.cached().await?.ok_or_else(|| Error::NothingCached {
+        gun: repo.gun.clone(),
+    })
+}
+
+fn no_collection(repo: &Repo) -> Error {
+    Error::NoCollection {
         gun: repo.gun.clone(),
         server: repo.server.url().to_owned(),
-    })
+    }
 }
 
 /// A target as `--json` prints it.
@@ -635,13 +664,15 @@ pub(crate) struct ListArgs {
     /// Only targets under these roles (and their delegations).
     #[arg(short = 'r', long = "roles", value_name = "ROLE", value_parser = parse_targets_role)]
     pub(crate) roles: Vec<String>,
+    #[command(flatten)]
+    pub(crate) offline: OfflineArg,
 }
 
 impl ListArgs {
     /// Lists.
     pub(crate) async fn run(&self, global: &GlobalArgs) -> Result<(), Error> {
         let repo = Repo::open(global, &self.gun)?;
-        let verified = fetch_verified(&repo).await?;
+        let verified = fetch_verified_for_read(&repo, self.offline.offline).await?;
         let roles: Vec<&str> = self.roles.iter().map(String::as_str).collect();
         let targets = verified.list_targets(&roles);
         if global.json {
@@ -682,13 +713,15 @@ pub(crate) struct LookupArgs {
     /// Look only under these roles (and their delegations).
     #[arg(short = 'r', long = "roles", value_name = "ROLE", value_parser = parse_targets_role)]
     pub(crate) roles: Vec<String>,
+    #[command(flatten)]
+    pub(crate) offline: OfflineArg,
 }
 
 impl LookupArgs {
     /// Looks up.
     pub(crate) async fn run(&self, global: &GlobalArgs) -> Result<(), Error> {
         let repo = Repo::open(global, &self.gun)?;
-        let verified = fetch_verified(&repo).await?;
+        let verified = fetch_verified_for_read(&repo, self.offline.offline).await?;
         let roles: Vec<&str> = self.roles.iter().map(String::as_str).collect();
         let entry = verified
             .lookup(&self.name, &roles)
@@ -712,10 +745,11 @@ pub(crate) async fn verify_target(
     name: &str,
     input: &Input,
     quiet: bool,
+    offline: bool,
 ) -> Result<(), Error> {
     let gun = parse_gun(gun).map_err(Error::Usage)?;
     let repo = Repo::open(global, &gun)?;
-    let verified = fetch_verified(&repo).await?;
+    let verified = fetch_verified_for_read(&repo, offline).await?;
     let content = input.read_all("content to verify").await?;
     let entry = verified
         .verify_target(name, &content, &[])

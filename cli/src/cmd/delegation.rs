@@ -13,7 +13,7 @@ use sigil_tuf::x509::Certificate;
 use sigil_tuf::{PublicKey, TufKey};
 
 use crate::cli::GlobalArgs;
-use crate::cmd::collection::{fetch_verified, publish_staged};
+use crate::cmd::collection::{OfflineArg, fetch_verified_for_read, publish_staged};
 use crate::daemon_client::DaemonClient;
 use crate::error::Error;
 use crate::key_ref::KeyId;
@@ -332,13 +332,15 @@ pub(crate) struct ListArgs {
     /// The collection (GUN).
     #[arg(value_name = "GUN", value_parser = parse_gun)]
     pub(crate) gun: String,
+    #[command(flatten)]
+    pub(crate) offline: OfflineArg,
 }
 
 impl ListArgs {
     /// Lists.
     pub(crate) async fn run(&self, global: &GlobalArgs) -> Result<(), Error> {
         let repo = Repo::open(global, &self.gun)?;
-        let verified = fetch_verified(&repo).await?;
+        let verified = fetch_verified_for_read(&repo, self.offline.offline).await?;
         let mut out = Vec::new();
         for role in verified.walk("targets") {
             let Some(m) = verified.targets_role(role) else {

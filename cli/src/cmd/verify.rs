@@ -70,6 +70,10 @@ pub(crate) struct VerifyArgs {
     /// Collection form: do not copy the verified content to stdout.
     #[arg(short = 'q', long)]
     pub(crate) quiet: bool,
+    /// Collection form: verify against the trust dir's cache of the last verified read instead
+    /// of the server (verified again, expiry included; no network).
+    #[arg(long)]
+    pub(crate) offline: bool,
 }
 
 /// Where the verifying key comes from.
@@ -112,13 +116,14 @@ impl VerifyArgs {
                 &self.sig.to_string_lossy(),
                 &input,
                 self.quiet,
+                self.offline,
             )
             .await;
         };
-        if self.input.is_some() || self.quiet {
+        if self.input.is_some() || self.quiet || self.offline {
             return Err(Error::Usage(
-                "-i/--input and -q/--quiet are for `sigil verify GUN NAME`, not for blob \
-                 signatures"
+                "-i/--input, -q/--quiet and --offline are for `sigil verify GUN NAME`, not for \
+                 blob signatures"
                     .to_owned(),
             ));
         }
