@@ -233,6 +233,16 @@ impl YubikeyBackend {
     }
 }
 
+/// The error for a PIN the device refused with `tries` left: locked at none, else `wrong`
+/// (which differs between a configured PIN and an operator's).
+fn refused(backend: String, tries: u8, wrong: impl FnOnce(String, u8) -> Error) -> Error {
+    if tries == 0 {
+        Error::PinLocked { backend }
+    } else {
+        wrong(backend, tries)
+    }
+}
+
 /// The slot a locator names, if it is a YubiKey locator.
 fn yubikey_slot(locator: &KeyLocator) -> Option<u8> {
     match locator {
@@ -484,6 +494,19 @@ impl Actor {
         }
     }
 
+    /// The PIN tries left, read without spending one; an error when none or only the last
+    /// one is left, which sigild never spends.
+    fn tries_to_spare(&mut self) -> Result<u8, Error> {
+        let backend = self.shared.name.clone();
+        let yk = self.device()?;
+        match yk.get_pin_retries() {
+            Ok(0) => Err(Error::PinLocked { backend }),
+            Ok(1) => Err(Error::PinFinalTry { backend }),
+            Ok(tries) => Ok(tries),
+            Err(e) => Err(self.fail("read PIN retries", e)),
+        }
+    }
+
     /// Verifies the PIN, refusing when it was refused before or only one try is left.
     fn verify_pin(&mut self) -> Result<(), Error> {
         let name = self.shared.name.clone();
@@ -498,16 +521,7 @@ impl Actor {
         }
         self.device()?;
         if !self.pin_checked {
-            let yk = self.device()?;
-            let retries = match yk.get_pin_retries() {
-                Ok(r) => r,
-                Err(e) => return Err(self.fail("read PIN retries", e)),
-            };
-            match retries {
-                0 => return Err(Error::PinLocked { backend: name }),
-                1 => return Err(Error::PinFinalTry { backend: name }),
-                _ => {}
-            }
+            self.tries_to_spare()?;
         }
         let Some(pin) = &self.pin else {
             return Err(Error::Locked { backend: name });
@@ -526,14 +540,10 @@ impl Actor {
                 self.pin_refused = Some(tries);
                 self.pin_checked = false;
                 tracing::error!(backend = %name, tries_left = tries, "YubiKey refused the PIN; it will not be offered again");
-                if tries == 0 {
-                    Err(Error::PinLocked { backend: name })
-                } else {
-                    Err(Error::PinWrong {
-                        backend: name,
-                        retries: tries,
-                    })
-                }
+                Err(refused(name, tries, |backend, retries| Error::PinWrong {
+                    backend,
+                    retries,
+                }))
             }
             Err(e) => Err(self.fail("verify PIN", e)),
         }
@@ -553,16 +563,7 @@ impl Actor {
                 ),
             });
         }
-        let yk = self.device()?;
-        let retries = match yk.get_pin_retries() {
-            Ok(r) => r,
-            Err(e) => return Err(self.fail("read PIN retries", e)),
-        };
-        match retries {
-            0 => return Err(Error::PinLocked { backend: name }),
-            1 => return Err(Error::PinFinalTry { backend: name }),
-            _ => {}
-        }
+        let retries = self.tries_to_spare()?;
         let yk = self.device()?;
         match yk.verify_pin(pin.as_auth_pin().expose_secret().as_bytes()) {
             Ok(()) => {
@@ -574,14 +575,9 @@ impl Actor {
             }
             Err(yubikey::Error::WrongPin { tries }) => {
                 tracing::error!(backend = %name, tries_left = tries, "YubiKey refused the PIN supplied by an operator; not retried");
-                if tries == 0 {
-                    Err(Error::PinLocked { backend: name })
-                } else {
-                    Err(Error::UnlockPinWrong {
-                        backend: name,
-                        retries: tries,
-                    })
-                }
+                Err(refused(name, tries, |backend, retries| {
+                    Error::UnlockPinWrong { backend, retries }
+                }))
             }
             Err(e) => Err(self.fail("verify PIN", e)),
         }
