@@ -1034,6 +1034,12 @@ pub struct AuditRecord {
 
 /// Every line of an audit log, parsed strictly (panics on a malformed line).
 pub fn read_audit(path: &Path) -> Vec<AuditRecord> {
+    read_json_lines(path, "an audit record")
+}
+
+/// Every line of a JSON-lines file as a `T` (no file: none); panics naming the file, the
+/// line and `what` a line should have been when one does not parse.
+pub fn read_json_lines<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Vec<T> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
@@ -1043,11 +1049,7 @@ pub fn read_audit(path: &Path) -> Vec<AuditRecord> {
         .enumerate()
         .map(|(i, line)| {
             serde_json::from_str(line).unwrap_or_else(|e| {
-                panic!(
-                    "{}:{}: not an audit record ({e}): {line}",
-                    path.display(),
-                    i + 1
-                )
+                panic!("{}:{}: not {what} ({e}): {line}", path.display(), i + 1)
             })
         })
         .collect()

@@ -1497,23 +1497,7 @@ pub struct AuditLine {
 
 /// Every line of an audit log as [`AuditLine`]s (panics on a malformed line).
 pub fn read_audit_lines(path: &Path) -> Vec<AuditLine> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        Err(e) => panic!("reading {}: {e}", path.display()),
-    };
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| {
-            serde_json::from_str(line).unwrap_or_else(|e| {
-                panic!(
-                    "{}:{}: not an audit line ({e}): {line}",
-                    path.display(),
-                    i + 1
-                )
-            })
-        })
-        .collect()
+    crate::read_json_lines(path, "an audit line")
 }
 
 /// A SoftHSM token directory moved out of the token store, so the token is gone for every
