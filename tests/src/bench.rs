@@ -43,6 +43,61 @@ pub fn main<O>(
     }
 }
 
+/// The `main` of a benchmark's re-executed child (it measures in-process, where the library
+/// under test wants its own process): prints what `measure` returns as one JSON line for the
+/// parent, or the error on stderr.
+pub fn child_main<T: serde::Serialize>(
+    name: &str,
+    measure: impl FnOnce() -> Result<T, BoxError>,
+) -> ExitCode {
+    let json = measure().and_then(|result| serde_json::to_string(&result).map_err(Into::into));
+    match json {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name} (child): {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The load options the benchmarks share: how many concurrent clients, how long to measure,
+/// how long to warm up first.
+#[derive(Debug, Clone)]
+pub struct Load {
+    /// Client counts, one cell each (`--clients 1,4,16`).
+    pub clients: Vec<usize>,
+    /// Measured time per run (`--duration SECS`).
+    pub duration: Duration,
+    /// Unmeasured time before each run (`--warmup SECS`).
+    pub warmup: Duration,
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Self {
+            clients: vec![1, 4, 16],
+            duration: Duration::from_secs(3),
+            warmup: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Load {
+    /// Takes `flag` (and its value) if it is one of these options: `Ok(false)` if not.
+    pub fn take(&mut self, flag: &str, flags: &mut Flags<'_>) -> Result<bool, BoxError> {
+        match flag {
+            "--clients" => self.clients = flags.counts(flag)?,
+            "--duration" => self.duration = flags.seconds(flag)?,
+            "--warmup" => self.warmup = flags.seconds(flag)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
 /// Reads `--flag value` and `--flag=value` arguments one flag at a time.
 pub struct Flags<'a> {
     args: std::slice::Iter<'a, String>,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sigil_e2e::DevDir;
-use sigil_e2e::bench::{self, BoxError, Flags, cell, fail, loadavg};
+use sigil_e2e::bench::{self, BoxError, Flags, Load, cell, fail, loadavg};
 use sigil_e2e::notary::{
     NotarySigner, Pki, Process, SERVER_CLIENT_CN, SignerApi, connect_signer, free_port,
     notary_key_id, read_audit_lines, require_notary, verify_notary_signature, wait_mtls,
@@ -52,9 +52,7 @@ const PAYLOAD_BYTES: usize = 1024;
 
 #[derive(Debug)]
 struct Options {
-    clients: Vec<usize>,
-    duration: Duration,
-    warmup: Duration,
+    load: Load,
     rounds: usize,
     client_threads: usize,
     sigild: Option<PathBuf>,
@@ -113,9 +111,7 @@ fn main() -> ExitCode {
 
 fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
     let mut o = Options {
-        clients: vec![1, 4, 16],
-        duration: Duration::from_secs(3),
-        warmup: Duration::from_millis(500),
+        load: Load::default(),
         rounds: 3,
         client_threads: 1,
         sigild: None,
@@ -126,11 +122,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
         let flag = flag.as_str();
         match flag {
             "-h" | "--help" => return Ok(None),
-            "--clients" => {
-                o.clients = flags.counts(flag)?;
-            }
-            "--duration" => o.duration = flags.seconds(flag)?,
-            "--warmup" => o.warmup = flags.seconds(flag)?,
+            _ if o.load.take(flag, &mut flags)? => {}
             "--rounds" => {
                 o.rounds = flags.positive(flag)?;
             }
@@ -142,7 +134,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
             other => return Err(fail(format!("unknown argument {other:?}"))),
         }
     }
-    if o.duration.is_zero() {
+    if o.load.duration.is_zero() {
         return Err(fail("--duration must be more than 0"));
     }
     Ok(Some(o))
@@ -321,8 +313,8 @@ async fn measure(
     }
     let before = Cpu::now(target.pid);
     let start = Instant::now();
-    let measure_from = start + o.warmup;
-    let end = measure_from + o.duration;
+    let measure_from = start + o.load.warmup;
+    let end = measure_from + o.load.duration;
     let tasks: Vec<_> = apis
         .into_iter()
         .map(|api| {
@@ -343,7 +335,7 @@ async fn measure(
         total += n;
     }
     let after = Cpu::now(target.pid);
-    let seconds = o.duration.as_secs_f64();
+    let seconds = o.load.duration.as_secs_f64();
     latencies.sort_unstable();
     let quantile = |q: f64| {
         latencies
@@ -434,7 +426,7 @@ fn run(o: &Options) -> Result<(), BoxError> {
             key_id: &b_id,
         };
         let mut runs = Vec::new();
-        for &n in &o.clients {
+        for &n in &o.load.clients {
             for round in 0..o.rounds {
                 // Alternate which goes first, so drifting load hits both alike.
                 let order = if round % 2 == 0 { [a, b] } else { [b, a] };
@@ -450,6 +442,7 @@ fn run(o: &Options) -> Result<(), BoxError> {
         .filter(|l| l.op == "sign")
         .count();
     let runs: Vec<RunResult> = o
+        .load
         .clients
         .iter()
         .flat_map(|&n| {
@@ -461,6 +454,7 @@ fn run(o: &Options) -> Result<(), BoxError> {
         .flatten()
         .collect();
     let ratios: Vec<Ratio> = o
+        .load
         .clients
         .iter()
         .filter_map(|&n| {
@@ -482,8 +476,8 @@ fn run(o: &Options) -> Result<(), BoxError> {
         loadavg_before,
         loadavg_after: loadavg(),
         payload_bytes: content.len(),
-        duration_s: o.duration.as_secs_f64(),
-        warmup_s: o.warmup.as_secs_f64(),
+        duration_s: o.load.duration.as_secs_f64(),
+        warmup_s: o.load.warmup.as_secs_f64(),
         client_threads: o.client_threads,
         rounds: o.rounds,
         sigild_audit_lines,

@@ -31,7 +31,9 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use sigil_e2e::bench::{self, BoxError, Flags, Latencies, Tally, cell, fail, loadavg, seconds};
+use sigil_e2e::bench::{
+    self, BoxError, Flags, Latencies, Load, Tally, cell, fail, loadavg, seconds,
+};
 use sigil_proto::sigil_v1 as pb;
 use sigil_proto::sigil_v1::keys_client::KeysClient;
 use sigil_proto::sigil_v1::signer_client::SignerClient;
@@ -80,9 +82,7 @@ usage: sigil-bench [options]
 /// Command-line options.
 #[derive(Debug, Clone)]
 struct Options {
-    clients: Vec<usize>,
-    duration: Duration,
-    warmup: Duration,
+    load: Load,
     client_threads: usize,
     only: Option<Mode>,
     rpc_only: bool,
@@ -188,31 +188,14 @@ struct WakeCost {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(IN_PROCESS_FLAG) {
-        return match in_process_child(&args[1..]) {
-            Ok(result) => match serde_json::to_string(&result) {
-                Ok(json) => {
-                    println!("{json}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("sigil-bench (in-process): {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            Err(e) => {
-                eprintln!("sigil-bench (in-process): {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return bench::child_main("sigil-bench", || in_process_child(&args[1..]));
     }
     bench::main("sigil-bench", USAGE, &args, parse_args, run)
 }
 
 fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
     let mut o = Options {
-        clients: vec![1, 4, 16],
-        duration: Duration::from_secs(3),
-        warmup: Duration::from_millis(500),
+        load: Load::default(),
         client_threads: 1,
         only: None,
         rpc_only: false,
@@ -227,11 +210,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
         let flag = flag.as_str();
         match flag {
             "-h" | "--help" => return Ok(None),
-            "--clients" => {
-                o.clients = flags.counts(flag)?;
-            }
-            "--duration" => o.duration = flags.seconds(flag)?,
-            "--warmup" => o.warmup = flags.seconds(flag)?,
+            _ if o.load.take(flag, &mut flags)? => {}
             "--pause" => o.pause = flags.seconds(flag)?,
             "--client-threads" => {
                 o.client_threads = flags.positive(flag)?;
@@ -253,7 +232,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
             other => return Err(fail(format!("unknown argument {other:?}"))),
         }
     }
-    if o.duration.is_zero() {
+    if o.load.duration.is_zero() {
         return Err(fail("--duration must be more than 0"));
     }
     Ok(Some(o))
@@ -292,7 +271,7 @@ fn run(o: &Options) -> Result<(), BoxError> {
         if o.repeat > 1 {
             eprintln!("sigil-bench: round {} of {}", round + 1, o.repeat);
         }
-        for &n in &o.clients {
+        for &n in &o.load.clients {
             if o.only != Some(Mode::Sigild) {
                 let r = in_process_run(&dir_path, n, o)?;
                 progress(&r);
@@ -339,8 +318,8 @@ fn run(o: &Options) -> Result<(), BoxError> {
             loadavg_after: loadavg(),
             wake_round_trip,
         },
-        duration_s: o.duration.as_secs_f64(),
-        warmup_s: o.warmup.as_secs_f64(),
+        duration_s: o.load.duration.as_secs_f64(),
+        warmup_s: o.load.warmup.as_secs_f64(),
         client_threads: o.client_threads,
         added_p50_us_at_1: ratios
             .iter()
@@ -767,7 +746,10 @@ async fn sigild_run(
             .map_err(|e| fail(format!("{}: {e}", mode.as_str())))?;
     }
     let start = Instant::now();
-    let window = (start + o.warmup, start + o.warmup + o.duration);
+    let window = (
+        start + o.load.warmup,
+        start + o.load.warmup + o.load.duration,
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for (c, mut caller) in callers.into_iter().enumerate() {
         tasks.spawn(async move {
@@ -805,13 +787,13 @@ async fn sigild_run(
     while let Some(t) = tasks.join_next().await {
         tallies.push(t?);
     }
-    let mut r = summarize(mode, clients, o.duration, tallies)?;
+    let mut r = summarize(mode, clients, o.load.duration, tallies)?;
     r.client_cpu_us = bench::per_operation_us(cpu0.0, cpu1.0, r.signatures);
     r.daemon_cpu_us = bench::per_operation_us(cpu0.1, cpu1.1, r.signatures);
     r.other_cpu_pct = bench::others_cpu_pct(
         (cpu0.2, cpu1.2),
         &[(cpu0.0, cpu1.0), (cpu0.1, cpu1.1)],
-        o.duration,
+        o.load.duration,
     );
     Ok(r)
 }
@@ -877,8 +859,8 @@ fn in_process_run(dir: &Path, clients: usize, o: &Options) -> Result<RunResult, 
         .arg(IN_PROCESS_FLAG)
         .arg(dir)
         .arg(clients.to_string())
-        .arg(o.warmup.as_secs_f64().to_string())
-        .arg(o.duration.as_secs_f64().to_string())
+        .arg(o.load.warmup.as_secs_f64().to_string())
+        .arg(o.load.duration.as_secs_f64().to_string())
         .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())

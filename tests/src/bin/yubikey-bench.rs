@@ -24,7 +24,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sigil_e2e::bench::{self, BoxError, Flags, Latencies, Tally, fail, loadavg, seconds};
+use sigil_e2e::bench::{self, BoxError, Flags, Latencies, Load, Tally, fail, loadavg, seconds};
 use sigil_e2e::notary::Process;
 use sigil_e2e::yubikey::{DEFAULT_PIN, VirtualYubikey, find_slot, vyubikey_bin};
 use sigil_proto::sigil_v1 as pb;
@@ -57,9 +57,7 @@ usage: yubikey-bench [options]          (root: the virtual card runs in its own 
 
 #[derive(Debug, Clone)]
 struct Options {
-    clients: Vec<usize>,
-    duration: Duration,
-    warmup: Duration,
+    load: Load,
     repeat: usize,
     sigild: Option<PathBuf>,
     physical: Option<u32>,
@@ -105,31 +103,18 @@ struct Report {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(IN_PROCESS_FLAG) {
-        return match in_process_child(&args[1..]) {
-            Ok(result) => match serde_json::to_string(&result) {
-                Ok(json) => {
-                    println!("{json}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("yubikey-bench child: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            Err(e) => {
-                eprintln!("yubikey-bench child: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return bench::child_main("yubikey-bench", || in_process_child(&args[1..]));
     }
     bench::main("yubikey-bench", USAGE, &args, parse_args, run)
 }
 
 fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
     let mut o = Options {
-        clients: vec![1, 4],
-        duration: Duration::from_secs(5),
-        warmup: Duration::from_secs(1),
+        load: Load {
+            clients: vec![1, 4],
+            duration: Duration::from_secs(5),
+            warmup: Duration::from_secs(1),
+        },
         repeat: 3,
         sigild: None,
         physical: None,
@@ -141,11 +126,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
         let flag = flag.as_str();
         match flag {
             "-h" | "--help" => return Ok(None),
-            "--clients" => {
-                o.clients = flags.counts(flag)?;
-            }
-            "--duration" => o.duration = flags.seconds(flag)?,
-            "--warmup" => o.warmup = flags.seconds(flag)?,
+            _ if o.load.take(flag, &mut flags)? => {}
             "--repeat" => {
                 o.repeat = flags.positive(flag)?;
             }
@@ -276,7 +257,7 @@ fn run(o: &Options) -> Result<(), BoxError> {
         progress(round, &r);
         all.push(r);
         let daemon = start_sigild(&device, &sigild, dir.path(), &config)?;
-        for &clients in &o.clients {
+        for &clients in &o.load.clients {
             let r = rt.block_on(sigild_run(
                 &socket,
                 daemon.pid(),
@@ -295,8 +276,8 @@ fn run(o: &Options) -> Result<(), BoxError> {
     let one = runs.iter().find(|r| r.mode == "sigild" && r.clients == 1);
     let report = Report {
         device: device.description.clone(),
-        duration_s: o.duration.as_secs_f64(),
-        warmup_s: o.warmup.as_secs_f64(),
+        duration_s: o.load.duration.as_secs_f64(),
+        warmup_s: o.load.warmup.as_secs_f64(),
         throughput_ratio: inproc.zip(one).map(|(a, b)| b.per_second / a.per_second),
         added_p50_us: inproc.zip(one).map(|(a, b)| b.p50_us - a.p50_us),
         runs,
@@ -414,7 +395,10 @@ async fn sigild_run(
         signers.push(signer);
     }
     let start = Instant::now();
-    let window = (start + o.warmup, start + o.warmup + o.duration);
+    let window = (
+        start + o.load.warmup,
+        start + o.load.warmup + o.load.duration,
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for mut signer in signers {
         let request = request.clone();
@@ -442,7 +426,7 @@ async fn sigild_run(
     while let Some(t) = tasks.join_next().await {
         tallies.push(t?);
     }
-    let mut r = summarize("sigild", clients, o.duration, tallies)?;
+    let mut r = summarize("sigild", clients, o.load.duration, tallies)?;
     r.daemon_cpu_us = cpu0
         .zip(cpu1)
         .filter(|_| r.signatures > 0)
@@ -466,8 +450,8 @@ fn in_process_run(
         .arg(slot)
         .arg(key_id)
         .arg(hex::encode(digest))
-        .arg(o.warmup.as_secs_f64().to_string())
-        .arg(o.duration.as_secs_f64().to_string())
+        .arg(o.load.warmup.as_secs_f64().to_string())
+        .arg(o.load.duration.as_secs_f64().to_string())
         .env("YUBIKEY_BENCH_PIN", &o.pin)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
