@@ -414,6 +414,7 @@ mod tests {
             tls_client: None,
             trust_dir: PathBuf::from("/tmp"),
             pins: BTreeMap::new(),
+            pinned_cas: BTreeMap::new(),
             disable_tofu: false,
         })
         .expect("client")
@@ -492,6 +493,7 @@ mod tests {
             tls_client: None,
             trust_dir: PathBuf::from("/tmp"),
             pins: BTreeMap::new(),
+            pinned_cas: BTreeMap::new(),
             disable_tofu: false,
         }
     }

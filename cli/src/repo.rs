@@ -15,6 +15,7 @@ use sigil_tuf::schema::timestamp::Timestamp;
 use sigil_tuf::schema::{Root, Snapshot, Targets, peek_version};
 use sigil_tuf::verify::is_skippable;
 use sigil_tuf::verify::verify_signatures;
+use sigil_tuf::x509::Certificate;
 use sigil_tuf::{
     CollectionEditor, CollectionKeys, Metadata, PriorVersions, RoleType, RootTrust,
     SignedCollection, Signer, Updater, VerifiedCollection,
@@ -96,11 +97,21 @@ impl Repo {
         }
     }
 
-    /// How a root never seen before is trusted: pinned key ids for this GUN, else trust on
-    /// first use unless the config disables it.
+    /// How a root never seen before is trusted, in notary's order: pinned key ids for this
+    /// GUN, else a CA pinned for the longest prefix of it, else trust on first use unless the
+    /// config disables it.
     fn first_use(&self) -> Result<RootTrust, Error> {
         if let Some(ids) = self.settings.pins.get(&self.gun) {
             return Ok(RootTrust::Pinned(ids.clone()));
+        }
+        if let Some(path) = self.settings.pinned_ca(&self.gun) {
+            let bad = |reason: String| Error::Config {
+                path: path.to_owned(),
+                reason: format!("trust_pinning.ca for {}: {reason}", self.gun),
+            };
+            let pem = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+            let cas = Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+            return Ok(RootTrust::PinnedCa(cas));
         }
         if self.settings.disable_tofu {
             return Err(Error::Config {

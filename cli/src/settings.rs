@@ -10,6 +10,7 @@
 //!   "remote_server": { "url": "https://notary.example.com", "root_ca": "ca.crt",
 //!                      "tls_client_cert": "client.crt", "tls_client_key": "client.key" },
 //!   "trust_pinning": { "certs": { "example.com/app": ["<root key id>"] },
+//!                      "ca": { "example.com/": "root-ca.crt" },
 //!                      "disable_tofu": false } }
 //! ```
 //!
@@ -40,6 +41,8 @@ pub(crate) struct Settings {
     pub(crate) trust_dir: PathBuf,
     /// Root key ids pinned per GUN (`trust_pinning.certs`).
     pub(crate) pins: BTreeMap<String, Vec<String>>,
+    /// CA bundles pinned per GUN prefix (`trust_pinning.ca`), paths resolved.
+    pub(crate) pinned_cas: BTreeMap<String, PathBuf>,
     /// Refuse trust on first use for collections without a pin.
     pub(crate) disable_tofu: bool,
 }
@@ -73,6 +76,8 @@ struct TrustPinning {
     #[serde(default)]
     certs: BTreeMap<String, Vec<String>>,
     #[serde(default)]
+    ca: BTreeMap<String, String>,
+    #[serde(default)]
     disable_tofu: bool,
 }
 
@@ -98,6 +103,15 @@ fn resolve_path(text: &str, base: &Path) -> PathBuf {
 }
 
 impl Settings {
+    /// The CA bundle pinned for `gun`: the longest `trust_pinning.ca` prefix it starts with.
+    pub(crate) fn pinned_ca(&self, gun: &str) -> Option<&Path> {
+        self.pinned_cas
+            .iter()
+            .filter(|(prefix, _)| gun.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, path)| path.as_path())
+    }
+
     /// Resolves the settings from the global flags and the config file.
     pub(crate) fn resolve(global: &GlobalArgs) -> Result<Self, Error> {
         let config_path = match &global.config {
@@ -182,6 +196,12 @@ impl Settings {
             tls_client,
             trust_dir,
             pins: file.trust_pinning.certs,
+            pinned_cas: file
+                .trust_pinning
+                .ca
+                .into_iter()
+                .map(|(prefix, path)| (prefix, resolve_path(&path, base)))
+                .collect(),
             disable_tofu: file.trust_pinning.disable_tofu,
         })
     }
@@ -226,6 +246,29 @@ mod tests {
         assert_eq!(s.server, "https://flag:1");
         assert_eq!(s.tls_ca, Some(PathBuf::from("my.crt")));
         assert_eq!(s.trust_dir, PathBuf::from("/td"));
+    }
+
+    #[test]
+    fn the_longest_pinned_ca_prefix_wins_and_its_path_resolves_against_the_file() {
+        let file: FileConfig = serde_json::from_str(
+            r#"{"trust_pinning":{"ca":{"example.com/":"all.crt",
+                "example.com/team/":"/abs/team.crt","":"any.crt"}}}"#,
+        )
+        .expect("config");
+        let s = Settings::from_parts(&global(&["-d", "/td"]), file, Path::new("/etc/s"), None)
+            .expect("settings");
+        let ca = |gun| s.pinned_ca(gun).map(Path::to_path_buf);
+        assert_eq!(ca("example.com/team/app"), Some("/abs/team.crt".into()));
+        assert_eq!(ca("example.com/app"), Some("/etc/s/all.crt".into()));
+        assert_eq!(ca("other.org/app"), Some("/etc/s/any.crt".into()));
+        let none = Settings::from_parts(
+            &global(&["-d", "/td"]),
+            FileConfig::default(),
+            Path::new("."),
+            None,
+        )
+        .expect("settings");
+        assert_eq!(none.pinned_ca("example.com/app"), None);
     }
 
     #[test]

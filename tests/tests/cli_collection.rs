@@ -25,9 +25,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use sigil_e2e::notary::{
-    CommandOutput, NotaryClient, NotaryServer, Pki, SERVER_CLIENT_CN, SignedDoc, TrustService,
-    connect_signer, free_port, https_request, read_audit_lines, require_notary, sigild_notary_toml,
-    wait_mtls,
+    CLIENT_PASSPHRASES, CommandOutput, NotaryClient, NotaryServer, Pki, SERVER_CLIENT_CN,
+    SignedDoc, TrustService, connect_signer, free_port, https_request, read_audit_lines,
+    require_notary, sigild_notary_toml, wait_mtls,
 };
 use sigil_e2e::{
     DAEMON_TIMEOUT, DEV_BACKEND, Daemon, DevDir, OTHER_GID, OTHER_UID, read_text, sha256_hex,
@@ -726,6 +726,242 @@ fn with_the_server_down_reads_fail_unless_offline_which_verifies_the_cache_again
     let status = sigil.json(&["status", gun]);
     assert_eq!(status.as_array().map(Vec::len), Some(1), "{status}");
     drop(daemon);
+}
+
+/// Runs openssl with `args` in `dir`, panicking with its output when it fails.
+fn openssl_in(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running openssl");
+    assert!(
+        output.status.success(),
+        "openssl {}:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A CA (P-384, signing with SHA-384) and a P-256 root key certificate it issued for GUN
+/// `leaf_cn` with extended key usage `eku`: `NAME-ca.crt`, `NAME-leaf.crt`, and the key as
+/// notary imports it (encrypted under the root passphrase), `NAME-leaf.enc.key`.
+fn ca_and_root_key(dir: &Path, name: &str, leaf_cn: &str, eku: &str) {
+    let ca_key = format!("{name}-ca.key");
+    let ca_crt = format!("{name}-ca.crt");
+    openssl_in(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "secp384r1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &ca_key,
+        ],
+    );
+    openssl_in(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &ca_key,
+            "-sha384",
+            "-days",
+            "30",
+            "-subj",
+            &format!("/CN={name} root CA"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-out",
+            &ca_crt,
+        ],
+    );
+    let leaf_key = format!("{name}-leaf.key");
+    let csr = format!("{name}-leaf.csr");
+    let ext = format!("{name}-leaf.ext");
+    fs::write(
+        dir.join(&ext),
+        format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage={eku}\n"
+        ),
+    )
+    .expect("ext file");
+    openssl_in(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &leaf_key,
+        ],
+    );
+    openssl_in(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            &leaf_key,
+            "-subj",
+            &format!("/CN={}", leaf_cn.replace('/', "\\/")),
+            "-out",
+            &csr,
+        ],
+    );
+    openssl_in(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_crt,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-sha384",
+            "-days",
+            "20",
+            "-extfile",
+            &ext,
+            "-out",
+            &format!("{name}-leaf.crt"),
+        ],
+    );
+    // notary imports only encrypted root keys (PKCS#8, PBKDF2 with HMAC-SHA1), under its
+    // root passphrase.
+    let (_, root_passphrase) = CLIENT_PASSPHRASES[0];
+    openssl_in(
+        dir,
+        &[
+            "pkcs8",
+            "-topk8",
+            "-in",
+            &leaf_key,
+            "-v2",
+            "aes-256-cbc",
+            "-v2prf",
+            "hmacWithSHA1",
+            "-passout",
+            &format!("pass:{root_passphrase}"),
+            "-out",
+            &format!("{name}-leaf.enc.key"),
+        ],
+    );
+}
+
+/// `trust_pinning.ca` in config.json: a collection whose root key certificate was issued by
+/// the CA pinned for the GUN's prefix is trusted on first sight, one from another CA is
+/// refused naming the pin, and the real notary client with the same config agrees both ways.
+#[test]
+fn a_ca_pinned_for_the_gun_prefix_decides_first_trust_as_for_the_notary_client() {
+    let env = Env::start("");
+    let gun = "e2e.example/ca-pinned/app";
+    let pki = env.dir("root-pki");
+    ca_and_root_key(&pki, "good", gun, "serverAuth,codeSigning");
+    ca_and_root_key(&pki, "other", "nobody", "serverAuth");
+    // As `notary init` makes them: code signing only.
+    let gun_code = "e2e.example/ca-pinned/code-signing-only";
+    ca_and_root_key(&pki, "code", gun_code, "codeSigning");
+    let path = |f: &str| pki.join(f).to_str().expect("utf8").to_owned();
+    let writer = env.notary("notary-writer");
+    let hello = b"signed under a CA-issued root key\n".to_vec();
+    let hello_path = env.target("hello.txt", &hello);
+    writer.ok(&[
+        "init",
+        gun,
+        "--rootkey",
+        &path("good-leaf.enc.key"),
+        "--rootcert",
+        &path("good-leaf.crt"),
+    ]);
+    writer.ok(&["add", gun, "hello.txt", hello_path.to_str().expect("utf8")]);
+    writer.ok(&["publish", gun]);
+    writer.ok(&[
+        "init",
+        gun_code,
+        "--rootkey",
+        &path("code-leaf.enc.key"),
+        "--rootcert",
+        &path("code-leaf.crt"),
+        "-p",
+    ]);
+
+    let config = |name: &str, ca: &str| {
+        let file = pki.join(format!("{name}.json"));
+        let json = serde_json::json!({ "trust_pinning": { "ca": {
+            "e2e.example/ca-pinned/": ca, "e2e.example/": path("other-ca.crt") } } });
+        fs::write(&file, json.to_string()).expect("config");
+        file.to_str().expect("utf8").to_owned()
+    };
+    // The longest prefix decides: the good CA, although e2e.example/ pins the other one.
+    let pinned_good = config("pinned-good", &path("good-ca.crt"));
+    let pinned_other = config("pinned-other", &path("other-ca.crt"));
+    let want = expected(&[("hello.txt", &hello, "targets")]);
+
+    let sigil = env.sigil("sigil-good");
+    let listed = sigil.json(&["-c", &pinned_good, "list", gun]);
+    assert_eq!(sigil_rows(&listed), want);
+    let notary_good = env.notary("notary-good");
+    assert_eq!(
+        notary_rows(&notary_good.ok(&["-c", &pinned_good, "list", gun])),
+        want
+    );
+
+    let refused = env.sigil("sigil-other");
+    let err = refused.fails(&["-c", &pinned_other, "list", gun]);
+    assert!(
+        err.contains("none of its root keys is pinned")
+            && err.contains("not issued by the pinned CA"),
+        "{err}"
+    );
+    assert!(
+        !refused
+            .trust
+            .join("tuf")
+            .join(gun)
+            .join("metadata/root.json")
+            .exists(),
+        "a refused root must not be cached"
+    );
+    let notary_other = env.notary("notary-other");
+    let out = notary_other.run(&["-c", &pinned_other, "list", gun]);
+    assert!(!out.status.success(), "notary accepted:\n{}", out.stdout);
+
+    // A CA-issued root certificate without serverAuth does not chain, for either client.
+    let pinned_code = config("pinned-code", &path("code-ca.crt"));
+    let err = env
+        .sigil("sigil-code")
+        .fails(&["-c", &pinned_code, "list", gun_code]);
+    assert!(err.contains("without serverAuth"), "{err}");
+    let out = env
+        .notary("notary-code")
+        .run(&["-c", &pinned_code, "list", gun_code]);
+    assert!(!out.status.success(), "notary accepted:\n{}", out.stdout);
+
+    // A CA file that is not one is a configuration error naming it.
+    let junk = pki.join("junk.crt");
+    fs::write(&junk, "not a certificate\n").expect("write");
+    let pinned_junk = config("pinned-junk", junk.to_str().expect("utf8"));
+    let err = env
+        .sigil("sigil-junk")
+        .fails(&["-c", &pinned_junk, "list", gun]);
+    assert!(
+        err.contains("junk.crt") && err.contains("trust_pinning.ca"),
+        "{err}"
+    );
 }
 
 /// `sigil delegation purge`: a key shared by two delegations is removed from both in one

@@ -22,6 +22,7 @@ use crate::schema::{
     FileMeta, Metadata, Role, RoleType, Root, Signed, Snapshot, Targets, Timestamp, TufKey,
     check_delegation_name, check_targets_role, parent_role, peek_version,
 };
+use crate::x509::Certificate;
 
 /// How the first root given to an [`Updater`] is trusted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,19 @@ pub enum RootTrust {
     /// Like [`RootTrust::FirstUse`], but only root keys whose TUF or canonical key id is in the
     /// list count (Notary's `trust_pinning.certs`).
     Pinned(Vec<String>),
+    /// Like [`RootTrust::FirstUse`], but only root keys whose certificate chains to one of these
+    /// CA certificates now count (Notary's `trust_pinning.ca`).
+    PinnedCa(Vec<Certificate>),
+}
+
+/// Which of a new root's own keys may count towards its threshold.
+enum RootKeys<'a> {
+    /// All of them.
+    All,
+    /// Those whose TUF or canonical key id is listed.
+    Ids(&'a [String]),
+    /// Those whose certificate chains to one of these CAs.
+    IssuedBy(&'a [Certificate]),
 }
 
 /// Versions trusted before this update (from the trust dir's cache): anything older is a
@@ -217,27 +231,54 @@ fn check_root_self(
     root: &Metadata<Root>,
     gun: &str,
     cert_time: Option<SystemTime>,
-    pins: Option<&[String]>,
+    counted: &RootKeys<'_>,
 ) -> Result<()> {
     let body = root.body();
     body.validate()?;
     let mut keys = body.role_keys(RoleType::Root);
-    if let Some(pins) = pins {
-        keys.retain(|(id, key)| {
-            pins.iter()
-                .any(|p| p == id || key.canonical_id().is_ok_and(|c| c == *p))
-        });
-        if keys.is_empty() {
-            return Err(Error::NotPinned {
-                version: body.version,
-                reason: format!(
-                    "pinned {}; root keys are {}",
-                    pins.join(", "),
-                    body.role(RoleType::Root)
-                        .map(|r| r.keyids.join(", "))
-                        .unwrap_or_default()
-                ),
+    let key_ids = || {
+        body.role(RoleType::Root)
+            .map(|r| r.keyids.join(", "))
+            .unwrap_or_default()
+    };
+    match counted {
+        RootKeys::All => {}
+        RootKeys::Ids(pins) => {
+            keys.retain(|(id, key)| {
+                pins.iter()
+                    .any(|p| p == id || key.canonical_id().is_ok_and(|c| c == *p))
             });
+            if keys.is_empty() {
+                return Err(Error::NotPinned {
+                    version: body.version,
+                    reason: format!("pinned {}; root keys are {}", pins.join(", "), key_ids()),
+                });
+            }
+        }
+        RootKeys::IssuedBy(cas) => {
+            let now = cert_time.unwrap_or_else(SystemTime::now);
+            let mut why = Vec::new();
+            keys.retain(|(id, key)| {
+                let verdict = match key.certificate_chain() {
+                    Ok(chain) => match chain.split_first() {
+                        Some((leaf, intermediates)) => leaf.chains_to(intermediates, cas, now),
+                        None => Err(format!("{} is not a certificate", key.keytype)),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                verdict
+                    .map_err(|e| why.push(format!("key {id}: {e}")))
+                    .is_ok()
+            });
+            if keys.is_empty() {
+                return Err(Error::NotPinned {
+                    version: body.version,
+                    reason: format!(
+                        "no root key's certificate chains to the pinned CA ({})",
+                        why.join("; ")
+                    ),
+                });
+            }
         }
     }
     let threshold = body.role(RoleType::Root).map_or(0, |r| r.threshold);
@@ -271,9 +312,14 @@ impl Updater {
     pub fn new(gun: &str, root: Vec<u8>, trust: RootTrust, now: SystemTime) -> Result<Self> {
         let root = Metadata::<Root>::from_bytes("root", root)?;
         match &trust {
-            RootTrust::Cached => check_root_self(&root, gun, None, None)?,
-            RootTrust::FirstUse => check_root_self(&root, gun, Some(now), None)?,
-            RootTrust::Pinned(pins) => check_root_self(&root, gun, Some(now), Some(pins))?,
+            RootTrust::Cached => check_root_self(&root, gun, None, &RootKeys::All)?,
+            RootTrust::FirstUse => check_root_self(&root, gun, Some(now), &RootKeys::All)?,
+            RootTrust::Pinned(pins) => {
+                check_root_self(&root, gun, Some(now), &RootKeys::Ids(pins))?;
+            }
+            RootTrust::PinnedCa(cas) => {
+                check_root_self(&root, gun, Some(now), &RootKeys::IssuedBy(cas))?;
+            }
         }
         Ok(Self {
             gun: gun.to_owned(),
@@ -349,7 +395,7 @@ impl Updater {
                 reason: reasons.join("; "),
             });
         }
-        check_root_self(&new, &self.gun, Some(self.now), None)?;
+        check_root_self(&new, &self.gun, Some(self.now), &RootKeys::All)?;
         // Fast-forward recovery: new timestamp/snapshot keys reset their rollback baselines.
         for role in [RoleType::Timestamp, RoleType::Snapshot] {
             if old.role(role).map(|r| &r.keyids) != new.body().role(role).map(|r| &r.keyids) {

@@ -30,9 +30,16 @@ const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 const OID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
 const OID_EXT_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
 const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
+const OID_SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
+const OID_ANY_EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0");
 const OID_CODE_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
 const OID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 const OID_RSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+const OID_ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
+const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const OID_SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+/// Most certificates between a root key's certificate and a pinned CA.
+const MAX_CHAIN: usize = 5;
 /// Signature algorithms the notary client refuses in root certificates.
 const SHA1_ALGORITHMS: [ObjectIdentifier; 3] = [
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.5"), // sha1WithRSAEncryption
@@ -64,6 +71,20 @@ impl Certificate {
         let inner = x509_cert::Certificate::from_pem(first.trim().as_bytes())
             .map_err(|e| Error::cert(format!("not a PEM certificate: {e}")))?;
         Ok(Self { inner })
+    }
+
+    /// Every `CERTIFICATE` block of PEM text, in order (a CA bundle, or a root key's
+    /// certificate followed by its intermediates). No block is an error.
+    pub fn from_pem_bundle(pem: &str) -> Result<Vec<Self>> {
+        const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+        let certs = pem
+            .match_indices(BEGIN)
+            .map(|(i, _)| Self::from_pem(&pem[i..]))
+            .collect::<Result<Vec<_>>>()?;
+        if certs.is_empty() {
+            return Err(Error::cert("no CERTIFICATE block in the PEM text"));
+        }
+        Ok(certs)
     }
 
     /// Parses DER.
@@ -209,6 +230,17 @@ impl Certificate {
 
     /// Verifies the certificate's signature with its own key (ECDSA-SHA256 or RSA-SHA256).
     pub fn verify_self_signed(&self) -> Result<()> {
+        self.verify_signed_by(self)
+            .map_err(|e| Error::cert(format!("self-signature: {e}")))
+    }
+
+    /// Whether `issuer` issued this certificate: its subject is this one's issuer and its key
+    /// verifies this one's signature (ECDSA P-256 with SHA-256, P-384 with SHA-384, or RSA
+    /// PKCS#1 v1.5 with SHA-256).
+    pub fn verify_signed_by(&self, issuer: &Certificate) -> Result<()> {
+        if issuer.inner.tbs_certificate.subject != self.inner.tbs_certificate.issuer {
+            return Err(Error::cert("issuer name does not match"));
+        }
         let tbs = self
             .inner
             .tbs_certificate
@@ -219,28 +251,117 @@ impl Certificate {
             .signature
             .as_bytes()
             .ok_or_else(|| Error::cert("signature is not whole bytes"))?;
-        let key = self.public_key()?;
         let oid = self.inner.signature_algorithm.oid;
-        let ok = match &key {
-            PublicKey::EcdsaP256(_) if oid == OID_ECDSA_SHA256 => key.verify(&tbs, sig).is_ok(),
-            PublicKey::Rsa(k) if oid == OID_RSA_SHA256 => k
-                .verify(
-                    rsa::Pkcs1v15Sign::new::<Sha256>(),
-                    &Sha256::digest(&tbs),
-                    sig,
-                )
-                .is_ok(),
-            _ => {
-                return Err(Error::cert(format!(
-                    "unsupported signature algorithm {oid}"
-                )));
+        let ok = if oid == OID_ECDSA_SHA384 {
+            use p384::ecdsa::signature::Verifier as _;
+            let key = issuer.p384_key()?;
+            let sig = p384::ecdsa::Signature::from_der(sig)
+                .map_err(|e| Error::cert(format!("malformed ECDSA signature: {e}")))?;
+            key.verify(&tbs, &sig).is_ok()
+        } else {
+            match issuer.public_key()? {
+                key @ PublicKey::EcdsaP256(_) if oid == OID_ECDSA_SHA256 => {
+                    key.verify(&tbs, sig).is_ok()
+                }
+                PublicKey::Rsa(k) if oid == OID_RSA_SHA256 => k
+                    .verify(
+                        rsa::Pkcs1v15Sign::new::<Sha256>(),
+                        &Sha256::digest(&tbs),
+                        sig,
+                    )
+                    .is_ok(),
+                key => {
+                    return Err(Error::cert(format!(
+                        "unsupported signature algorithm {oid} for a {} key",
+                        key.algorithm()
+                    )));
+                }
             }
         };
         if ok {
             Ok(())
         } else {
-            Err(Error::cert("self-signature does not verify"))
+            Err(Error::cert("signature does not verify"))
         }
+    }
+
+    /// The certified key as P-384, for CAs that sign with ECDSA-SHA384.
+    fn p384_key(&self) -> Result<p384::ecdsa::VerifyingKey> {
+        let spki = &self.inner.tbs_certificate.subject_public_key_info;
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+        if spki.algorithm.oid != OID_EC_PUBLIC_KEY || curve != Some(OID_SECP384R1) {
+            return Err(Error::cert(
+                "ECDSA-SHA384 signature from a key that is not P-384",
+            ));
+        }
+        let point = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or_else(|| Error::cert("public key is not whole bytes"))?;
+        p384::ecdsa::VerifyingKey::from_sec1_bytes(point)
+            .map_err(|e| Error::cert(format!("P-384 key: {e}")))
+    }
+
+    /// Whether an ExtendedKeyUsage extension, if any, allows server authentication. The notary
+    /// client checks pinned-CA chains with Go's x509 verification and no usage given, which
+    /// means server authentication: a root certificate whose EKU lists only codeSigning (as
+    /// `notary init` makes them) does not chain for it.
+    fn allows_server_auth(&self) -> bool {
+        match self.extension::<ExtendedKeyUsage>(OID_EXT_KEY_USAGE) {
+            Some((_, eku)) => eku
+                .0
+                .iter()
+                .any(|oid| *oid == OID_SERVER_AUTH || *oid == OID_ANY_EKU),
+            None => true,
+        }
+    }
+
+    /// Whether this certificate chains to one of `anchors` (a pinned CA bundle), through
+    /// `intermediates` (the certificates after it in a root key's PEM), with every certificate
+    /// on the way valid at `now`, every one but this a CA, and every one below the anchor
+    /// allowing server authentication (see `allows_server_auth`). The answer says why not.
+    pub fn chains_to(
+        &self,
+        intermediates: &[Certificate],
+        anchors: &[Certificate],
+        now: SystemTime,
+    ) -> std::result::Result<(), String> {
+        let valid_now = |c: &Certificate| c.not_before() <= now && now <= c.not_after();
+        if !self.allows_server_auth() {
+            return Err(format!(
+                "certificate for {:?} has an extended key usage without serverAuth, which a \
+                 pinned CA chain needs (as for the notary client)",
+                self.common_name().unwrap_or_default()
+            ));
+        }
+        let mut current = self;
+        for _ in 0..MAX_CHAIN {
+            if anchors
+                .iter()
+                .any(|ca| valid_now(ca) && current.verify_signed_by(ca).is_ok())
+            {
+                return Ok(());
+            }
+            match intermediates.iter().find(|i| {
+                !std::ptr::eq(*i, current)
+                    && i.is_ca()
+                    && i.allows_server_auth()
+                    && valid_now(i)
+                    && current.verify_signed_by(i).is_ok()
+            }) {
+                Some(next) => current = next,
+                None => break,
+            }
+        }
+        Err(format!(
+            "certificate for {:?} is not issued by the pinned CA (directly or through the \
+             certificates that follow it), or a certificate on the way is not valid now",
+            self.common_name().unwrap_or_default()
+        ))
     }
 }
 

@@ -196,6 +196,17 @@ impl TufKey {
             .map_err(|e| Error::key(&self.id(), e.to_string()))
     }
 
+    /// For x509 key types, the certificate followed by any others in the PEM (the
+    /// intermediates of a CA-issued root key); empty for bare keys.
+    pub fn certificate_chain(&self) -> Result<Vec<Certificate>> {
+        if !self.keytype.is_x509() {
+            return Ok(Vec::new());
+        }
+        let pem = String::from_utf8(self.public_bytes()?)
+            .map_err(|_| Error::key(&self.id(), "certificate PEM is not UTF-8"))?;
+        Certificate::from_pem_bundle(&pem).map_err(|e| Error::key(&self.id(), e.to_string()))
+    }
+
     /// The public key, checked against the key type.
     pub fn to_public_key(&self) -> Result<PublicKey> {
         let id = || self.id();
