@@ -391,6 +391,7 @@ impl DevDir {
             dir: self.dir.clone(),
             socket: self.socket(),
             max_message_bytes: None,
+            sessions: None,
             pin_file: self.user_pin_file(),
             module: PathBuf::from(SOFTHSM_MODULE),
             owner_rule: true,
@@ -449,6 +450,7 @@ pub struct ConfigBuilder {
     dir: PathBuf,
     socket: PathBuf,
     max_message_bytes: Option<usize>,
+    sessions: Option<usize>,
     pin_file: PathBuf,
     module: PathBuf,
     owner_rule: bool,
@@ -459,6 +461,12 @@ impl ConfigBuilder {
     /// `[server] max_message_bytes`.
     pub fn max_message_bytes(mut self, n: usize) -> Self {
         self.max_message_bytes = Some(n);
+        self
+    }
+
+    /// The backend's `sessions` (PKCS#11 sessions signing in parallel).
+    pub fn sessions(mut self, n: usize) -> Self {
+        self.sessions = Some(n);
         self
     }
 
@@ -510,6 +518,9 @@ impl ConfigBuilder {
             module = toml_path(&self.module),
             pin = toml_path(&self.pin_file),
         ));
+        if let Some(n) = self.sessions {
+            text.push_str(&format!("sessions = {n}\n"));
+        }
         if self.owner_rule {
             text.push_str(&format!(
                 "\n[[policy]]\nname = \"owner\"\nuids = [{uid}]\nkeys = [{{ gun = \"*\", role = \"*\" }}]\n\

@@ -1,12 +1,15 @@
 //! sigild under concurrent load: 16 clients, each on its own connection, make 500 ECDSA
 //! signatures apiece over distinct messages; every signature verifies and the audit log holds
-//! exactly one line per signature, each with the digest of what was signed.
+//! exactly one line per signature, each with the digest of what was signed. Once with the
+//! default single PKCS#11 session, once with four sessions while an RSA key is generated on
+//! the token at the same time.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use sigil_e2e::{DevDir, parse_public, read_audit, sha256};
+use sigil_e2e::{Daemon, DevDir, parse_public, read_audit, sha256};
 use sigil_proto::sigil_v1 as pb;
+use sigil_tuf::key::Algorithm;
 
 const CLIENTS: usize = 16;
 const SIGNATURES_PER_CLIENT: usize = 500;
@@ -15,6 +18,33 @@ const SIGNATURES_PER_CLIENT: usize = 500;
 async fn sixteen_clients_sign_8000_times_and_every_signature_is_audited_once() {
     let dir = DevDir::new();
     let daemon = dir.start();
+    assert_eq!(token_threads(&daemon), 1, "one session by default");
+    sign_under_load(daemon, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_four_sessions_signing_goes_on_while_a_key_is_generated() {
+    let dir = DevDir::new();
+    dir.init();
+    let config = dir.config().sessions(4).write("sessions.toml");
+    let daemon = dir.sigild_config(&config).spawn();
+    assert_eq!(token_threads(&daemon), 4, "sessions = 4");
+    sign_under_load(daemon, true).await;
+}
+
+/// How many PKCS#11 worker threads (named `pkcs11-<backend>-<n>`) sigild runs.
+fn token_threads(daemon: &Daemon) -> usize {
+    let tasks = format!("/proc/{}/task", daemon.pid());
+    std::fs::read_dir(&tasks)
+        .unwrap_or_else(|e| panic!("{tasks}: {e}"))
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("pkcs11-"))
+        .count()
+}
+
+/// The load, checked; with `generate_meanwhile`, an RSA-3072 key is generated while the
+/// clients sign, and must succeed too.
+async fn sign_under_load(daemon: Daemon, generate_meanwhile: bool) {
     let mut client = daemon.client().await;
     let keys = [
         client
@@ -51,6 +81,14 @@ async fn sixteen_clients_sign_8000_times_and_every_signature_is_audited_once() {
             (c, signed)
         }));
     }
+    let generated = generate_meanwhile.then(|| {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            client
+                .generate("targets/rsa", "example.com/app", pb::Algorithm::Rsa3072Pss)
+                .await
+        })
+    });
     let mut results = Vec::with_capacity(CLIENTS);
     for task in tasks {
         results.push(task.await.expect("signing task"));
@@ -101,6 +139,19 @@ async fn sixteen_clients_sign_8000_times_and_every_signature_is_audited_once() {
     for key in &keys {
         let n = signs.iter().filter(|r| r.key_id == key.key_id).count();
         assert_eq!(n, total / keys.len(), "lines for key {}", key.key_id);
+    }
+    if let Some(task) = generated {
+        let rsa = task.await.expect("generate task");
+        assert!(
+            matches!(parse_public(&rsa).algorithm(), Algorithm::Rsa3072Pss),
+            "an RSA key"
+        );
+        assert!(
+            audit
+                .iter()
+                .any(|r| r.op == "generate" && r.key_id == rsa.key_id && r.outcome == "ok"),
+            "the generation is audited"
+        );
     }
 
     drop(client);
