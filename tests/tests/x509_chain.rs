@@ -1,0 +1,204 @@
+//! `trust_pinning.ca`'s chain check (`sigil_tuf::x509::Certificate::chains_to`) on certificate
+//! hierarchies made by OpenSSL: a root key certificate issued by the pinned CA directly or
+//! through intermediates carried after it, and each way the chain must fail — another CA, a
+//! missing intermediate, an intermediate that is not a CA, an extended key usage without
+//! serverAuth, a CA that is not valid yet.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use sigil_tuf::x509::Certificate;
+
+/// Runs openssl in `dir`, panicking with its output when it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running openssl (apt-get install -y openssl)");
+    assert!(
+        output.status.success(),
+        "openssl {}:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A P-256 key `NAME.key`.
+fn key(dir: &Path, name: &str) {
+    let out = format!("{name}.key");
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &out,
+        ],
+    );
+}
+
+/// A self-signed CA certificate `NAME.crt` over `NAME.key`.
+fn self_signed_ca(dir: &Path, name: &str) {
+    key(dir, name);
+    let (k, c) = (format!("{name}.key"), format!("{name}.crt"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &k,
+            "-days",
+            "30",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-out",
+            &c,
+        ],
+    );
+}
+
+/// `NAME.crt`, CN `cn`, issued by `issuer` with the extensions in `ext` (openssl syntax,
+/// one per line).
+fn issue(dir: &Path, name: &str, cn: &str, issuer: &str, ext: &str) {
+    key(dir, name);
+    let (k, csr, extfile) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.ext"),
+    );
+    std::fs::write(dir.join(&extfile), ext).expect("ext file");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            &k,
+            "-subj",
+            &format!("/CN={}", cn.replace('/', "\\/")),
+            "-out",
+            &csr,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &format!("{issuer}.crt"),
+            "-CAkey",
+            &format!("{issuer}.key"),
+            "-CAcreateserial",
+            "-days",
+            "20",
+            "-extfile",
+            &extfile,
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+}
+
+fn cert(dir: &Path, name: &str) -> Certificate {
+    let pem = std::fs::read_to_string(dir.join(format!("{name}.crt"))).expect("certificate");
+    Certificate::from_pem(&pem).expect("parses")
+}
+
+const GUN: &str = "example.com/app";
+const LEAF: &str = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n";
+const CA: &str = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n";
+
+#[test]
+fn root_key_certificates_chain_to_the_pinned_ca_directly_or_through_intermediates() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    self_signed_ca(dir, "ca");
+    self_signed_ca(dir, "other-ca");
+    issue(dir, "direct", GUN, "ca", LEAF);
+    issue(dir, "intermediate", "intermediate", "ca", CA);
+    issue(dir, "via", GUN, "intermediate", LEAF);
+    issue(dir, "not-a-ca", "not a CA", "ca", LEAF);
+    issue(dir, "under-leaf", GUN, "not-a-ca", LEAF);
+    issue(
+        dir,
+        "code-signing",
+        GUN,
+        "ca",
+        &format!("{LEAF}extendedKeyUsage=codeSigning\n"),
+    );
+    issue(
+        dir,
+        "server-auth",
+        GUN,
+        "ca",
+        &format!("{LEAF}extendedKeyUsage=serverAuth,codeSigning\n"),
+    );
+
+    let now = SystemTime::now();
+    let ca = [cert(dir, "ca")];
+    let other = [cert(dir, "other-ca")];
+    let intermediate = cert(dir, "intermediate");
+
+    assert_eq!(cert(dir, "direct").chains_to(&[], &ca, now), Ok(()));
+    assert!(cert(dir, "direct").chains_to(&[], &other, now).is_err());
+    // A bundle with several CAs: any one will do.
+    let both = [other[0].clone(), ca[0].clone()];
+    assert_eq!(cert(dir, "direct").chains_to(&[], &both, now), Ok(()));
+
+    let via = cert(dir, "via");
+    assert_eq!(
+        via.chains_to(std::slice::from_ref(&intermediate), &ca, now),
+        Ok(())
+    );
+    let err = via
+        .chains_to(&[], &ca, now)
+        .expect_err("intermediate missing");
+    assert!(err.contains("not issued by the pinned CA"), "{err}");
+    // The intermediate itself is not a trust anchor for another hierarchy.
+    assert!(via.chains_to(&[intermediate], &other, now).is_err());
+
+    let under_leaf = cert(dir, "under-leaf");
+    assert!(
+        under_leaf
+            .chains_to(&[cert(dir, "not-a-ca")], &ca, now)
+            .is_err(),
+        "a certificate that is not a CA cannot be an intermediate"
+    );
+
+    let err = cert(dir, "code-signing")
+        .chains_to(&[], &ca, now)
+        .expect_err("codeSigning only");
+    assert!(err.contains("without serverAuth"), "{err}");
+    assert_eq!(cert(dir, "server-auth").chains_to(&[], &ca, now), Ok(()));
+
+    // Checked at a time the CA is not valid yet: no chain.
+    let before = now - Duration::from_secs(2 * 86_400);
+    assert!(cert(dir, "direct").chains_to(&[], &ca, before).is_err());
+
+    // A bundle file holds several certificates; PEM without one is an error.
+    let bundle = format!(
+        "{}{}",
+        std::fs::read_to_string(dir.join("other-ca.crt")).expect("pem"),
+        std::fs::read_to_string(dir.join("ca.crt")).expect("pem")
+    );
+    assert_eq!(
+        Certificate::from_pem_bundle(&bundle).expect("bundle").len(),
+        2
+    );
+    assert!(Certificate::from_pem_bundle("no certificates here").is_err());
+}
