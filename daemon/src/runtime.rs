@@ -2,8 +2,9 @@
 //! signing on the token workers beside it, and a count of that thread's idle moments that tells
 //! the sign path whether the thread has time to sign itself.
 //!
-//! One thread, not one per core: a request costs the protocol stack ≈ 25–35 µs of CPU, so one
-//! thread carries far more requests than a token signs. A second runtime thread bought no
+//! One thread, not one per core: a request costs the protocol stack 11 µs of CPU under load and
+//! 25–35 µs one at a time (sigil-bench's rpc-only rows), so one thread carries far more
+//! requests than a token signs. A second runtime thread bought no
 //! parallelism on the 2-CPU machine the benchmarks run on; it cost work-stealing wake-ups
 //! instead (notary-signer endpoint at 4 clients: 119–139 µs of CPU per signature with two
 //! runtime threads, 87–97 µs with one; BENCHMARKS.md).
