@@ -964,6 +964,120 @@ fn a_ca_pinned_for_the_gun_prefix_decides_first_trust_as_for_the_notary_client()
     );
 }
 
+/// The root key on the token, certified by the organisation's CA (`sigil init --rootcert`):
+/// the real notary client pinning that CA trusts what sigil publishes, and so does sigil with
+/// a fresh trust dir; certificates for another GUN or another key are refused before anything
+/// is published.
+#[test]
+fn a_token_root_key_certified_by_a_pinned_ca_is_trusted_by_the_notary_client() {
+    let env = Env::start("");
+    let gun = "e2e.example/ca-pinned/hsm-root";
+    let pki = env.dir("org-pki");
+    // The org CA, and a leaf it issued for an unrelated key and GUN.
+    ca_and_root_key(&pki, "org", "elsewhere.example/app", "serverAuth");
+    let path = |f: &str| pki.join(f).to_str().expect("utf8").to_owned();
+    let certify = |public: &str, cn: &str, out: &str| {
+        openssl_in(
+            &pki,
+            &[
+                "x509",
+                "-new",
+                "-force_pubkey",
+                public,
+                "-subj",
+                &format!("/CN={}", cn.replace('/', "\\/")),
+                "-CA",
+                "org-ca.crt",
+                "-CAkey",
+                "org-ca.key",
+                "-sha384",
+                "-days",
+                "20",
+                "-extfile",
+                "org-leaf.ext",
+                "-out",
+                out,
+            ],
+        );
+    };
+    let sigil = env.sigil("sigil-owner");
+    let root_key = sigil
+        .ok(&["key", "generate", "--role", "root", "--gun", gun])
+        .trim()
+        .to_owned();
+    fs::write(
+        pki.join("hsm-root.pub"),
+        sigil.ok(&["key", "public", &root_key, "--pem"]),
+    )
+    .expect("public key");
+    certify("hsm-root.pub", gun, "hsm-root.crt");
+    openssl_in(
+        &pki,
+        &[
+            "ec",
+            "-in",
+            "org-leaf.key",
+            "-pubout",
+            "-out",
+            "stranger.pub",
+        ],
+    );
+    certify("stranger.pub", gun, "stranger.crt");
+
+    // Refused before anything reaches the server.
+    let err = sigil.fails(&["init", gun, "--rootcert", &path("org-leaf.crt")]);
+    assert!(err.contains("does not match GUN"), "{err}");
+    let err = sigil.fails(&[
+        "init",
+        gun,
+        "--root-key",
+        &root_key,
+        "--rootcert",
+        &path("stranger.crt"),
+    ]);
+    assert!(err.contains("certifies another key"), "{err}");
+    let err = sigil.fails(&["init", gun, "--rootcert", &path("stranger.crt")]);
+    assert!(err.contains("no sigild key you may use"), "{err}");
+    assert_eq!(sigil.run(&["list", gun]).status.code(), Some(3));
+
+    // The key is found by the certificate alone.
+    let out = sigil.run(&["init", gun, "--rootcert", &path("hsm-root.crt"), "-p"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stderr.contains(&root_key), "{}", out.stderr);
+    let hello = b"signed under the org CA's root\n".to_vec();
+    let hello_path = env.target("hello.txt", &hello);
+    sigil.ok(&[
+        "add",
+        gun,
+        "hello.txt",
+        hello_path.to_str().expect("utf8"),
+        "-p",
+    ]);
+
+    // The published root's key is the CA-issued certificate of the token's key.
+    let root = env.root(gun);
+    let keys = root.body().role_keys(RoleType::Root);
+    assert_eq!(keys.len(), 1);
+    let chain = keys[0].1.certificate_chain().expect("certificate");
+    let org_ca = sigil_tuf::x509::Certificate::from_pem_bundle(
+        &fs::read_to_string(pki.join("org-ca.crt")).expect("ca"),
+    )
+    .expect("ca parses");
+    assert_eq!(chain[0].chains_to(&[], &org_ca, SystemTime::now()), Ok(()));
+
+    let pinned = pki.join("pinned.json");
+    let json =
+        serde_json::json!({ "trust_pinning": { "ca": { "e2e.example/": path("org-ca.crt") } } });
+    fs::write(&pinned, json.to_string()).expect("config");
+    let pinned = pinned.to_str().expect("utf8");
+    let want = expected(&[("hello.txt", &hello, "targets")]);
+    let notary = env.notary("notary-pinned");
+    assert_eq!(notary_rows(&notary.ok(&["-c", pinned, "list", gun])), want);
+    let fresh = env.sigil("sigil-pinned");
+    assert_eq!(sigil_rows(&fresh.json(&["-c", pinned, "list", gun])), want);
+    assert_signatures_audited(&env, gun);
+}
+
 /// `sigil delegation purge`: a key shared by two delegations is removed from both in one
 /// publish; the real notary client sees the delegations without it and still verifies.
 #[test]

@@ -18,11 +18,11 @@ use sha2::{Digest as _, Sha256, Sha512};
 use sigil_tuf::changelist::{Change, ChangeKind};
 use sigil_tuf::schema::{HashBytes, check_targets_role, notary};
 use sigil_tuf::verify::TargetEntry;
-use sigil_tuf::x509::{ROOT_CERT_LIFETIME, build_root_certificate};
+use sigil_tuf::x509::{Certificate, ROOT_CERT_LIFETIME, build_root_certificate};
 use sigil_tuf::{CollectionKeys, FileMeta, TufKey, VerifiedCollection};
 
 use crate::cli::GlobalArgs;
-use crate::daemon_client::DaemonClient;
+use crate::daemon_client::{DaemonClient, KeyFilter};
 use crate::daemon_signer::{DaemonSigner, find_or_generate};
 use crate::error::Error;
 use crate::input::Input;
@@ -91,7 +91,9 @@ async fn stage_and_maybe_publish(
 /// Keys the collection needs and sigild does not hold yet are generated on the token (on
 /// sigild's only backend, or the one named with --backend); keys sigild already holds for
 /// (GUN, role) are reused. The root key gets a self-signed ecdsa-x509 certificate (CN = GUN,
-/// 10 years) signed on the token; the timestamp key is the server's. The new collection is
+/// 10 years) signed on the token, or the certificate given with --rootcert (e.g. one your
+/// organisation's CA issued for the token's key, for clients that pin that CA with
+/// `trust_pinning.ca`); the timestamp key is the server's. The new collection is
 /// published by `sigil publish GUN` (or -p).
 #[derive(Debug, Args)]
 pub(crate) struct InitArgs {
@@ -105,9 +107,49 @@ pub(crate) struct InitArgs {
     /// Backend to generate missing keys on (may be left out when sigild has one backend).
     #[arg(long, value_name = "NAME")]
     pub(crate) backend: Option<String>,
+    /// The root key's certificate (PEM, CN = GUN; intermediates may follow it) instead of a
+    /// self-signed one. It must certify the root key: --root-key, else the sigild key it names.
+    #[arg(long, value_name = "CERT_FILE")]
+    pub(crate) rootcert: Option<PathBuf>,
     /// Publish right away.
     #[arg(short = 'p', long)]
     pub(crate) publish: bool,
+}
+
+/// A root key certificate given with `--rootcert`: the PEM to publish (each certificate
+/// re-encoded, leaf first) and the leaf.
+struct GivenRootCert {
+    pem: String,
+    leaf: Certificate,
+}
+
+impl GivenRootCert {
+    /// Reads and checks the file: a certificate the notary client would accept as the root key
+    /// of `gun` now (CN, validity, no SHA-1, not a CA).
+    fn read(path: &Path, gun: &str) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            what: "root certificate",
+            path: path.display().to_string(),
+            source,
+        })?;
+        let bad = |why: String| Error::Usage(format!("--rootcert {}: {why}", path.display()));
+        let chain = Certificate::from_pem_bundle(&text).map_err(|e| bad(e.to_string()))?;
+        let leaf = chain[0].clone();
+        leaf.check_root_leaf(gun, Some(SystemTime::now()))
+            .map_err(bad)?;
+        let mut pem = String::new();
+        for cert in &chain {
+            pem.push_str(&cert.to_pem().map_err(|e| bad(e.to_string()))?);
+        }
+        Ok(Self { pem, leaf })
+    }
+
+    /// The key the certificate certifies.
+    fn public_key(&self) -> Result<sigil_tuf::key::PublicKey, Error> {
+        self.leaf
+            .public_key()
+            .map_err(|e| Error::Usage(format!("--rootcert: {e}")))
+    }
 }
 
 impl InitArgs {
@@ -122,28 +164,63 @@ impl InitArgs {
                 repo.server.url()
             )));
         }
+        let given = match &self.rootcert {
+            Some(path) => Some(GivenRootCert::read(path, gun)?),
+            None => None,
+        };
         let daemon = DaemonClient::connect(&global.socket).await?;
         let backend = self.backend.as_deref();
-        let root = match &self.root_key {
-            Some(id) => {
+        let root = match (&self.root_key, &given) {
+            (Some(id), _) => {
                 let key = daemon.clone().public_key(id).await?;
                 eprintln!("using root key {}", key.key_id);
                 key
             }
-            None => find_or_generate(&daemon, gun, "root", backend).await?,
+            (None, Some(cert)) => {
+                let certified = cert.public_key()?;
+                let keys = daemon.clone().list_keys(&KeyFilter::default()).await?;
+                let key = keys
+                    .into_iter()
+                    .find(|k| k.public_key == certified)
+                    .ok_or_else(|| {
+                        Error::Usage(
+                            "no sigild key you may use is the one --rootcert certifies: \
+                             generate the root key first (sigil key generate --role root \
+                             --gun GUN), have the certificate issued for it, or name it with \
+                             --root-key"
+                                .into(),
+                        )
+                    })?;
+                eprintln!(
+                    "using root key {} (the key --rootcert certifies)",
+                    key.key_id
+                );
+                key
+            }
+            (None, None) => find_or_generate(&daemon, gun, "root", backend).await?,
         };
+        if let Some(cert) = &given
+            && cert.public_key()? != root.public_key
+        {
+            return Err(Error::Usage(format!(
+                "--rootcert certifies another key than root key {}",
+                root.key_id
+            )));
+        }
         let targets = find_or_generate(&daemon, gun, "targets", backend).await?;
         let snapshot = find_or_generate(&daemon, gun, "snapshot", backend).await?;
         let timestamp = repo.server.server_key(gun, "timestamp").await?;
         let root = DaemonSigner::new(&daemon, root)?;
         let targets = DaemonSigner::new(&daemon, targets)?;
         let snapshot = DaemonSigner::new(&daemon, snapshot)?;
-        let cert = build_root_certificate(gun, &root, SystemTime::now(), ROOT_CERT_LIFETIME)
-            .await
-            .map_err(|e| Error::tuf(format!("making the root certificate of {gun}"), e))?;
-        let pem = cert
-            .to_pem()
-            .map_err(|e| Error::tuf("encoding the root certificate", e))?;
+        let pem = match given {
+            Some(cert) => cert.pem,
+            None => build_root_certificate(gun, &root, SystemTime::now(), ROOT_CERT_LIFETIME)
+                .await
+                .map_err(|e| Error::tuf(format!("making the root certificate of {gun}"), e))?
+                .to_pem()
+                .map_err(|e| Error::tuf("encoding the root certificate", e))?,
+        };
         let cert_key = TufKey::from_certificate_pem(&pem)
             .map_err(|e| Error::tuf("the root certificate", e))?;
         let keys = CollectionKeys {
