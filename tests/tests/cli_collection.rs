@@ -964,10 +964,10 @@ fn a_ca_pinned_for_the_gun_prefix_decides_first_trust_as_for_the_notary_client()
     );
 }
 
-/// The root key on the token, certified by the organisation's CA (`sigil init --rootcert`):
-/// the real notary client pinning that CA trusts what sigil publishes, and so does sigil with
-/// a fresh trust dir; certificates for another GUN or another key are refused before anything
-/// is published.
+/// The root key on the token, certified by the organisation's CA from a request signed on the
+/// token (`sigil key csr`, then `sigil init --rootcert`): the real notary client pinning that
+/// CA trusts what sigil publishes, and so does sigil with a fresh trust dir; certificates for
+/// another GUN or another key are refused before anything is published.
 #[test]
 fn a_token_root_key_certified_by_a_pinned_ca_is_trusted_by_the_notary_client() {
     let env = Env::start("");
@@ -1005,12 +1005,51 @@ fn a_token_root_key_certified_by_a_pinned_ca_is_trusted_by_the_notary_client() {
         .ok(&["key", "generate", "--role", "root", "--gun", gun])
         .trim()
         .to_owned();
+    // A certificate request signed on the token; OpenSSL checks it and the CA issues from it.
     fs::write(
-        pki.join("hsm-root.pub"),
-        sigil.ok(&["key", "public", &root_key, "--pem"]),
+        pki.join("hsm-root.csr"),
+        sigil.ok(&["key", "csr", &root_key]),
     )
-    .expect("public key");
-    certify("hsm-root.pub", gun, "hsm-root.crt");
+    .expect("csr");
+    let verified = Command::new("openssl")
+        .args([
+            "req",
+            "-in",
+            "hsm-root.csr",
+            "-verify",
+            "-noout",
+            "-subject",
+        ])
+        .current_dir(&pki)
+        .output()
+        .expect("openssl req");
+    let said = String::from_utf8_lossy(&verified.stdout).into_owned()
+        + &String::from_utf8_lossy(&verified.stderr);
+    assert!(verified.status.success(), "{said}");
+    assert!(
+        said.contains("verify OK") && said.contains(gun),
+        "the request verifies and names the GUN: {said}"
+    );
+    openssl_in(
+        &pki,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "hsm-root.csr",
+            "-CA",
+            "org-ca.crt",
+            "-CAkey",
+            "org-ca.key",
+            "-sha384",
+            "-days",
+            "20",
+            "-extfile",
+            "org-leaf.ext",
+            "-out",
+            "hsm-root.crt",
+        ],
+    );
     openssl_in(
         &pki,
         &[

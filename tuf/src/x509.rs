@@ -482,6 +482,54 @@ fn asn1_time(t: SystemTime) -> Result<Time> {
 }
 
 /// `CN=<gun>`, as a PrintableString when the GUN allows it (as Go writes it), else UTF8String.
+/// A PKCS#10 certificate request (PEM) for `signer`'s P-256 key with subject CN =
+/// `common_name`, signed (ECDSA-SHA256) by `signer`: what a CA wants before it issues the root
+/// key certificate `sigil init --rootcert` takes, while the key itself stays on its token. The
+/// signature is checked before the request is returned.
+pub async fn build_certificate_request(common_name: &str, signer: &dyn Signer) -> Result<String> {
+    use x509_cert::request::{CertReq, CertReqInfo, Version as ReqVersion};
+    let public = signer.public_key();
+    if !matches!(public, PublicKey::EcdsaP256(_)) {
+        return Err(Error::cert(format!(
+            "certificate requests need a P-256 key, not {}",
+            public.algorithm()
+        )));
+    }
+    let spki_der = public.to_spki_der();
+    let info = CertReqInfo {
+        version: ReqVersion::V1,
+        subject: self::common_name(common_name)?,
+        public_key: SubjectPublicKeyInfoOwned::from_der(&spki_der)
+            .map_err(|e| Error::cert(format!("public key: {e}")))?,
+        attributes: SetOfVec::new(),
+    };
+    let info_der = info
+        .to_der()
+        .map_err(|e| Error::cert(format!("cannot encode the request: {e}")))?;
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| Error::Sign {
+        role: "certificate request".into(),
+        key_id: signer.key_id(),
+        source,
+    };
+    let raw = signer.sign(&info_der).await.map_err(failed)?;
+    let der_sig = p256_raw_to_der(&raw).map_err(|e| failed(Box::new(e)))?;
+    public
+        .verify(&info_der, &der_sig)
+        .map_err(|e| failed(Box::new(e)))?;
+    let request = CertReq {
+        info,
+        algorithm: AlgorithmIdentifierOwned {
+            oid: OID_ECDSA_SHA256,
+            parameters: None,
+        },
+        signature: BitString::from_bytes(&der_sig)
+            .map_err(|e| Error::cert(format!("signature: {e}")))?,
+    };
+    request
+        .to_pem(x509_cert::der::pem::LineEnding::LF)
+        .map_err(|e| Error::cert(format!("cannot encode the request: {e}")))
+}
+
 fn common_name(gun: &str) -> Result<Name> {
     let value = match PrintableStringRef::new(gun) {
         Ok(s) => Any::encode_from(&s),

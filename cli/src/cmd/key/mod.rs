@@ -9,6 +9,7 @@ use crate::cli::GlobalArgs;
 use crate::error::Error;
 
 pub(crate) mod attest;
+pub(crate) mod csr;
 pub(crate) mod generate;
 pub(crate) mod list;
 pub(crate) mod public;
@@ -24,6 +25,7 @@ pub(crate) enum Command {
     Remove(remove::RemoveArgs),
     Rotate(rotate::RotateArgs),
     Attest(attest::AttestArgs),
+    Csr(csr::CsrArgs),
 }
 
 impl Command {
@@ -36,6 +38,7 @@ impl Command {
             Self::Remove(args) => args.run(global).await,
             Self::Rotate(args) => args.run(global).await,
             Self::Attest(args) => args.run(global).await,
+            Self::Csr(args) => args.run(global).await,
         }
     }
 }
