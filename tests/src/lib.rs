@@ -1335,6 +1335,23 @@ pub fn write_pem(path: &Path, key: &sigil_tuf::key::PublicKey) {
     write_file(path, key.to_pem(), 0o644);
 }
 
+/// Runs `openssl ARGS…` in `dir`, panicking with its stderr unless it succeeds.
+pub fn openssl_in(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running openssl (apt-get install -y openssl): {e}"));
+    assert!(
+        output.status.success(),
+        "openssl {} failed ({}):\n{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Runs `openssl` with `args`; returns whether it succeeded, and its combined output.
 pub fn openssl(args: &[&std::ffi::OsStr]) -> (bool, String) {
     let output = Command::new("openssl")

@@ -159,18 +159,7 @@ pub struct Pki {
 }
 
 fn openssl_ok(args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running openssl: {e}"));
-    assert!(
-        output.status.success(),
-        "openssl {} failed ({}):\n{}",
-        args.join(" "),
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::openssl_in(Path::new("."), args);
 }
 
 fn path_str(path: &Path) -> &str {

@@ -30,7 +30,8 @@ use sigil_e2e::notary::{
     require_notary, sigild_notary_toml, wait_mtls,
 };
 use sigil_e2e::{
-    DAEMON_TIMEOUT, DEV_BACKEND, Daemon, DevDir, OTHER_GID, OTHER_UID, read_text, sha256_hex,
+    DAEMON_TIMEOUT, DEV_BACKEND, Daemon, DevDir, OTHER_GID, OTHER_UID, openssl_in, read_text,
+    sha256_hex,
 };
 use sigil_tuf::schema::{Expires, Root, Signature, SignatureMethod, Targets, Timestamp};
 use sigil_tuf::{Metadata, RoleType, Signed, TufKey};
@@ -726,22 +727,6 @@ fn with_the_server_down_reads_fail_unless_offline_which_verifies_the_cache_again
     let status = sigil.json(&["status", gun]);
     assert_eq!(status.as_array().map(Vec::len), Some(1), "{status}");
     drop(daemon);
-}
-
-/// Runs openssl with `args` in `dir`, panicking with its output when it fails.
-fn openssl_in(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running openssl");
-    assert!(
-        output.status.success(),
-        "openssl {}:\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// A CA (P-384, signing with SHA-384) and a P-256 root key certificate it issued for GUN

@@ -5,31 +5,15 @@
 //! serverAuth, a CA that is not valid yet.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
+use sigil_e2e::openssl_in;
 use sigil_tuf::x509::Certificate;
-
-/// Runs openssl in `dir`, panicking with its output when it fails.
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running openssl (apt-get install -y openssl)");
-    assert!(
-        output.status.success(),
-        "openssl {}:\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// A P-256 key `NAME.key`.
 fn key(dir: &Path, name: &str) {
     let out = format!("{name}.key");
-    openssl(
+    openssl_in(
         dir,
         &[
             "ecparam",
@@ -47,7 +31,7 @@ fn key(dir: &Path, name: &str) {
 fn self_signed_ca(dir: &Path, name: &str) {
     key(dir, name);
     let (k, c) = (format!("{name}.key"), format!("{name}.crt"));
-    openssl(
+    openssl_in(
         dir,
         &[
             "req",
@@ -79,7 +63,7 @@ fn issue(dir: &Path, name: &str, cn: &str, issuer: &str, ext: &str) {
         format!("{name}.ext"),
     );
     std::fs::write(dir.join(&extfile), ext).expect("ext file");
-    openssl(
+    openssl_in(
         dir,
         &[
             "req",
@@ -92,7 +76,7 @@ fn issue(dir: &Path, name: &str, cn: &str, issuer: &str, ext: &str) {
             &csr,
         ],
     );
-    openssl(
+    openssl_in(
         dir,
         &[
             "x509",

@@ -375,16 +375,8 @@ pub async fn build_root_certificate(
     not_before: SystemTime,
     lifetime: Duration,
 ) -> Result<Certificate> {
-    let public = signer.public_key();
-    if !matches!(public, PublicKey::EcdsaP256(_)) {
-        return Err(Error::cert(format!(
-            "root certificates need a P-256 key, not {}",
-            public.algorithm()
-        )));
-    }
+    let (public, spki) = p256_key_of(signer, "root certificates")?;
     let spki_der = public.to_spki_der();
-    let spki = SubjectPublicKeyInfoOwned::from_der(&spki_der)
-        .map_err(|e| Error::cert(format!("public key: {e}")))?;
     let start = whole_seconds(not_before)?;
     let end = start
         .checked_add(lifetime)
@@ -431,16 +423,7 @@ pub async fn build_root_certificate(
     let tbs_der = tbs
         .to_der()
         .map_err(|e| Error::cert(format!("cannot encode TBSCertificate: {e}")))?;
-    let raw = signer.sign(&tbs_der).await.map_err(|source| Error::Sign {
-        role: "root certificate".into(),
-        key_id: signer.key_id(),
-        source,
-    })?;
-    let der_sig = p256_raw_to_der(&raw).map_err(|e| Error::Sign {
-        role: "root certificate".into(),
-        key_id: signer.key_id(),
-        source: Box::new(e),
-    })?;
+    let der_sig = sign_der(signer, "root certificate", &tbs_der).await?;
     let signature =
         BitString::from_bytes(&der_sig).map_err(|e| Error::cert(format!("signature: {e}")))?;
     let cert = Certificate {
@@ -481,41 +464,30 @@ fn asn1_time(t: SystemTime) -> Result<Time> {
     }
 }
 
-/// `CN=<gun>`, as a PrintableString when the GUN allows it (as Go writes it), else UTF8String.
 /// A PKCS#10 certificate request (PEM) for `signer`'s P-256 key with subject CN =
 /// `common_name`, signed (ECDSA-SHA256) by `signer`: what a CA wants before it issues the root
 /// key certificate `sigil init --rootcert` takes, while the key itself stays on its token. The
 /// signature is checked before the request is returned.
 pub async fn build_certificate_request(common_name: &str, signer: &dyn Signer) -> Result<String> {
     use x509_cert::request::{CertReq, CertReqInfo, Version as ReqVersion};
-    let public = signer.public_key();
-    if !matches!(public, PublicKey::EcdsaP256(_)) {
-        return Err(Error::cert(format!(
-            "certificate requests need a P-256 key, not {}",
-            public.algorithm()
-        )));
-    }
-    let spki_der = public.to_spki_der();
+    let (public, spki) = p256_key_of(signer, "certificate requests")?;
     let info = CertReqInfo {
         version: ReqVersion::V1,
         subject: self::common_name(common_name)?,
-        public_key: SubjectPublicKeyInfoOwned::from_der(&spki_der)
-            .map_err(|e| Error::cert(format!("public key: {e}")))?,
+        public_key: spki,
         attributes: SetOfVec::new(),
     };
     let info_der = info
         .to_der()
         .map_err(|e| Error::cert(format!("cannot encode the request: {e}")))?;
-    let failed = |source: Box<dyn std::error::Error + Send + Sync>| Error::Sign {
-        role: "certificate request".into(),
-        key_id: signer.key_id(),
-        source,
-    };
-    let raw = signer.sign(&info_der).await.map_err(failed)?;
-    let der_sig = p256_raw_to_der(&raw).map_err(|e| failed(Box::new(e)))?;
+    let der_sig = sign_der(signer, "certificate request", &info_der).await?;
     public
         .verify(&info_der, &der_sig)
-        .map_err(|e| failed(Box::new(e)))?;
+        .map_err(|e| Error::Sign {
+            role: "certificate request".into(),
+            key_id: signer.key_id(),
+            source: Box::new(e),
+        })?;
     let request = CertReq {
         info,
         algorithm: AlgorithmIdentifierOwned {
@@ -530,6 +502,36 @@ pub async fn build_certificate_request(common_name: &str, signer: &dyn Signer) -
         .map_err(|e| Error::cert(format!("cannot encode the request: {e}")))
 }
 
+/// `signer`'s key, which must be P-256 (`what` needs it), and its SubjectPublicKeyInfo.
+fn p256_key_of<'a>(
+    signer: &'a dyn Signer,
+    what: &str,
+) -> Result<(&'a PublicKey, SubjectPublicKeyInfoOwned)> {
+    let public = signer.public_key();
+    if !matches!(public, PublicKey::EcdsaP256(_)) {
+        return Err(Error::cert(format!(
+            "{what} need a P-256 key, not {}",
+            public.algorithm()
+        )));
+    }
+    let spki = SubjectPublicKeyInfoOwned::from_der(&public.to_spki_der())
+        .map_err(|e| Error::cert(format!("public key: {e}")))?;
+    Ok((public, spki))
+}
+
+/// `signer`'s ECDSA signature over `der`, DER-encoded as X.509 wants it; `what` names the
+/// document in errors.
+async fn sign_der(signer: &dyn Signer, what: &str, der: &[u8]) -> Result<Vec<u8>> {
+    let failed = |source| Error::Sign {
+        role: what.into(),
+        key_id: signer.key_id(),
+        source,
+    };
+    let raw = signer.sign(der).await.map_err(failed)?;
+    p256_raw_to_der(&raw).map_err(|e| failed(Box::new(e)))
+}
+
+/// `CN=<gun>`, as a PrintableString when the GUN allows it (as Go writes it), else UTF8String.
 fn common_name(gun: &str) -> Result<Name> {
     let value = match PrintableStringRef::new(gun) {
         Ok(s) => Any::encode_from(&s),
