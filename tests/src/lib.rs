@@ -22,6 +22,7 @@
 //! code is forbidden), so every child gets its environment on its `Command`.
 
 pub mod bench;
+pub mod cert_files;
 pub mod notary;
 pub mod yubikey;
 

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use sigil_e2e::cert_files::{self, Curve, LEAF_EXTENSIONS};
 use sigil_e2e::notary::{
     CLIENT_PASSPHRASES, CommandOutput, NotaryClient, NotaryServer, Pki, SERVER_CLIENT_CN,
     SignedDoc, TrustService, connect_signer, free_port, https_request, read_audit_lines,
@@ -733,98 +734,12 @@ fn with_the_server_down_reads_fail_unless_offline_which_verifies_the_cache_again
 /// `leaf_cn` with extended key usage `eku`: `NAME-ca.crt`, `NAME-leaf.crt`, and the key as
 /// notary imports it (encrypted under the root passphrase), `NAME-leaf.enc.key`.
 fn ca_and_root_key(dir: &Path, name: &str, leaf_cn: &str, eku: &str) {
-    let ca_key = format!("{name}-ca.key");
-    let ca_crt = format!("{name}-ca.crt");
-    openssl_in(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "secp384r1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &ca_key,
-        ],
-    );
-    openssl_in(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            &ca_key,
-            "-sha384",
-            "-days",
-            "30",
-            "-subj",
-            &format!("/CN={name} root CA"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-            "-out",
-            &ca_crt,
-        ],
-    );
-    let leaf_key = format!("{name}-leaf.key");
-    let csr = format!("{name}-leaf.csr");
-    let ext = format!("{name}-leaf.ext");
-    fs::write(
-        dir.join(&ext),
-        format!(
-            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-             extendedKeyUsage={eku}\n"
-        ),
-    )
-    .expect("ext file");
-    openssl_in(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &leaf_key,
-        ],
-    );
-    openssl_in(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            &leaf_key,
-            "-subj",
-            &format!("/CN={}", leaf_cn.replace('/', "\\/")),
-            "-out",
-            &csr,
-        ],
-    );
-    openssl_in(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_crt,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-sha384",
-            "-days",
-            "20",
-            "-extfile",
-            &ext,
-            "-out",
-            &format!("{name}-leaf.crt"),
-        ],
-    );
+    let ca = format!("{name}-ca");
+    cert_files::self_signed_ca(dir, &ca, Curve::P384, "-sha384");
+    let leaf = format!("{name}-leaf");
+    let extensions = format!("{LEAF_EXTENSIONS}extendedKeyUsage={eku}\n");
+    cert_files::issue(dir, &leaf, leaf_cn, &ca, &extensions, "-sha384");
+    let leaf_key = format!("{leaf}.key");
     // notary imports only encrypted root keys (PKCS#8, PBKDF2 with HMAC-SHA1), under its
     // root passphrase.
     let (_, root_passphrase) = CLIENT_PASSPHRASES[0];
@@ -1015,25 +930,13 @@ fn a_token_root_key_certified_by_a_pinned_ca_is_trusted_by_the_notary_client() {
         said.contains("verify OK") && said.contains(gun),
         "the request verifies and names the GUN: {said}"
     );
-    openssl_in(
+    cert_files::sign_request(
         &pki,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "hsm-root.csr",
-            "-CA",
-            "org-ca.crt",
-            "-CAkey",
-            "org-ca.key",
-            "-sha384",
-            "-days",
-            "20",
-            "-extfile",
-            "org-leaf.ext",
-            "-out",
-            "hsm-root.crt",
-        ],
+        "hsm-root.csr",
+        "org-ca",
+        "org-leaf.ext",
+        "-sha384",
+        "hsm-root.crt",
     );
     openssl_in(
         &pki,

@@ -7,95 +7,17 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use sigil_e2e::openssl_in;
+use sigil_e2e::cert_files::{self, CA_EXTENSIONS, Curve, LEAF_EXTENSIONS};
 use sigil_tuf::x509::Certificate;
 
-/// A P-256 key `NAME.key`.
-fn key(dir: &Path, name: &str) {
-    let out = format!("{name}.key");
-    openssl_in(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &out,
-        ],
-    );
-}
-
-/// A self-signed CA certificate `NAME.crt` over `NAME.key`.
+/// `NAME.key`, `NAME.crt`: a P-256 CA, CN = NAME.
 fn self_signed_ca(dir: &Path, name: &str) {
-    key(dir, name);
-    let (k, c) = (format!("{name}.key"), format!("{name}.crt"));
-    openssl_in(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            &k,
-            "-days",
-            "30",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-            "-out",
-            &c,
-        ],
-    );
+    cert_files::self_signed_ca(dir, name, Curve::P256, "-sha256");
 }
 
-/// `NAME.crt`, CN `cn`, issued by `issuer` with the extensions in `ext` (openssl syntax,
-/// one per line).
+/// `NAME.crt`, CN `cn`, issued by `issuer` with the extensions in `ext`.
 fn issue(dir: &Path, name: &str, cn: &str, issuer: &str, ext: &str) {
-    key(dir, name);
-    let (k, csr, extfile) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.ext"),
-    );
-    std::fs::write(dir.join(&extfile), ext).expect("ext file");
-    openssl_in(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            &k,
-            "-subj",
-            &format!("/CN={}", cn.replace('/', "\\/")),
-            "-out",
-            &csr,
-        ],
-    );
-    openssl_in(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &format!("{issuer}.crt"),
-            "-CAkey",
-            &format!("{issuer}.key"),
-            "-CAcreateserial",
-            "-days",
-            "20",
-            "-extfile",
-            &extfile,
-            "-out",
-            &format!("{name}.crt"),
-        ],
-    );
+    cert_files::issue(dir, name, cn, issuer, ext, "-sha256");
 }
 
 fn cert(dir: &Path, name: &str) -> Certificate {
@@ -104,8 +26,8 @@ fn cert(dir: &Path, name: &str) -> Certificate {
 }
 
 const GUN: &str = "example.com/app";
-const LEAF: &str = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n";
-const CA: &str = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n";
+const LEAF: &str = LEAF_EXTENSIONS;
+const CA: &str = CA_EXTENSIONS;
 
 #[test]
 fn root_key_certificates_chain_to_the_pinned_ca_directly_or_through_intermediates() {
