@@ -195,14 +195,15 @@ impl Repo {
         let gun = &self.gun;
         let ctx = |e| Error::tuf(self.context(source), e);
         let now = SystemTime::now();
+        let trusted_root = self.trust.read(gun, "root")?;
         let latest_root = match source {
             Source::Server => self.server.role(gun, "root").await?,
-            Source::Cache => self.trust.read(gun, "root")?,
+            Source::Cache => trusted_root.clone(),
         };
         let Some(latest_root) = latest_root else {
             return Ok(None);
         };
-        let mut updater = match self.trust.read(gun, "root")? {
+        let mut updater = match trusted_root {
             Some(cached) => Updater::new(gun, cached, RootTrust::Cached, now).map_err(|e| {
                 let path = self
                     .trust

@@ -117,10 +117,10 @@ pub(crate) struct InitArgs {
 }
 
 /// A root key certificate given with `--rootcert`: the PEM to publish (each certificate
-/// re-encoded, leaf first) and the leaf.
+/// re-encoded, leaf first) and the key it certifies.
 struct GivenRootCert {
     pem: String,
-    leaf: Certificate,
+    key: sigil_tuf::key::PublicKey,
 }
 
 impl GivenRootCert {
@@ -134,21 +134,15 @@ impl GivenRootCert {
         })?;
         let bad = |why: String| Error::Usage(format!("--rootcert {}: {why}", path.display()));
         let chain = Certificate::from_pem_bundle(&text).map_err(|e| bad(e.to_string()))?;
-        let leaf = chain[0].clone();
+        let leaf = &chain[0];
         leaf.check_root_leaf(gun, Some(SystemTime::now()))
             .map_err(bad)?;
+        let key = leaf.public_key().map_err(|e| bad(e.to_string()))?;
         let mut pem = String::new();
         for cert in &chain {
             pem.push_str(&cert.to_pem().map_err(|e| bad(e.to_string()))?);
         }
-        Ok(Self { pem, leaf })
-    }
-
-    /// The key the certificate certifies.
-    fn public_key(&self) -> Result<sigil_tuf::key::PublicKey, Error> {
-        self.leaf
-            .public_key()
-            .map_err(|e| Error::Usage(format!("--rootcert: {e}")))
+        Ok(Self { pem, key })
     }
 }
 
@@ -177,11 +171,10 @@ impl InitArgs {
                 key
             }
             (None, Some(cert)) => {
-                let certified = cert.public_key()?;
                 let keys = daemon.clone().list_keys(&KeyFilter::default()).await?;
                 let key = keys
                     .into_iter()
-                    .find(|k| k.public_key == certified)
+                    .find(|k| k.public_key == cert.key)
                     .ok_or_else(|| {
                         Error::Usage(
                             "no sigild key you may use is the one --rootcert certifies: \
@@ -200,7 +193,7 @@ impl InitArgs {
             (None, None) => find_or_generate(&daemon, gun, "root", backend).await?,
         };
         if let Some(cert) = &given
-            && cert.public_key()? != root.public_key
+            && cert.key != root.public_key
         {
             return Err(Error::Usage(format!(
                 "--rootcert certifies another key than root key {}",
