@@ -42,16 +42,6 @@ pub enum RootTrust {
     PinnedCa(Vec<Certificate>),
 }
 
-/// Which of a new root's own keys may count towards its threshold.
-enum RootKeys<'a> {
-    /// All of them.
-    All,
-    /// Those whose TUF or canonical key id is listed.
-    Ids(&'a [String]),
-    /// Those whose certificate chains to one of these CAs.
-    IssuedBy(&'a [Certificate]),
-}
-
 /// Versions trusted before this update (from the trust dir's cache): anything older is a
 /// rollback.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -226,13 +216,18 @@ fn check_rollback(role: &str, version: u64, prior: Option<u64>) -> Result<()> {
     }
 }
 
-/// Verifies a root against its own keys: structure, root-key certificates, pins, threshold.
+/// Verifies a root against its own keys as `trust` says: structure, root-key certificates
+/// (valid at `now` unless the root was trusted before), pins, threshold.
 fn check_root_self(
     root: &Metadata<Root>,
     gun: &str,
-    cert_time: Option<SystemTime>,
-    counted: &RootKeys<'_>,
+    now: SystemTime,
+    trust: &RootTrust,
 ) -> Result<()> {
+    let cert_time = match trust {
+        RootTrust::Cached => None,
+        _ => Some(now),
+    };
     let body = root.body();
     body.validate()?;
     let mut keys = body.role_keys(RoleType::Root);
@@ -241,9 +236,9 @@ fn check_root_self(
             .map(|r| r.keyids.join(", "))
             .unwrap_or_default()
     };
-    match counted {
-        RootKeys::All => {}
-        RootKeys::Ids(pins) => {
+    match trust {
+        RootTrust::Cached | RootTrust::FirstUse => {}
+        RootTrust::Pinned(pins) => {
             keys.retain(|(id, key)| {
                 pins.iter()
                     .any(|p| p == id || key.canonical_id().is_ok_and(|c| c == *p))
@@ -255,8 +250,7 @@ fn check_root_self(
                 });
             }
         }
-        RootKeys::IssuedBy(cas) => {
-            let now = cert_time.unwrap_or_else(SystemTime::now);
+        RootTrust::PinnedCa(cas) => {
             let mut why = Vec::new();
             keys.retain(|(id, key)| {
                 let verdict = match key.certificate_chain() {
@@ -311,16 +305,7 @@ impl Updater {
     /// against `now`.
     pub fn new(gun: &str, root: Vec<u8>, trust: RootTrust, now: SystemTime) -> Result<Self> {
         let root = Metadata::<Root>::from_bytes("root", root)?;
-        match &trust {
-            RootTrust::Cached => check_root_self(&root, gun, None, &RootKeys::All)?,
-            RootTrust::FirstUse => check_root_self(&root, gun, Some(now), &RootKeys::All)?,
-            RootTrust::Pinned(pins) => {
-                check_root_self(&root, gun, Some(now), &RootKeys::Ids(pins))?;
-            }
-            RootTrust::PinnedCa(cas) => {
-                check_root_self(&root, gun, Some(now), &RootKeys::IssuedBy(cas))?;
-            }
-        }
+        check_root_self(&root, gun, now, &trust)?;
         Ok(Self {
             gun: gun.to_owned(),
             now,
@@ -395,7 +380,8 @@ impl Updater {
                 reason: reasons.join("; "),
             });
         }
-        check_root_self(&new, &self.gun, Some(self.now), &RootKeys::All)?;
+        // A rotated root's own certificates must be valid now, as on first use.
+        check_root_self(&new, &self.gun, self.now, &RootTrust::FirstUse)?;
         // Fast-forward recovery: new timestamp/snapshot keys reset their rollback baselines.
         for role in [RoleType::Timestamp, RoleType::Snapshot] {
             if old.role(role).map(|r| &r.keyids) != new.body().role(role).map(|r| &r.keyids) {
