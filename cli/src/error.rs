@@ -211,6 +211,17 @@ pub(crate) enum Error {
         /// What rustls reported.
         reason: String,
     },
+    /// The notary server's answer broke a bound sigil sets (more bytes than the role may have,
+    /// or slower than the read deadline): a hostile or broken server.
+    #[error("notary server at {url}: {what}: {reason}")]
+    ServerMisbehaved {
+        /// The server's origin.
+        url: String,
+        /// What was asked (e.g. "GET timestamp.json of example.com/app").
+        what: String,
+        /// Which bound it broke.
+        reason: String,
+    },
     /// The notary server answered with an HTTP error.
     #[error("notary server refused {what}: HTTP {status}{}", server_detail(.code, .message))]
     Server {

@@ -23,8 +23,15 @@ use crate::settings::Settings;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one exchange may take: a publish of tens of thousands of targets is megabytes.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
-/// Largest metadata file accepted from the server.
-const MAX_METADATA_BYTES: usize = 256 * 1024 * 1024;
+/// Largest timestamp.json accepted (notary's `MaxTimestampSize`): it is fetched before
+/// anything says how long it should be, and a real one is under a kilobyte.
+pub(crate) const MAX_TIMESTAMP_BYTES: u64 = 1 << 20;
+/// Largest metadata file accepted when no signed role lists its length (root.json,
+/// `N.root.json`; notary's `MaxDownloadSize`). A file some role lists is read no further
+/// than the length listed.
+pub(crate) const MAX_METADATA_BYTES: u64 = 100 << 20;
+/// Largest answer that is not metadata (error envelopes, `<role>.key`, a publish's reply).
+const MAX_REPLY_BYTES: u64 = 1 << 20;
 
 /// A client of one notary-server.
 #[derive(Debug, Clone)]
@@ -166,6 +173,17 @@ pub(crate) fn multipart_body(parts: &BTreeMap<String, Vec<u8>>) -> (String, Vec<
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
+/// How many bytes of `role`'s file to read at most: the length a signed role lists for it
+/// (never more than [`MAX_METADATA_BYTES`]: a server-managed snapshot key is the server's),
+/// else [`MAX_TIMESTAMP_BYTES`] for the timestamp and [`MAX_METADATA_BYTES`] for the rest.
+fn role_cap(role: &str, listed_length: Option<u64>) -> u64 {
+    match (listed_length, role) {
+        (Some(length), _) => length.min(MAX_METADATA_BYTES),
+        (None, "timestamp") => MAX_TIMESTAMP_BYTES,
+        (None, _) => MAX_METADATA_BYTES,
+    }
+}
+
 impl NotaryServer {
     /// A client for the server in `settings`, trusting its CA when one is given.
     pub(crate) fn new(settings: &Settings) -> Result<Self, Error> {
@@ -242,44 +260,57 @@ impl NotaryServer {
         url
     }
 
+    /// Sends a request and reads the answer as it streams in, refusing it as soon as it
+    /// passes `cap` bytes (a declared Content-Length above the cap is refused before reading):
+    /// a server that sends endless data costs at most `cap` bytes of memory. An error status's
+    /// body is read up to [`MAX_REPLY_BYTES`] only.
     async fn send(
         &self,
         method: Method,
         url: Url,
         body: Option<(String, Vec<u8>)>,
+        cap: u64,
     ) -> Result<(StatusCode, Vec<u8>), Error> {
         debug!(%method, %url, "notary server request");
-        let mut request = self.http.request(method, url.clone());
+        let mut request = self.http.request(method.clone(), url.clone());
         request = match body {
             Some((content_type, bytes)) => request
                 .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(bytes),
             None => request.header(reqwest::header::CONTENT_LENGTH, "0"),
         };
-        let response = request
+        let mut response = request
             .send()
             .await
             .map_err(|e| transport_error(&url, &e))?;
         let status = response.status();
+        let cap = if status.is_success() {
+            cap
+        } else {
+            cap.min(MAX_REPLY_BYTES)
+        };
+        let too_long = |what: String| Error::ServerMisbehaved {
+            url: origin(&url),
+            what: format!("{method} {}", url.path()),
+            reason: format!("{what}, more than the {cap} bytes sigil accepts for it"),
+        };
         if let Some(len) = response.content_length()
-            && len > MAX_METADATA_BYTES as u64
+            && len > cap
         {
-            return Err(Error::ServerUnreachable {
-                url: origin(&url),
-                reason: format!("{url} answers {len} bytes, more than sigil accepts"),
-            });
+            return Err(too_long(format!("it announces {len} bytes")));
         }
-        let bytes = response
-            .bytes()
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| transport_error(&url, &e))?;
-        if bytes.len() > MAX_METADATA_BYTES {
-            return Err(Error::ServerUnreachable {
-                url: origin(&url),
-                reason: format!("{url} answered more than {MAX_METADATA_BYTES} bytes"),
-            });
+            .map_err(|e| transport_error(&url, &e))?
+        {
+            if (bytes.len() + chunk.len()) as u64 > cap {
+                return Err(too_long("it sends more".into()));
+            }
+            bytes.extend_from_slice(&chunk);
         }
-        Ok((status, bytes.to_vec()))
+        Ok((status, bytes))
     }
 
     fn http_error(what: String, status: StatusCode, body: &[u8]) -> Error {
@@ -296,9 +327,14 @@ impl NotaryServer {
         }
     }
 
-    async fn get_optional(&self, gun: &str, tail: &str) -> Result<Option<Vec<u8>>, Error> {
+    async fn get_optional(
+        &self,
+        gun: &str,
+        tail: &str,
+        cap: u64,
+    ) -> Result<Option<Vec<u8>>, Error> {
         let url = self.tuf_url(gun, tail);
-        let (status, body) = self.send(Method::GET, url, None).await?;
+        let (status, body) = self.send(Method::GET, url, None, cap).await?;
         match status {
             StatusCode::OK => Ok(Some(body)),
             StatusCode::NOT_FOUND => Ok(None),
@@ -310,9 +346,16 @@ impl NotaryServer {
         }
     }
 
-    /// The current `<role>.json` (`None` when the server has none).
-    pub(crate) async fn role(&self, gun: &str, role: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.get_optional(gun, &format!("{role}.json")).await
+    /// The current `<role>.json` (`None` when the server has none), read no further than
+    /// `listed_length` when a signed role lists it, else than the role's own cap.
+    pub(crate) async fn role(
+        &self,
+        gun: &str,
+        role: &str,
+        listed_length: Option<u64>,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        self.get_optional(gun, &format!("{role}.json"), role_cap(role, listed_length))
+            .await
     }
 
     /// `<role>.<sha256 hex>.json`: the file whose hash a listing role pins.
@@ -321,9 +364,14 @@ impl NotaryServer {
         gun: &str,
         role: &str,
         sha256_hex: &str,
+        listed_length: Option<u64>,
     ) -> Result<Option<Vec<u8>>, Error> {
-        self.get_optional(gun, &format!("{role}.{sha256_hex}.json"))
-            .await
+        self.get_optional(
+            gun,
+            &format!("{role}.{sha256_hex}.json"),
+            role_cap(role, listed_length),
+        )
+        .await
     }
 
     /// `<version>.root.json`, for walking root rotations.
@@ -332,14 +380,16 @@ impl NotaryServer {
         gun: &str,
         version: u64,
     ) -> Result<Option<Vec<u8>>, Error> {
-        self.get_optional(gun, &format!("{version}.root.json"))
+        self.get_optional(gun, &format!("{version}.root.json"), MAX_METADATA_BYTES)
             .await
     }
 
     async fn key(&self, method: Method, gun: &str, role: &str) -> Result<TufKey, Error> {
         let tail = format!("{role}.key");
         let url = self.tuf_url(gun, &tail);
-        let (status, body) = self.send(method.clone(), url, None).await?;
+        let (status, body) = self
+            .send(method.clone(), url, None, MAX_REPLY_BYTES)
+            .await?;
         if status != StatusCode::OK {
             return Err(Self::http_error(
                 format!("{method} {tail} of {gun}"),
@@ -377,7 +427,12 @@ impl NotaryServer {
         let url = self.tuf_url(gun, "");
         let (content_type, body) = multipart_body(updates);
         let (status, reply) = self
-            .send(Method::POST, url, Some((content_type, body)))
+            .send(
+                Method::POST,
+                url,
+                Some((content_type, body)),
+                MAX_REPLY_BYTES,
+            )
             .await?;
         if status.is_success() {
             Ok(())
@@ -393,7 +448,9 @@ impl NotaryServer {
     /// Deletes every file of the collection on the server.
     pub(crate) async fn delete(&self, gun: &str) -> Result<(), Error> {
         let url = self.tuf_url(gun, "");
-        let (status, reply) = self.send(Method::DELETE, url, None).await?;
+        let (status, reply) = self
+            .send(Method::DELETE, url, None, MAX_REPLY_BYTES)
+            .await?;
         if status.is_success() {
             Ok(())
         } else {
@@ -416,6 +473,7 @@ mod tests {
             pins: BTreeMap::new(),
             pinned_cas: BTreeMap::new(),
             disable_tofu: false,
+            read_deadline: crate::settings::DEFAULT_READ_DEADLINE,
         })
         .expect("client")
     }
@@ -495,6 +553,7 @@ mod tests {
             pins: BTreeMap::new(),
             pinned_cas: BTreeMap::new(),
             disable_tofu: false,
+            read_deadline: crate::settings::DEFAULT_READ_DEADLINE,
         }
     }
 
@@ -526,7 +585,7 @@ mod tests {
         drop(listener);
         let s = server(&format!("https://127.0.0.1:{port}"));
         let err = s
-            .role("example.com/app", "root")
+            .role("example.com/app", "root", None)
             .await
             .expect_err("refused");
         assert!(

@@ -7,7 +7,6 @@
 //! expiry, signatures and thresholds, and the hashes each role pins for the next. Whatever it
 //! refuses is an error naming the role.
 
-use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use sigil_tuf::changelist::{Change, check_gun};
@@ -17,7 +16,7 @@ use sigil_tuf::verify::is_skippable;
 use sigil_tuf::verify::verify_signatures;
 use sigil_tuf::x509::Certificate;
 use sigil_tuf::{
-    CollectionEditor, CollectionKeys, Metadata, PriorVersions, RoleType, RootTrust,
+    CollectionEditor, CollectionKeys, FileMeta, Metadata, PriorVersions, RoleType, RootTrust,
     SignedCollection, Signer, Updater, VerifiedCollection,
 };
 use tracing::{debug, warn};
@@ -190,14 +189,37 @@ impl Repo {
         self.walk(Source::Cache).await
     }
 
-    /// The verified update walk over `source`.
+    /// The verified update walk over `source`, from the server within the read deadline
+    /// (`remote_server.read_deadline_seconds`): every request of the walk together, so a server
+    /// that trickles bytes, or serves many roles slowly, cannot hold the command for hours.
+    /// Nothing is cached unless the whole walk finishes in time.
     async fn walk(&self, source: Source) -> Result<Option<VerifiedCollection>, Error> {
+        if source == Source::Cache {
+            return self.walk_within(source).await;
+        }
+        let deadline = self.settings.read_deadline;
+        tokio::time::timeout(deadline, self.walk_within(source))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::ServerMisbehaved {
+                    url: self.server.url().to_owned(),
+                    what: format!("reading {}", self.gun),
+                    reason: format!(
+                        "not done within the read deadline of {} s \
+                         (remote_server.read_deadline_seconds in the config file)",
+                        deadline.as_secs()
+                    ),
+                })
+            })
+    }
+
+    async fn walk_within(&self, source: Source) -> Result<Option<VerifiedCollection>, Error> {
         let gun = &self.gun;
         let ctx = |e| Error::tuf(self.context(source), e);
         let now = SystemTime::now();
         let trusted_root = self.trust.read(gun, "root")?;
         let latest_root = match source {
-            Source::Server => self.server.role(gun, "root").await?,
+            Source::Server => self.server.role(gun, "root", None).await?,
             Source::Cache => trusted_root.clone(),
         };
         let Some(latest_root) = latest_root else {
@@ -220,7 +242,8 @@ impl Repo {
         .with_prior(self.prior_versions()?);
         let latest = peek_version(&latest_root).unwrap_or_default();
         // The cache holds the root it trusts, never older ones: nothing to walk there.
-        for version in updater.intermediate_root_versions(latest) {
+        let intermediates = updater.intermediate_root_versions(latest).map_err(ctx)?;
+        for version in intermediates {
             let bytes = match source {
                 Source::Server => self.server.root_version(gun, version).await?,
                 Source::Cache => None,
@@ -232,25 +255,19 @@ impl Repo {
 
         let timestamp = self.fetch_role(source, "timestamp", None).await?;
         updater.update_timestamp(timestamp).map_err(ctx)?;
-        let snapshot_hash = updater.snapshot_meta().and_then(|m| m.sha256_hex());
-        let snapshot = self.fetch_role(source, "snapshot", snapshot_hash).await?;
+        let snapshot_meta = updater.snapshot_meta().cloned();
+        let snapshot = self
+            .fetch_role(source, "snapshot", snapshot_meta.as_ref())
+            .await?;
         updater.update_snapshot(snapshot).map_err(ctx)?;
-        let targets_hash = updater.role_meta("targets").and_then(|m| m.sha256_hex());
-        let targets = self.fetch_role(source, "targets", targets_hash).await?;
+        let targets_meta = updater.role_meta("targets").cloned();
+        let targets = self
+            .fetch_role(source, "targets", targets_meta.as_ref())
+            .await?;
         updater.update_targets(targets).map_err(ctx)?;
 
-        let mut tried = BTreeSet::new();
-        loop {
-            let pending: Vec<_> = updater
-                .pending_delegations()
-                .into_iter()
-                .filter(|(name, _)| !tried.contains(name))
-                .collect();
-            let Some((role, meta)) = pending.into_iter().next() else {
-                break;
-            };
-            tried.insert(role.clone());
-            let bytes = self.fetch_role(source, &role, meta.sha256_hex()).await?;
+        while let Some((role, meta)) = updater.next_delegation().map_err(ctx)? {
+            let bytes = self.fetch_role(source, &role, Some(&meta)).await?;
             if let Err(e) = updater.update_delegation(&role, bytes) {
                 if is_skippable(&e) {
                     warn!("{gun}: ignoring delegation {role}: {e}");
@@ -267,26 +284,36 @@ impl Repo {
         Ok(Some(verified))
     }
 
-    /// A role's file from `source`; from the server by the hash the listing role pins, if any.
-    /// (The updater checks cached files against that hash too.)
+    /// A role's file from `source`; from the server by the hash the listing role pins, if any,
+    /// and read no further than the length it lists. (The updater checks cached files against
+    /// that hash too.)
     async fn fetch_role(
         &self,
         source: Source,
         role: &str,
-        sha256_hex: Option<String>,
+        listed: Option<&FileMeta>,
     ) -> Result<Vec<u8>, Error> {
-        let bytes = match (source, sha256_hex) {
-            (Source::Server, Some(hex)) => self.server.role_by_hash(&self.gun, role, &hex).await?,
-            (Source::Server, None) => self.server.role(&self.gun, role).await?,
+        let hex = listed.and_then(FileMeta::sha256_hex);
+        let limit = listed.map(|m| m.length);
+        let bytes = match (source, hex) {
+            (Source::Server, Some(hex)) => {
+                self.server
+                    .role_by_hash(&self.gun, role, &hex, limit)
+                    .await?
+            }
+            (Source::Server, None) => self.server.role(&self.gun, role, limit).await?,
             (Source::Cache, _) => self.trust.read(&self.gun, role)?,
         };
         bytes.ok_or_else(|| self.missing(source, &format!("{role}.json")))
     }
 
     /// Writes what was verified to the trust dir (only files that changed) and drops cached
-    /// delegations the collection no longer has.
+    /// delegations the collection no longer has. A delegation that was only skipped (or sits
+    /// under a skipped one) keeps its cached file: that file's version is the rollback
+    /// baseline the next update checks against.
     fn cache(&self, verified: &VerifiedCollection) -> Result<(), Error> {
         let files = verified.files();
+        let baselines = verified.prior_versions().delegations;
         for (role, bytes) in &files {
             if self.trust.read(&self.gun, role)?.as_deref() != Some(*bytes) {
                 debug!(role, "caching");
@@ -294,7 +321,10 @@ impl Repo {
             }
         }
         for role in self.trust.cached_roles(&self.gun)? {
-            if role.starts_with("targets/") && !files.contains_key(&role) {
+            if role.starts_with("targets/")
+                && !files.contains_key(&role)
+                && !baselines.contains_key(&role)
+            {
                 self.trust.remove(&self.gun, &role)?;
             }
         }

@@ -16,6 +16,10 @@
 //!
 //! Relative paths in the file are relative to the file's directory, and `~/` is the home
 //! directory. `remote_server.skipTLSVerify` is refused rather than honoured.
+//!
+//! One key is sigil's own (the notary client ignores it): `remote_server.read_deadline_seconds`,
+//! how long one read of a collection from the server may take in all (default
+//! [`DEFAULT_READ_DEADLINE`]), so a server that trickles data cannot hold a command for hours.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +31,10 @@ use crate::error::Error;
 
 /// The notary client's default server URL (its docker-compose service name).
 pub(crate) const DEFAULT_SERVER: &str = "https://notary-server:4443";
+
+/// How long one verified read of a collection from the server may take, every request
+/// included: minutes of headroom for a large collection on a slow link, not hours.
+pub(crate) const DEFAULT_READ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The resolved settings of a collection command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +53,8 @@ pub(crate) struct Settings {
     pub(crate) pinned_cas: BTreeMap<String, PathBuf>,
     /// Refuse trust on first use for collections without a pin.
     pub(crate) disable_tofu: bool,
+    /// How long one verified read from the server may take in all.
+    pub(crate) read_deadline: std::time::Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +79,8 @@ struct RemoteServer {
     tls_client_key: Option<String>,
     #[serde(default, rename = "skipTLSVerify")]
     skip_tls_verify: bool,
+    #[serde(default)]
+    read_deadline_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,6 +190,16 @@ impl Settings {
                 });
             }
         };
+        let read_deadline = match file.remote_server.read_deadline_seconds {
+            None => DEFAULT_READ_DEADLINE,
+            Some(0) => {
+                return Err(Error::Config {
+                    path: config_path.map(Path::to_path_buf).unwrap_or_default(),
+                    reason: "remote_server.read_deadline_seconds must be at least 1".into(),
+                });
+            }
+            Some(secs) => std::time::Duration::from_secs(secs),
+        };
         let trust_dir = match (&global.trust_dir, file.trust_dir) {
             (Some(dir), _) => dir.clone(),
             (None, Some(dir)) => resolve_path(&dir, base),
@@ -203,6 +225,7 @@ impl Settings {
                 .map(|(prefix, path)| (prefix, resolve_path(&path, base)))
                 .collect(),
             disable_tofu: file.trust_pinning.disable_tofu,
+            read_deadline,
         })
     }
 }
@@ -282,6 +305,17 @@ mod tests {
         .expect("settings");
         assert_eq!(s.server, DEFAULT_SERVER);
         assert_eq!(s.tls_ca, None);
+        assert_eq!(s.read_deadline, DEFAULT_READ_DEADLINE);
+        let file: FileConfig =
+            serde_json::from_str(r#"{"remote_server":{"read_deadline_seconds":7}}"#)
+                .expect("config");
+        let s = Settings::from_parts(&global(&["-d", "/td"]), file, Path::new("."), None)
+            .expect("settings");
+        assert_eq!(s.read_deadline, std::time::Duration::from_secs(7));
+        let file: FileConfig =
+            serde_json::from_str(r#"{"remote_server":{"read_deadline_seconds":0}}"#)
+                .expect("config");
+        assert!(Settings::from_parts(&global(&["-d", "/td"]), file, Path::new("."), None).is_err());
         let file: FileConfig =
             serde_json::from_str(r#"{"remote_server":{"skipTLSVerify":true}}"#).expect("config");
         let err =

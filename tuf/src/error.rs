@@ -153,6 +153,35 @@ pub enum Error {
         version: u64,
     },
 
+    /// A delegated role trusted before that the new snapshot no longer lists while its parent
+    /// still delegates it: hiding a role drops its rollback baseline, so it is refused.
+    #[error(
+        "{role}: trusted at v{trusted}, but snapshot v{version} no longer lists it while \
+         {parent} still delegates it (hiding a role is a rollback)"
+    )]
+    Hidden {
+        /// Delegated role.
+        role: String,
+        /// Version of the snapshot that leaves it out.
+        version: u64,
+        /// The version trusted before.
+        trusted: u64,
+        /// The role that delegates it.
+        parent: String,
+    },
+
+    /// More of something than sigil walks (root rotations, delegated roles, delegation
+    /// depth): a bound against hostile repositories.
+    #[error("{role}: {what}, more than sigil's limit of {limit}")]
+    LimitExceeded {
+        /// Role (or walk step) concerned.
+        role: String,
+        /// What was counted, with the count.
+        what: String,
+        /// The limit.
+        limit: u64,
+    },
+
     /// A delegated role is not allowed to sign for this target path.
     #[error("{role}: target {target:?} is outside the paths delegated to it")]
     PathNotDelegated {

@@ -151,7 +151,7 @@ impl InitArgs {
     pub(crate) async fn run(&self, global: &GlobalArgs) -> Result<(), Error> {
         let repo = Repo::open(global, &self.gun)?;
         let gun = &self.gun;
-        if repo.server.role(gun, "root").await?.is_some() {
+        if repo.server.role(gun, "root", None).await?.is_some() {
             return Err(Error::Usage(format!(
                 "{gun} already has trust data on {}; edit it with add/remove/publish, or remove \
                  it first with `sigil delete {gun} --remote`",
