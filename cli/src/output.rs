@@ -67,6 +67,35 @@ impl From<&KeyInfo> for KeyJson {
     }
 }
 
+/// `text` safe to show on a terminal: control characters (C0, DEL, C1: ANSI escapes, carriage
+/// returns, newlines), Unicode format characters (bidi overrides, zero-width) and the
+/// backslash itself become `\u{..}` / `\\` escapes, so a name from a server cannot recolour
+/// the terminal, rewrite earlier lines or pose as another name. Plain names are unchanged.
+/// Only for human output: `--json` prints the exact strings (JSON escapes them itself).
+pub(crate) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c == '\\'
+            || c.is_control()
+            || matches!(c, '\u{00ad}' | '\u{061c}' | '\u{180e}' | '\u{feff}')
+            || ('\u{200b}'..='\u{200f}').contains(&c)
+            || ('\u{2028}'..='\u{202e}').contains(&c)
+            || ('\u{2060}'..='\u{206f}').contains(&c)
+            || ('\u{fff9}'..='\u{fffb}').contains(&c)
+    }
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Writes `text` to stdout as is.
 pub(crate) fn print(text: &str) -> Result<(), Error> {
     let mut out = io::stdout().lock();
@@ -148,7 +177,13 @@ pub(crate) fn key_table(keys: &[KeyInfo]) -> String {
 
 /// A table as the notary client prints one: a header row, a row of dashes as long as each
 /// header, then the rows; every column but the last padded to its widest cell plus four spaces.
+/// Cells are [`escape`]d: they hold names and paths a server chose.
 pub(crate) fn notary_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| escape(cell).into_owned()).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -277,6 +312,27 @@ njzqZfzl7SVdD1sqaYi5gmv4qDkbnCGJshESyRaeooNGYOwsIqFUeOIjPw==
              hello.sh         9d9a      46              targets\n\
              remove-me.txt    ab3e      31              targets\n"
         );
+    }
+
+    #[test]
+    fn server_chosen_text_cannot_drive_the_terminal() {
+        assert_eq!(escape("releases/app-1.0.tar.gz"), "releases/app-1.0.tar.gz");
+        assert_eq!(escape("é/日本"), "é/日本");
+        assert_eq!(escape("a\u{1b}[31mred"), "a\\u{1b}[31mred");
+        assert_eq!(escape("x\rfake\nline"), "x\\u{d}fake\\u{a}line");
+        assert_eq!(escape("\u{9b}2J"), "\\u{9b}2J");
+        assert_eq!(escape("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+        assert_eq!(escape("back\\slash"), "back\\\\slash");
+        let table = notary_table(
+            &["NAME", "ROLE"],
+            &[vec!["\u{1b}]0;pwned\u{7}x".into(), "targets".into()]],
+        );
+        assert!(
+            !table.contains('\u{1b}') && !table.contains('\u{7}'),
+            "{table:?}"
+        );
+        assert!(table.contains("\\u{1b}]0;pwned\\u{7}x"), "{table:?}");
+        assert_eq!(table.lines().count(), 3);
     }
 
     #[test]

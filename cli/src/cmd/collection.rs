@@ -803,7 +803,11 @@ impl LookupArgs {
             Some(h) => format!("sha256:{h}"),
             None => digest(&entry),
         };
-        output::print_line(&format!("{} {digest} {}", entry.name, entry.meta.length))
+        output::print_line(&format!(
+            "{} {digest} {}",
+            output::escape(&entry.name),
+            entry.meta.length
+        ))
     }
 }
 
