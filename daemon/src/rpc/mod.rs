@@ -3,6 +3,7 @@
 //! optional notary-signer endpoint is TCP with mutual TLS ([`notary`]). Both take connections
 //! through [`limits`] and cap HTTP/2 streams and headers per connection ([`http2_bounds`]).
 
+pub mod authority;
 pub mod health;
 pub mod limits;
 pub mod listen;
@@ -19,6 +20,7 @@ use sigil_proto::sigil_v1::keys_server::KeysServer;
 use sigil_proto::sigil_v1::signer_server::SignerServer;
 use sigil_proto::sigil_v1::tokens_server::TokensServer;
 use tokio::net::UnixListener;
+use tokio_stream::StreamExt as _;
 
 pub use listen::{adopt, bind};
 
@@ -54,9 +56,9 @@ pub enum Error {
     Serve(#[from] tonic::transport::Error),
 }
 
-/// Largest HTTP/2 header block a request may send (gRPC requests send a few hundred bytes;
+/// Largest HTTP/2 header list a request may send (gRPC requests send a few hundred bytes;
 /// hyper's default, stated here so the bound does not move with an upgrade).
-const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 /// The HTTP/2 bounds both endpoints share: `streams` concurrent requests per connection
 /// (tonic's default is unlimited) and [`MAX_HEADER_LIST_BYTES`] of headers.
@@ -86,7 +88,8 @@ pub async fn serve(
             max: server.max_connections,
             per_uid: Some(server.max_connections_per_uid),
         },
-    );
+    )
+    .map(|conn| conn.map(authority::AuthorityFix::new));
     let result = http2_bounds(server.max_streams_per_connection)
         .layer(tower::util::MapResponseLayer::new(
             oversize_is_resource_exhausted,
