@@ -243,3 +243,100 @@ async fn python_grpcio_lists_and_signs_over_the_socket() {
         .verify(&message, &signature)
         .expect("grpcio's signature verifies");
 }
+
+const PYTHON_REFLECTION_CLIENT: &str = r#"
+import json, sys
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor_pool import DescriptorPool
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+socket, key_id, message = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3])
+
+def call(channel, pool, service, method, **fields):
+    desc = pool.FindServiceByName(service).FindMethodByName(method)
+    request = message_factory.GetMessageClass(desc.input_type)
+    response = message_factory.GetMessageClass(desc.output_type)
+    rpc = channel.unary_unary(
+        "/%s/%s" % (service, method),
+        request_serializer=request.SerializeToString,
+        response_deserializer=response.FromString,
+    )
+    return rpc(request(**fields), timeout=30)
+
+with grpc.insecure_channel("unix:" + socket) as channel:
+    database = ProtoReflectionDescriptorDatabase(channel)
+    services = sorted(database.get_services())
+    pool = DescriptorPool(database)
+    listed = call(channel, pool, "sigil.v1.Keys", "ListKeys")
+    raw = pool.FindEnumTypeByName("sigil.v1.SignatureEncoding").values_by_name[
+        "SIGNATURE_ENCODING_RAW"
+    ].number
+    signed = call(
+        channel, pool, "sigil.v1.Signer", "Sign", key_id=key_id, message=message, encoding=raw
+    )
+print(json.dumps({
+    "services": services,
+    "keys": [k.key_id for k in listed.keys],
+    "signature": signed.signature.hex(),
+}))
+"#;
+
+/// gRPC reflection on the socket: a client without any .proto file (grpcio's reflection
+/// client, as grpcurl would) lists the services and calls ListKeys and Sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lets_a_client_without_protos_list_and_sign() {
+    let python = python_venv();
+    let dir = DevDir::new();
+    let daemon = dir.start();
+    let mut client = daemon.client().await;
+    let key = client
+        .generate(
+            "targets",
+            "example.com/reflection",
+            pb::Algorithm::EcdsaP256,
+        )
+        .await;
+    let message = b"signed through reflection".to_vec();
+    let out = Command::new(&python)
+        .args(["-c", PYTHON_REFLECTION_CLIENT])
+        .arg(daemon.socket())
+        .arg(&key.key_id)
+        .arg(hex::encode(&message))
+        .output()
+        .expect("running the Python reflection client");
+    assert!(
+        out.status.success(),
+        "the Python reflection client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from Python");
+    let services: Vec<&str> = reply["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    for expected in [
+        "sigil.v1.Keys",
+        "sigil.v1.Signer",
+        "sigil.v1.Tokens",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            services.contains(&expected),
+            "{expected} not listed: {services:?}"
+        );
+    }
+    assert!(
+        !services.iter().any(|s| s.starts_with("proto.")),
+        "the notary-signer services are not on the socket: {services:?}"
+    );
+    assert_eq!(reply["keys"], serde_json::json!([key.key_id]));
+    let signature = hex::decode(reply["signature"].as_str().expect("hex")).expect("hex");
+    parse_public(&key)
+        .verify(&message, &signature)
+        .expect("the signature made through reflection verifies");
+}

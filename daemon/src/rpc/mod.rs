@@ -30,6 +30,16 @@ use crate::service::SigningService;
 /// Names under which health is reported, besides the server-wide "".
 const HEALTH_NAMES: &[&str] = &["sigil.v1.Keys", "sigil.v1.Signer"];
 
+/// Services gRPC reflection lists on the socket (it describes itself as well).
+const REFLECTED_NAMES: &[&str] = &[
+    "sigil.v1.Keys",
+    "sigil.v1.Signer",
+    "sigil.v1.Tokens",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
 /// Why the listener could not be set up or stopped serving.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -54,6 +64,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The compiled-in descriptors did not make a reflection service (a build defect).
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// Largest HTTP/2 header list a request may send (gRPC requests send a few hundred bytes;
@@ -80,6 +93,19 @@ pub async fn serve(
     // Room for the request's other fields, so that an oversized message reaches the service
     // and gets RESOURCE_EXHAUSTED with a clear message rather than a transport error.
     let decode_limit = server.max_message_bytes.saturating_add(64 * 1024);
+    // Reflection (v1, and v1alpha which grpcio's reflection client and older grpcurl use)
+    // describes the socket's services only, not the notary-signer ones in the same set.
+    let reflection = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sigil_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for name in REFLECTED_NAMES {
+            builder = builder.with_service_name(*name);
+        }
+        builder
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let (health, poll) = health::spawn(service, HEALTH_NAMES);
     let incoming = limits::incoming(
         listener,
@@ -98,6 +124,8 @@ pub async fn serve(
         .add_service(TokensServer::new(api.clone()))
         .add_service(SignerServer::new(api).max_decoding_message_size(decode_limit))
         .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     poll.abort();
