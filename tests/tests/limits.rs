@@ -28,8 +28,23 @@ fn open_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// Lets this process open the flood: raises its soft descriptor limit towards the hard one.
+fn allow_flood_descriptors() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let needed = FLOOD as u64 + 512;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    assert!(
+        hard >= needed,
+        "this test opens {FLOOD} connections; the hard RLIMIT_NOFILE is {hard} (raise it, e.g. ulimit -Hn {needed})"
+    );
+    if soft < needed {
+        setrlimit(Resource::RLIMIT_NOFILE, needed, hard).expect("setrlimit");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_tcp_connections_on_the_notary_endpoint_leave_the_unix_api_serving() {
+    allow_flood_descriptors();
     let dev = DevDir::new();
     dev.init();
     let pki = Pki::new(&dev.root().join("pki"), "limits");
