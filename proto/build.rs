@@ -19,8 +19,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={p}");
     }
     // UnlockRequest carries a PIN: its Debug is written by hand (redacted) in src/lib.rs.
+    // The descriptor set feeds gRPC reflection on the socket (`sigil_proto::FILE_DESCRIPTOR_SET`).
+    let out_dir = std::path::PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR unset")?);
     tonic_prost_build::configure()
         .skip_debug(["sigil.v1.UnlockRequest"])
+        .file_descriptor_set_path(out_dir.join("sigil_descriptor.bin"))
         .compile_protos(&protos, &["."])?;
     Ok(())
 }

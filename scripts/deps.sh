@@ -13,7 +13,8 @@ die() {
     exit 1
 }
 
-# package   what proves it is installed (cmd:NAME, file:PATH or pc:MODULE)
+# package   what proves it is installed (cmd:NAME, file:PATH, pc:MODULE or
+# py:MODULE, a module python3 imports)
 requirements=(
     "softhsm2          cmd:softhsm2-util"
     "softhsm2          file:/usr/lib/softhsm/libsofthsm2.so"
@@ -28,6 +29,14 @@ requirements=(
     "util-linux        cmd:setpriv"
     "passwd            cmd:useradd"
     "systemd           cmd:systemd-socket-activate"
+    "util-linux        cmd:prlimit"
+)
+
+# Other gRPC clients on the socket (tests/tests/grpc_clients.rs): a venv into
+# which the tests pip-install grpcio, grpcio-tools and grpcio-reflection.
+requirements+=(
+    "python3           cmd:python3"
+    "python3-venv      py:ensurepip"
 )
 
 # The virtual YubiKey (vyubikey, tests/tests/yubikey.rs): pcscd with vpcd,
@@ -50,6 +59,8 @@ present() {
     file:*) [[ -e ${what#file:} ]] ;;
     pc:*) command -v pkg-config >/dev/null 2>&1 &&
         pkg-config --exists "${what#pc:}" ;;
+    py:*) command -v python3 >/dev/null 2>&1 &&
+        python3 -c "import ${what#py:}" >/dev/null 2>&1 ;;
     *) die "internal: unknown check '$what'" ;;
     esac
 }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod limits;
+
 /// Where the configuration is looked for when neither `--config` nor `$SIGIL_CONFIG` is set.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sigil/sigild.toml";
 /// The environment variable naming the configuration file.
@@ -88,6 +90,13 @@ pub struct ServerConfig {
     pub audit_log: PathBuf,
     /// Largest `message` a Sign request may carry.
     pub max_message_bytes: usize,
+    /// API socket connections open at once ([`limits::MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// API socket connections one uid may hold ([`limits::MAX_CONNECTIONS_PER_UID`]).
+    pub max_connections_per_uid: usize,
+    /// Concurrent HTTP/2 streams per connection, on both endpoints
+    /// ([`limits::MAX_STREAMS_PER_CONNECTION`]).
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +107,9 @@ impl Default for ServerConfig {
             socket_mode: "0660".to_owned(),
             audit_log: PathBuf::from("/var/lib/sigil/audit.jsonl"),
             max_message_bytes: 4 * 1024 * 1024,
+            max_connections: limits::MAX_CONNECTIONS,
+            max_connections_per_uid: limits::MAX_CONNECTIONS_PER_UID,
+            max_streams_per_connection: limits::MAX_STREAMS_PER_CONNECTION,
         }
     }
 }
@@ -163,6 +175,9 @@ pub struct Pkcs11Config {
     /// that a long key generation does not hold up signatures.
     #[serde(default = "default_sessions")]
     pub sessions: usize,
+    /// Token jobs waiting for the sessions ([`limits::MAX_QUEUED_JOBS`]).
+    #[serde(default = "limits::max_queued_jobs")]
+    pub max_queued_jobs: usize,
 }
 
 /// Most PKCS#11 sessions a backend may ask for.
@@ -263,6 +278,9 @@ pub struct YubikeyConfig {
     /// against (e.g. Yubico's PIV attestation root). Without any, no key counts as attested.
     #[serde(default)]
     pub attestation_roots: Vec<PathBuf>,
+    /// Token jobs waiting for the device ([`limits::MAX_QUEUED_JOBS`]).
+    #[serde(default = "limits::max_queued_jobs")]
+    pub max_queued_jobs: usize,
 }
 
 /// Where a YubiKey's management key comes from, besides a file.
@@ -312,6 +330,12 @@ pub struct NotarySignerConfig {
     /// Client certificate identities (CN or SAN) allowed to connect.
     #[serde(default)]
     pub allowed_clients: Vec<String>,
+    /// TCP connections open at once, handshaking or not ([`limits::NOTARY_MAX_CONNECTIONS`]).
+    #[serde(default = "limits::notary_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a TLS handshake may take ([`limits::HANDSHAKE_TIMEOUT_SECS`]).
+    #[serde(default = "limits::handshake_timeout_secs")]
+    pub handshake_timeout_secs: u64,
 }
 
 /// An operation a policy rule can allow.
@@ -420,6 +444,15 @@ impl Config {
                 "server.max_message_bytes must be greater than 0".into(),
             ));
         }
+        limits::check_count("server.max_connections", self.server.max_connections)?;
+        limits::check_count(
+            "server.max_connections_per_uid",
+            self.server.max_connections_per_uid,
+        )?;
+        limits::check_count(
+            "server.max_streams_per_connection",
+            self.server.max_streams_per_connection as usize,
+        )?;
         if self.backends.is_empty() {
             return Err(Error::Invalid(
                 "no [[backend]] configured: sigild needs at least one token".into(),
@@ -436,6 +469,11 @@ impl Config {
                     "backend name {name:?} is used twice"
                 )));
             }
+            let queued = match backend {
+                BackendConfig::Pkcs11(c) => c.max_queued_jobs,
+                BackendConfig::Yubikey(c) => c.max_queued_jobs,
+            };
+            limits::check_count(&format!("backend {name:?}: max_queued_jobs"), queued)?;
             match backend {
                 BackendConfig::Pkcs11(c) => {
                     c.selector()?;
@@ -471,6 +509,8 @@ impl Config {
             }
         }
         if let Some(ns) = &self.notary_signer {
+            limits::check_count("notary_signer.max_connections", ns.max_connections)?;
+            limits::check_handshake_timeout(ns.handshake_timeout_secs)?;
             if !names.contains(ns.backend.as_str()) {
                 return Err(Error::Invalid(format!(
                     "notary_signer.backend {:?} is not a configured backend",
@@ -705,6 +745,65 @@ allow = ["sign", "public", "list"]
             .expect_err("0")
             .to_string();
         assert!(err.contains("sessions must be 1 to 64"), "{err}");
+    }
+
+    #[test]
+    fn resource_limits_have_defaults_and_refuse_zero() {
+        let c = parse(MINIMAL).expect("minimal");
+        assert_eq!(c.server.max_connections, limits::MAX_CONNECTIONS);
+        assert_eq!(
+            c.server.max_connections_per_uid,
+            limits::MAX_CONNECTIONS_PER_UID
+        );
+        assert_eq!(
+            c.server.max_streams_per_connection,
+            limits::MAX_STREAMS_PER_CONNECTION
+        );
+        match &c.backends[0] {
+            BackendConfig::Pkcs11(b) => assert_eq!(b.max_queued_jobs, limits::MAX_QUEUED_JOBS),
+            BackendConfig::Yubikey(_) => panic!("expected pkcs11"),
+        }
+        let set = MINIMAL.replace(
+            "[server]",
+            "[server]\nmax_connections = 8\nmax_connections_per_uid = 2\nmax_streams_per_connection = 4",
+        );
+        let c = parse(&set).expect("set");
+        assert_eq!(
+            (
+                c.server.max_connections,
+                c.server.max_connections_per_uid,
+                c.server.max_streams_per_connection
+            ),
+            (8, 2, 4)
+        );
+        for key in [
+            "max_connections",
+            "max_connections_per_uid",
+            "max_streams_per_connection",
+        ] {
+            let zero = MINIMAL.replace("[server]", &format!("[server]\n{key} = 0"));
+            let err = parse(&zero).expect_err(key).to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let zero_queue = MINIMAL.replace(
+            "pin_file = \"/etc/sigil/pins/hsm\"",
+            "pin_file = \"/etc/sigil/pins/hsm\"\nmax_queued_jobs = 0",
+        );
+        let err = parse(&zero_queue).expect_err("queue 0").to_string();
+        assert!(err.contains("max_queued_jobs"), "{err}");
+
+        let ns = "\n[notary_signer]\nlisten = \"127.0.0.1:7899\"\ntls_cert = \"/c\"\n\
+                  tls_key = \"/k\"\nclient_ca = \"/ca\"\nbackend = \"hsm\"\nallowed_clients = [\"n\"]\n";
+        let c = parse(&format!("{MINIMAL}{ns}")).expect("notary_signer");
+        let n = c.notary_signer.expect("section");
+        assert_eq!(n.max_connections, limits::NOTARY_MAX_CONNECTIONS);
+        assert_eq!(n.handshake_timeout_secs, limits::HANDSHAKE_TIMEOUT_SECS);
+        for bad in ["max_connections = 0", "handshake_timeout_secs = 0"] {
+            let err = parse(&format!("{MINIMAL}{ns}{bad}\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains(&bad[..bad.len() - 4]), "{err}");
+        }
     }
 
     #[test]

@@ -121,14 +121,14 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             rpc::notary::serve(
                 Arc::clone(&service),
                 ns,
-                config.server.max_message_bytes,
+                &config.server,
                 until_stopped(stopped.clone()),
             )
         });
         let unix = rpc::serve(
             service,
             listener,
-            config.server.max_message_bytes,
+            &config.server,
             until_stopped(stopped),
         );
         // The API socket is listening and the tokens are open: ready. (A notary-signer port

@@ -34,6 +34,9 @@ pub enum Error {
         /// Configured limit.
         max: usize,
     },
+    /// Too much is already waiting for the token; retry later.
+    #[error("{0}")]
+    Busy(String),
     /// The token is absent or unplugged.
     #[error("token unavailable: {0}")]
     Unavailable(String),
@@ -64,6 +67,7 @@ impl From<backend::Error> for Error {
             B::NoAttestation { .. } | B::NotUnlockable { .. } | B::MgmKeyRefused { .. } => {
                 Self::Precondition(e.to_string())
             }
+            B::Busy { .. } => Self::Busy(e.to_string()),
             B::KeyNotFound => Self::Internal("key vanished from the token".into()),
             other => Self::Internal(other.to_string()),
         }

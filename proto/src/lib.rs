@@ -16,6 +16,10 @@ pub mod sigil_v1 {
     }
 }
 
+/// The encoded `FileDescriptorSet` of every .proto file here, for gRPC server reflection
+/// (`grpcurl -plaintext -unix` lists and calls the API without the .proto files).
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sigil_descriptor");
+
 /// `proto`: notary-signer's API (package name fixed by notary-server), served by sigild's
 /// optional notary-signer compatible endpoint.
 pub mod notary {

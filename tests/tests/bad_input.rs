@@ -474,6 +474,19 @@ fn half_open_connections(socket: &Path) -> Vec<UnixStream> {
     held
 }
 
+/// Waits until sigild has taken every connection in `held` into its HTTP/2 layer: the server
+/// sends its SETTINGS frame first thing on a connection it accepted, so each must carry one.
+fn await_server_settings(held: &[UnixStream]) {
+    for (i, mut conn) in held.iter().enumerate() {
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        let mut header = [0u8; 9];
+        std::io::Read::read_exact(&mut conn, &mut header)
+            .unwrap_or_else(|e| panic!("connection {i}: no SETTINGS frame from sigild: {e}"));
+        assert_eq!(header[3], 0x4, "connection {i}: first frame is SETTINGS");
+    }
+}
+
 /// SIGTERM drains in-flight requests; a connection with no request in flight (here, one that
 /// never finished its handshake) must not keep the daemon from exiting. Any local user who
 /// can reach the socket could otherwise stall every restart until the service manager kills it.
@@ -483,7 +496,7 @@ async fn sigterm_is_not_held_up_by_idle_connections() {
     let daemon = dir.start();
     let socket = daemon.socket().to_owned();
     let held = half_open_connections(&socket);
-    std::thread::sleep(Duration::from_millis(200));
+    await_server_settings(&held);
     let status = tokio::task::spawn_blocking(move || daemon.stop_within(Duration::from_secs(10)))
         .await
         .expect("stopping sigild");
@@ -645,24 +658,53 @@ fn unsafe_or_taken_socket_paths_are_refused() {
     let dir = DevDir::new();
     dir.init();
 
-    // A socket directory others can write to.
-    let open_dir = dir.root().join("world-writable");
-    std::fs::create_dir(&open_dir).expect("mkdir");
-    std::fs::set_permissions(
-        &open_dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .expect("chmod 0777");
-    let config = dir
-        .config()
-        .socket(&open_dir.join("sigild.sock"))
-        .write("open-dir.toml");
-    let line = dir
-        .sigild_config(&config)
-        .run_to_exit()
-        .error_line()
-        .to_owned();
-    assert!(line.contains("writable by others"), "{line}");
+    // A socket directory others, or its group, can write to, or that another user owns:
+    // whoever can write there could swap the socket for their own.
+    for (name, mode, owner, needle) in [
+        (
+            "world-writable",
+            0o777,
+            None,
+            "writable by its group or others",
+        ),
+        (
+            "group-writable",
+            0o770,
+            None,
+            "writable by its group or others",
+        ),
+        ("foreign", 0o755, Some(65534), "owned by uid 65534"),
+    ] {
+        let unsafe_dir = dir.root().join(name);
+        std::fs::create_dir(&unsafe_dir).expect("mkdir");
+        std::fs::set_permissions(
+            &unsafe_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .expect("chmod");
+        if let Some(uid) = owner {
+            assert!(
+                nix::unistd::geteuid().is_root(),
+                "this check needs root to give a directory away (run the tests as root, as `make test` in the container does)"
+            );
+            nix::unistd::chown(&unsafe_dir, Some(nix::unistd::Uid::from_raw(uid)), None)
+                .expect("chown");
+        }
+        let config = dir
+            .config()
+            .socket(&unsafe_dir.join("sigild.sock"))
+            .write(&format!("{name}.toml"));
+        let line = dir
+            .sigild_config(&config)
+            .run_to_exit()
+            .error_line()
+            .to_owned();
+        assert!(line.contains(needle), "{name}: {line}");
+        assert!(
+            !unsafe_dir.join("sigild.sock").exists(),
+            "{name}: a socket was created"
+        );
+    }
 
     // A regular file where the socket should be is never removed.
     let file = dir.root().join("not-a-socket");

@@ -76,17 +76,20 @@ async fn sign_under_load(daemon: Daemon, generate_meanwhile: bool) {
                 }
                 .unwrap_or_else(|s| panic!("client {c} signature {i}: {s:?}"));
                 assert_eq!(resp.key_id, key_id);
-                signed.push((message, resp.signature));
+                signed.push((message, resp.signature, Instant::now()));
             }
             (c, signed)
         }));
     }
+    // The generation's start and end, to count the signatures that completed in between.
     let generated = generate_meanwhile.then(|| {
         let mut client = client.clone();
         tokio::spawn(async move {
-            client
+            let began = Instant::now();
+            let key = client
                 .generate("targets/rsa", "example.com/app", pb::Algorithm::Rsa3072Pss)
-                .await
+                .await;
+            (key, began, Instant::now())
         })
     });
     let mut results = Vec::with_capacity(CLIENTS);
@@ -105,7 +108,7 @@ async fn sign_under_load(daemon: Daemon, generate_meanwhile: bool) {
     for (c, signed) in &results {
         assert_eq!(signed.len(), SIGNATURES_PER_CLIENT);
         let public = &publics[c % keys.len()];
-        for (message, signature) in signed {
+        for (message, signature, _) in signed {
             public
                 .verify(message, signature)
                 .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(message)));
@@ -141,7 +144,22 @@ async fn sign_under_load(daemon: Daemon, generate_meanwhile: bool) {
         assert_eq!(n, total / keys.len(), "lines for key {}", key.key_id);
     }
     if let Some(task) = generated {
-        let rsa = task.await.expect("generate task");
+        let (rsa, began, ended) = task.await.expect("generate task");
+        let meanwhile = results
+            .iter()
+            .flat_map(|(_, signed)| signed)
+            .filter(|(_, _, done)| *done > began && *done < ended)
+            .count();
+        eprintln!(
+            "{meanwhile} signatures completed during the {:.2?} RSA generation",
+            ended - began
+        );
+        // One round per client at least: the generation did not hold up the other sessions.
+        assert!(
+            meanwhile >= CLIENTS,
+            "only {meanwhile} signatures completed while the RSA key was generated ({:.2?})",
+            ended - began
+        );
         assert!(
             matches!(parse_public(&rsa).algorithm(), Algorithm::Rsa3072Pss),
             "an RSA key"

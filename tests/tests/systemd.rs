@@ -93,3 +93,35 @@ async fn sigild_serves_the_socket_systemd_passes_and_leaves_it_when_it_stops() {
         "the socket belongs to the socket unit and must outlive sigild"
     );
 }
+
+/// The unit bounds descriptors above what sigild's own connection caps can take (so the caps,
+/// not EMFILE, decide), bounds memory, and forbids core dumps (PINs are in memory).
+#[test]
+fn the_unit_bounds_descriptors_memory_and_core_dumps() {
+    use sigil_daemon::config::limits;
+    let unit_path = sigil_e2e::workspace_root().join("daemon/dist/sigild.service");
+    let unit = std::fs::read_to_string(&unit_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", unit_path.display()));
+    let setting = |key: &str| {
+        unit.lines()
+            .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+            .next_back()
+            .unwrap_or_else(|| panic!("{key}= is not set in {}", unit_path.display()))
+            .trim()
+            .to_owned()
+    };
+    let nofile: usize = setting("LimitNOFILE")
+        .parse()
+        .expect("LimitNOFILE is a number");
+    let caps = limits::MAX_CONNECTIONS + limits::NOTARY_MAX_CONNECTIONS;
+    assert!(
+        nofile >= 4 * caps,
+        "LimitNOFILE={nofile} leaves too little room over the connection caps ({caps})"
+    );
+    assert_eq!(setting("LimitCORE"), "0");
+    let memory = setting("MemoryMax");
+    assert!(
+        memory.ends_with('G') || memory.ends_with('M'),
+        "MemoryMax={memory} is not a size"
+    );
+}

@@ -165,4 +165,14 @@ pub enum Error {
         /// Backend name.
         backend: String,
     },
+    /// The backend's job queue is full; nothing was queued.
+    #[error(
+        "backend {backend:?} is busy: {queued} jobs already wait for the token (max_queued_jobs); retry later"
+    )]
+    Busy {
+        /// Backend name.
+        backend: String,
+        /// The queue's capacity.
+        queued: usize,
+    },
 }

@@ -243,7 +243,7 @@ impl Pkcs11Backend {
             let name = format!("pkcs11-{}-{i}", shared.name);
             (name, move |jobs| worker(&shared, None, &jobs))
         });
-        let workers = Workers::start(&config.name, threads)?;
+        let workers = Workers::start(&config.name, config.max_queued_jobs, threads)?;
         Ok(Self { shared, workers })
     }
 }

@@ -221,6 +221,7 @@ impl YubikeyBackend {
         };
         let workers = Workers::start(
             &config.name,
+            config.max_queued_jobs,
             [(format!("yubikey-{}", config.serial), serve)],
         )?;
         Ok(Self {

@@ -1,29 +1,44 @@
 //! Listeners. The sigil API is served on a Unix socket only, so every request carries the
 //! caller's kernel-verified credentials; the socket's mode and group are a second fence. The
-//! optional notary-signer endpoint is TCP with mutual TLS ([`notary`]).
+//! optional notary-signer endpoint is TCP with mutual TLS ([`notary`]). Both take connections
+//! through [`limits`] and cap HTTP/2 streams and headers per connection ([`http2_bounds`]).
 
+pub mod authority;
 pub mod health;
+pub mod limits;
+pub mod listen;
 pub mod notary;
 pub mod peer;
 pub mod sigil;
 pub mod status;
 
 use std::future::Future;
-use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use sigil_proto::sigil_v1::keys_server::KeysServer;
 use sigil_proto::sigil_v1::signer_server::SignerServer;
 use sigil_proto::sigil_v1::tokens_server::TokensServer;
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt as _;
+
+pub use listen::{adopt, bind};
 
 use crate::config::ServerConfig;
 use crate::service::SigningService;
 
 /// Names under which health is reported, besides the server-wide "".
 const HEALTH_NAMES: &[&str] = &["sigil.v1.Keys", "sigil.v1.Signer"];
+
+/// Services gRPC reflection lists on the socket (it describes itself as well).
+const REFLECTED_NAMES: &[&str] = &[
+    "sigil.v1.Keys",
+    "sigil.v1.Signer",
+    "sigil.v1.Tokens",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
 
 /// Why the listener could not be set up or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -49,88 +64,21 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The compiled-in descriptors did not make a reflection service (a build defect).
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Binds the API socket: refuses a directory others can write to, replaces only a stale
-/// socket (never another file, never a live daemon), then sets mode and group.
-pub fn bind(server: &ServerConfig) -> Result<UnixListener, Error> {
-    let path = &server.socket;
-    let io = |what| {
-        let path = path.clone();
-        move |source| Error::Socket { path, what, source }
-    };
-    let refuse = |reason: String| Error::Refused {
-        path: path.clone(),
-        reason,
-    };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.exists() {
-        std::fs::create_dir_all(dir).map_err(io("creating its directory"))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
-            .map_err(io("setting its directory's mode"))?;
-    }
-    let dir_mode = std::fs::metadata(dir)
-        .map_err(io("reading its directory"))?
-        .mode();
-    if dir_mode & 0o002 != 0 {
-        return Err(refuse(format!(
-            "directory {} is writable by others (mode {:04o}); use a private directory",
-            dir.display(),
-            dir_mode & 0o7777
-        )));
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(refuse("another process is serving on it".into()));
-            }
-            std::fs::remove_file(path).map_err(io("removing the stale socket"))?;
-        }
-        Ok(_) => {
-            return Err(refuse(
-                "exists and is not a socket; refusing to remove it".into(),
-            ));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io("checking it")(e)),
-    }
-    let listener = UnixListener::bind(path).map_err(io("binding"))?;
-    let mode = server
-        .socket_mode_bits()
-        .map_err(|e| refuse(e.to_string()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(io("setting its mode"))?;
-    if let Some(group) = &server.socket_group {
-        let gid = nix::unistd::Group::from_name(group)
-            .ok()
-            .flatten()
-            .ok_or_else(|| refuse(format!("socket_group {group:?} does not exist")))?
-            .gid;
-        nix::unistd::chown(path, None, Some(gid))
-            .map_err(|e| io("setting its group")(std::io::Error::from(e)))?;
-    }
-    Ok(listener)
-}
+/// Largest HTTP/2 header list a request may send (gRPC requests send a few hundred bytes;
+/// hyper's default, stated here so the bound does not move with an upgrade).
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
-/// Takes over an API socket someone else bound (systemd socket activation: the socket unit
-/// sets its path, mode and group).
-pub fn adopt(listener: std::os::unix::net::UnixListener) -> Result<UnixListener, Error> {
-    let path = listener
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_pathname().map(Path::to_owned))
-        .unwrap_or_default();
-    let io = |what| {
-        let path = path.clone();
-        move |source| Error::Socket { path, what, source }
-    };
-    listener
-        .set_nonblocking(true)
-        .map_err(io("making the passed socket non-blocking"))?;
-    UnixListener::from_std(listener).map_err(io("adopting the passed socket"))
+/// The HTTP/2 bounds both endpoints share: `streams` concurrent requests per connection
+/// (tonic's default is unlimited) and [`MAX_HEADER_LIST_BYTES`] of headers.
+fn http2_bounds(streams: u32) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(streams)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
 }
 
 /// Serves the sigil API and gRPC health on `listener` until `shutdown` resolves, then lets
@@ -138,15 +86,37 @@ pub fn adopt(listener: std::os::unix::net::UnixListener) -> Result<UnixListener,
 pub async fn serve(
     service: Arc<SigningService>,
     listener: UnixListener,
-    max_message_bytes: usize,
+    server: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let api = sigil::SigilApi::new(Arc::clone(&service));
     // Room for the request's other fields, so that an oversized message reaches the service
     // and gets RESOURCE_EXHAUSTED with a clear message rather than a transport error.
-    let decode_limit = max_message_bytes.saturating_add(64 * 1024);
+    let decode_limit = server.max_message_bytes.saturating_add(64 * 1024);
+    // Reflection (v1, and v1alpha which grpcio's reflection client and older grpcurl use)
+    // describes the socket's services only, not the notary-signer ones in the same set.
+    let reflection = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sigil_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for name in REFLECTED_NAMES {
+            builder = builder.with_service_name(*name);
+        }
+        builder
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let (health, poll) = health::spawn(service, HEALTH_NAMES);
-    let result = tonic::transport::Server::builder()
+    let incoming = limits::incoming(
+        listener,
+        "api socket",
+        limits::ConnectionLimits {
+            max: server.max_connections,
+            per_uid: Some(server.max_connections_per_uid),
+        },
+    )
+    .map(|conn| conn.map(authority::AuthorityFix::new));
+    let result = http2_bounds(server.max_streams_per_connection)
         .layer(tower::util::MapResponseLayer::new(
             oversize_is_resource_exhausted,
         ))
@@ -154,7 +124,9 @@ pub async fn serve(
         .add_service(TokensServer::new(api.clone()))
         .add_service(SignerServer::new(api).max_decoding_message_size(decode_limit))
         .add_service(health)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     poll.abort();
     result.map_err(Error::from)

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sigil_proto::notary as pb;
 use sigil_proto::notary::key_management_server::{KeyManagement, KeyManagementServer};
@@ -16,10 +17,10 @@ use x509_cert::der::Decode as _;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
 
-use super::{Error, health};
+use super::{Error, health, http2_bounds, limits};
 use crate::audit::Who;
 use crate::backend::{Algorithm, PublicKey};
-use crate::config::NotarySignerConfig;
+use crate::config::{NotarySignerConfig, ServerConfig};
 use crate::keyring::KeyEntry;
 use crate::service::{self, GenerateRequest, SigningService};
 
@@ -288,17 +289,31 @@ fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, Error> {
     })
 }
 
-/// Serves the notary-signer endpoint on TCP with mutual TLS until `shutdown` resolves.
+/// How often an idle connection is pinged, so that a peer that vanished without closing
+/// (a dead host, a dropped route) gives its connection slot back.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Serves the notary-signer endpoint on TCP with mutual TLS until `shutdown` resolves: at most
+/// `max_connections` connections, handshaking or not, each handshake bounded in time.
 pub async fn serve(
     service: Arc<SigningService>,
     config: &NotarySignerConfig,
-    max_message_bytes: usize,
+    server: &ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
     let addr: SocketAddr = config.listen.parse().map_err(|_| Error::Refused {
         path: config.listen.clone().into(),
         reason: "notary_signer.listen is not an address like 127.0.0.1:7899".into(),
     })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Socket {
+            path: config.listen.clone().into(),
+            what: "listening (notary_signer.listen)",
+            source,
+        })?;
     let identity = Identity::from_pem(
         read(&config.tls_cert, "reading the TLS certificate")?,
         read(&config.tls_key, "reading the TLS key")?,
@@ -309,20 +324,31 @@ pub async fn serve(
         .client_ca_root(Certificate::from_pem(read(
             &config.client_ca,
             "reading the client CA",
-        )?));
+        )?))
+        .timeout(Duration::from_secs(config.handshake_timeout_secs));
     let api = NotarySignerApi::new(
         Arc::clone(&service),
         config.backend.clone(),
         config.allowed_clients.clone(),
     );
-    let limit = max_message_bytes.saturating_add(64 * 1024);
+    let limit = server.max_message_bytes.saturating_add(64 * 1024);
     let (health, poll) = health::spawn(service, HEALTH_NAMES);
-    let result = tonic::transport::Server::builder()
+    let incoming = limits::incoming(
+        listener,
+        "notary-signer",
+        limits::ConnectionLimits {
+            max: config.max_connections,
+            per_uid: None,
+        },
+    );
+    let result = http2_bounds(server.max_streams_per_connection)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .tls_config(tls)?
         .add_service(KeyManagementServer::new(api.clone()).max_decoding_message_size(limit))
         .add_service(SignerServer::new(api).max_decoding_message_size(limit))
         .add_service(health)
-        .serve_with_shutdown(addr, shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     poll.abort();
     result.map_err(Error::from)
