@@ -88,6 +88,9 @@ pub struct ServerConfig {
     pub audit_log: PathBuf,
     /// Largest `message` a Sign request may carry.
     pub max_message_bytes: usize,
+    /// Directory for sigild's own state (0700, owned by sigild's user; created if missing):
+    /// which key a YubiKey backend generated in which slot. Required with a YubiKey backend.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +101,7 @@ impl Default for ServerConfig {
             socket_mode: "0660".to_owned(),
             audit_log: PathBuf::from("/var/lib/sigil/audit.jsonl"),
             max_message_bytes: 4 * 1024 * 1024,
+            state_dir: None,
         }
     }
 }
@@ -263,6 +267,10 @@ pub struct YubikeyConfig {
     /// against (e.g. Yubico's PIV attestation root). Without any, no key counts as attested.
     #[serde(default)]
     pub attestation_roots: Vec<PathBuf>,
+    /// Use a device that still has the factory-default management key (test devices only:
+    /// with it, any local user can relabel keys or import their own).
+    #[serde(default)]
+    pub allow_default_management_key: bool,
 }
 
 /// Where a YubiKey's management key comes from, besides a file.

@@ -8,6 +8,7 @@ use cryptoki::session::Session;
 use super::super::{BackendKey, Error, KeyLocator, KeyMeta, KeyOwner};
 use super::decode::read_public;
 use super::{Handles, LABEL_PREFIX, NOTARY_LABEL_PREFIX, Token, classify};
+use crate::service::{check_gun, check_role};
 
 /// Every sigil key on the token; also records their handles for this incarnation.
 /// Finds sigil's keys on the token (by label) and the adopted ones (by `CKA_ID`), and records
@@ -101,7 +102,8 @@ pub(super) fn scan(
 }
 
 /// `sigil:<role>:<gun>` or `sigil-notary:<role>:<gun>`; roles never contain `:`, GUNs may
-/// (registry ports).
+/// (registry ports). A label is written on a token others may reach, so its role and GUN pass
+/// the checks a request's pass; one that does not is logged and names no key.
 pub(crate) fn parse_label(label: &[u8]) -> Option<KeyMeta> {
     let label = std::str::from_utf8(label).ok()?;
     let (owner, rest) = if let Some(rest) = label.strip_prefix(LABEL_PREFIX) {
@@ -113,6 +115,10 @@ pub(crate) fn parse_label(label: &[u8]) -> Option<KeyMeta> {
         )
     };
     let (role, gun) = rest.split_once(':')?;
+    if let Err(e) = check_role(role).and_then(|()| check_gun(gun)) {
+        tracing::warn!(label = ?label, error = %e, "key label names an invalid role or GUN; key left out");
+        return None;
+    }
     Some(KeyMeta {
         role: role.to_owned(),
         gun: gun.to_owned(),
@@ -135,5 +141,8 @@ mod tests {
         assert_eq!(meta.role, "timestamp");
         assert!(parse_label(b"p256-sign").is_none());
         assert!(parse_label(b"sigil:rootonly").is_none());
+        // Names a request could not use are no label either.
+        assert!(parse_label(b"sigil:targets//x:example.com/app").is_none());
+        assert!(parse_label(b"sigil:targets:example.com/a\nb").is_none());
     }
 }

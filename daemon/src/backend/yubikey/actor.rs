@@ -8,10 +8,25 @@ use x509_cert::spki::SubjectPublicKeyInfoOwned;
 use yubikey::piv::{self, AlgorithmId, SlotId};
 use yubikey::{Serial, TouchPolicy, YubiKey};
 
+use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+use sha2::{Digest as _, Sha256};
+use x509_cert::der::Encode as _;
+
 use super::super::attestation::Roots;
 use super::super::{Algorithm, DeviceKey, Error, SignInput};
+use super::binding::Bindings;
 use super::{Job, ManagementKey, Shared};
 use crate::secret::Pin;
+
+/// A key of the key ring: its public key as sigild bound it to the slot.
+#[derive(Clone)]
+pub(super) struct BoundKey {
+    pub(super) spki: SubjectPublicKeyInfoOwned,
+    /// SHA-256 of the DER SubjectPublicKeyInfo: what a [`super::KeyLocator`] names.
+    pub(super) fingerprint: [u8; 32],
+    /// For checking each signature before it is returned.
+    pub(super) verifying: p256::ecdsa::VerifyingKey,
+}
 
 /// The one owner of the device handle.
 pub(super) struct Actor {
@@ -28,8 +43,10 @@ pub(super) struct Actor {
     pub(super) touch_other: TouchPolicy,
     /// Attestation roots.
     pub(super) roots: Roots,
-    /// The public key in each sigil slot, as the key ring knows it.
-    pub(super) spkis: HashMap<u8, SubjectPublicKeyInfoOwned>,
+    /// The key in each slot of the key ring, as sigild bound it.
+    pub(super) bound: HashMap<u8, BoundKey>,
+    /// The slot bindings kept in the state directory.
+    pub(super) bindings: Bindings,
     /// How to authenticate for key management.
     pub(super) mgm: ManagementKey,
 }
@@ -52,19 +69,20 @@ impl Actor {
             } => {
                 let _ = reply.send(self.with_device(|a| a.generate(algorithm, &meta)));
             }
-            Job::Delete { slot, reply } => {
-                let _ = reply.send(self.with_device(|a| a.delete(slot)));
+            Job::Delete { slot, key, reply } => {
+                let _ = reply.send(self.with_device(|a| a.delete(slot, &key)));
             }
             Job::Sign {
                 slot,
+                key,
                 algorithm,
                 input,
                 reply,
             } => {
-                let _ = reply.send(self.with_device(|a| a.sign(slot, algorithm, &input)));
+                let _ = reply.send(self.with_device(|a| a.sign(slot, &key, algorithm, &input)));
             }
-            Job::Attest { slot, reply } => {
-                let _ = reply.send(self.with_device(|a| a.attest(slot)));
+            Job::Attest { slot, key, reply } => {
+                let _ = reply.send(self.with_device(|a| a.attest(slot, &key)));
             }
             Job::Unlock { pin, reply } => {
                 let _ = reply.send(self.with_device(|a| a.unlock(pin.clone())));
@@ -153,19 +171,32 @@ impl Actor {
         }
     }
 
-    pub(super) fn remember(
-        &mut self,
-        slot: u8,
-        spki: SubjectPublicKeyInfoOwned,
-        device: DeviceKey,
-    ) {
-        self.spkis.insert(slot, spki);
+    /// Puts a slot's key into the key ring.
+    pub(super) fn remember(&mut self, slot: u8, key: BoundKey, device: DeviceKey) {
+        self.bound.insert(slot, key);
         self.shared.keys().insert(slot, device);
     }
 
+    /// The key bound to `slot`, if it is still the one a job was queued for (`key`, the
+    /// SHA-256 of its SubjectPublicKeyInfo). A key deleted, or deleted and replaced, while the
+    /// job waited is not used.
+    pub(super) fn bound_key(&self, slot: u8, key: &[u8; 32]) -> Result<BoundKey, Error> {
+        match self.bound.get(&slot) {
+            Some(bound) if bound.fingerprint == *key => Ok(bound.clone()),
+            _ => {
+                tracing::warn!(backend = %self.shared.name, slot = format!("{slot:02x}"), key = %hex::encode(key), "the key this request was queued for is no longer in the slot; refused");
+                Err(Error::KeyNotFound)
+            }
+        }
+    }
+
+    /// Signs with the key bound to `slot` if it is still `key`, and returns the signature only
+    /// if it verifies with that key: a key replaced behind sigild's back (by anyone holding the
+    /// management key) signs nothing sigild hands out.
     pub(super) fn sign(
         &mut self,
         slot: u8,
+        key: &[u8; 32],
         algorithm: Algorithm,
         input: &SignInput,
     ) -> Result<Vec<u8>, Error> {
@@ -178,6 +209,7 @@ impl Actor {
                 });
             }
         };
+        let bound = self.bound_key(slot, key)?;
         let slot_id = self.slot_id(slot)?;
         self.verify_pin()?;
         let yk = self.device()?;
@@ -196,6 +228,12 @@ impl Actor {
         };
         let signature = p256::ecdsa::Signature::from_der(&der)
             .map_err(|e| self.bad(format!("slot {slot:02x}: signature is not DER ECDSA: {e}")))?;
+        if bound.verifying.verify_prehash(digest, &signature).is_err() {
+            tracing::error!(backend = %self.shared.name, serial = self.shared.serial, slot = format!("{slot:02x}"), key = %hex::encode(key), "the device signed with another key than the one sigild bound to the slot (replaced behind sigild's back?); signature discarded");
+            return Err(self.bad(format!(
+                "slot {slot:02x} no longer holds the key sigild generated there; nothing was signed"
+            )));
+        }
         Ok(signature.to_bytes().to_vec())
     }
 
@@ -208,5 +246,20 @@ impl Actor {
             backend: self.shared.name.clone(),
             what,
         }
+    }
+}
+
+impl BoundKey {
+    /// The ring entry for a P-256 key with this SubjectPublicKeyInfo.
+    pub(super) fn new(spki: SubjectPublicKeyInfoOwned) -> Result<Self, String> {
+        let der = spki.to_der().map_err(|e| e.to_string())?;
+        let verifying =
+            p256::ecdsa::VerifyingKey::from_sec1_bytes(spki.subject_public_key.raw_bytes())
+                .map_err(|e| format!("not a P-256 key: {e}"))?;
+        Ok(Self {
+            fingerprint: Sha256::digest(&der).into(),
+            spki,
+            verifying,
+        })
     }
 }

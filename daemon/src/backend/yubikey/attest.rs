@@ -30,12 +30,13 @@ impl Actor {
     }
 
     /// Fetches and checks a slot's attestation. Only a missing device is an error: a device
-    /// without attestation, or a chain that does not verify, gives an unattested key.
+    /// without attestation, or a chain that does not verify, gives an unattested key. Also
+    /// answers whether the device attests that it generated `spki` itself (`Err`: why not).
     pub(super) fn attestation_of(
         &mut self,
         slot: u8,
         spki: &SubjectPublicKeyInfoOwned,
-    ) -> Result<DeviceKey, Error> {
+    ) -> Result<(DeviceKey, Result<(), String>), Error> {
         let mut device = DeviceKey {
             serial: self.shared.serial,
             slot,
@@ -47,9 +48,10 @@ impl Actor {
             Err(e @ Error::TokenNotPresent { .. }) => return Err(e),
             Err(e) => {
                 tracing::warn!(backend = %self.shared.name, slot = format!("{slot:02x}"), error = %e, "no attestation for the key");
-                return Ok(device);
+                return Ok((device, Err(format!("no attestation: {e}"))));
             }
         };
+        let generated = attestation::generated_on_device(&leaf, &f9, spki);
         match attestation::verify(&leaf, &f9, &self.roots, spki) {
             Ok(policies) => {
                 device.policies = Some(policies);
@@ -62,12 +64,12 @@ impl Actor {
                 device.policies = attestation::policies(&leaf).ok();
             }
         }
-        Ok(device)
+        Ok((device, generated))
     }
 
     /// AttestKey: the chain, fetched now, checked now.
-    pub(super) fn attest(&mut self, slot: u8) -> Result<AttestationReport, Error> {
-        let spki = self.spkis.get(&slot).cloned().ok_or(Error::KeyNotFound)?;
+    pub(super) fn attest(&mut self, slot: u8, key: &[u8; 32]) -> Result<AttestationReport, Error> {
+        let spki = self.bound_key(slot, key)?.spki;
         let (leaf, f9) = self.fetch_attestation(slot)?;
         let (policies, verified) = match attestation::verify(&leaf, &f9, &self.roots, &spki) {
             Ok(p) => (p, Ok(())),

@@ -1,36 +1,77 @@
 //! The device's key slots: scanning them into the key ring, generating and deleting keys.
 
 use x509_cert::der::Encode as _;
+use x509_cert::spki::SubjectPublicKeyInfoOwned;
 use yubikey::certificate::CertInfo;
-use yubikey::piv::{self, AlgorithmId};
+use yubikey::piv::{self, AlgorithmId, Origin};
 use yubikey::{Certificate, PinPolicy};
 
 use super::super::pkcs11::{LABEL_PREFIX, NOTARY_LABEL_PREFIX};
 use super::super::{Algorithm, BackendKey, Error, KeyLocator, KeyMeta, KeyOwner, PublicKey};
-use super::actor::Actor;
+use super::actor::{Actor, BoundKey};
+use super::binding::Binding;
 use super::label::{label_certificate, label_of, record_of, record_text};
 use super::{RETIRED_SLOTS, ROOT_SLOT};
 
 impl Actor {
+    /// The key ring: every slot whose label and key are still what sigild bound to it, whose
+    /// key the device generated, and whose label passes the checks requests pass. Every other
+    /// labelled slot is logged and left out.
     pub(super) fn scan(&mut self) -> Result<Vec<BackendKey>, Error> {
         let mut keys = Vec::new();
+        let mut ring = Vec::new();
         for slot in std::iter::once(ROOT_SLOT).chain(RETIRED_SLOTS) {
+            let bound = self.bindings.get(slot).cloned();
             let Some(cert) = self.read_certificate(slot)? else {
+                if bound.is_some() {
+                    self.left_out(slot, "its label certificate is gone");
+                }
                 continue; // empty slot, or not a certificate we can read
             };
-            let Some(meta) = label_of(&cert.cert.tbs_certificate.subject) else {
+            let subject = &cert.cert.tbs_certificate.subject;
+            let Some(meta) = label_of(subject) else {
+                if bound.is_some() {
+                    self.left_out(
+                        slot,
+                        "its certificate no longer carries a valid sigil label",
+                    );
+                }
                 continue;
             };
-            let recorded = record_of(&cert.cert.tbs_certificate.subject);
+            let Some(bound) = bound else {
+                let why = format!(
+                    "it is labelled {}:{} but sigild generated no key there (no binding in {})",
+                    meta.role,
+                    meta.gun,
+                    self.bindings.path().display()
+                );
+                self.left_out(slot, &why);
+                continue;
+            };
+            let recorded = record_of(subject);
             let spki_info = cert.cert.tbs_certificate.subject_public_key_info.clone();
             let spki = spki_info
                 .to_der()
                 .map_err(|e| self.bad(format!("slot {slot:02x}: certificate key: {e}")))?;
-            let public = PublicKey::from_spki_der(&spki)
-                .map_err(|e| self.bad(format!("slot {slot:02x}: certificate key: {e}")))?;
+            if !bound.matches(&meta, &spki) {
+                self.left_out(
+                    slot,
+                    "its label or key is not what sigild bound to the slot (rewritten behind sigild's back)",
+                );
+                continue;
+            }
+            if let Err(why) = self.key_origin(slot, &spki_info)? {
+                self.left_out(slot, &why);
+                continue;
+            }
             // The record says what was attested at generation; only a chain that verifies
             // now makes the key attested.
-            let mut device = self.attestation_of(slot, &spki_info)?;
+            let (mut device, generated) = self.attestation_of(slot, &spki_info)?;
+            if let Err(why) = generated {
+                let why = format!("the device does not attest that it generated the key: {why}");
+                self.left_out(slot, &why);
+                continue;
+            }
             if let Some((policies, verified)) = recorded {
                 if verified && !device.attested {
                     tracing::warn!(backend = %self.shared.name, slot = format!("{slot:02x}"), "key was attested when generated but its attestation does not verify now; treating it as not attested");
@@ -39,19 +80,73 @@ impl Actor {
                     device.policies = Some(policies);
                 }
             }
-            self.remember(slot, spki_info, device);
+            let public = PublicKey::from_spki_der(&spki)
+                .map_err(|e| self.bad(format!("slot {slot:02x}: certificate key: {e}")))?;
+            let key = BoundKey::new(spki_info)
+                .map_err(|e| self.bad(format!("slot {slot:02x}: certificate key: {e}")))?;
             keys.push(BackendKey {
                 public,
                 meta,
-                locator: KeyLocator::Yubikey { slot },
+                locator: KeyLocator::Yubikey {
+                    slot,
+                    key: key.fingerprint,
+                },
             });
+            ring.push((slot, key, device));
+        }
+        self.bound.clear();
+        self.shared.keys().clear();
+        for (slot, key, device) in ring {
+            self.remember(slot, key, device);
         }
         Ok(keys)
+    }
+
+    fn left_out(&self, slot: u8, why: &str) {
+        tracing::warn!(backend = %self.shared.name, serial = self.shared.serial, slot = format!("{slot:02x}"), why, "YubiKey slot left out of the key ring");
+    }
+
+    /// What the device's metadata (firmware 5.3+) says about the key in `slot`: an imported
+    /// key, or one that is not the key its certificate names, is refused (`Err`: why). Older
+    /// firmware has no metadata; the attestation decides there.
+    fn key_origin(
+        &mut self,
+        slot: u8,
+        spki: &SubjectPublicKeyInfoOwned,
+    ) -> Result<Result<(), String>, Error> {
+        let slot_id = self.slot_id(slot)?;
+        let yk = self.device()?;
+        match piv::metadata(yk, slot_id) {
+            Ok(metadata) => {
+                if metadata.origin == Some(Origin::Imported) {
+                    return Ok(Err(
+                        "its key was imported, not generated on the device".into()
+                    ));
+                }
+                match metadata.public {
+                    Some(public)
+                        if public.subject_public_key.raw_bytes()
+                            != spki.subject_public_key.raw_bytes() =>
+                    {
+                        Ok(Err(
+                            "the key in the slot is not the key its certificate names".into(),
+                        ))
+                    }
+                    _ => Ok(Ok(())),
+                }
+            }
+            Err(yubikey::Error::NotSupported) => Ok(Ok(())),
+            Err(e @ yubikey::Error::PcscError { .. }) => Err(self.fail("read slot metadata", e)),
+            Err(e) => Ok(Err(format!("no key in the slot ({e})"))),
+        }
     }
 
     /// Whether a slot holds anything: a certificate, or a key the device reports.
     pub(super) fn slot_taken(&mut self, slot: u8) -> Result<bool, Error> {
         let slot_id = self.slot_id(slot)?;
+        if self.bindings.get(slot).is_some() {
+            return Ok(true);
+        }
         if self.read_certificate(slot)?.is_some() {
             return Ok(true);
         }
@@ -128,7 +223,22 @@ impl Actor {
             KeyOwner::NotarySigner => NOTARY_LABEL_PREFIX,
         };
         let label = format!("{prefix}{}:{}", meta.role, meta.gun);
-        let device = self.attestation_of(slot, &spki)?;
+        let (device, _) = self.attestation_of(slot, &spki)?;
+        let spki_der = spki
+            .to_der()
+            .map_err(|e| self.bad(format!("generated key: {e}")))?;
+        let public = PublicKey::from_spki_der(&spki_der)
+            .map_err(|e| self.bad(format!("generated key: {e}")))?;
+        let key =
+            BoundKey::new(spki.clone()).map_err(|e| self.bad(format!("generated key: {e}")))?;
+        // Bound before the label is written: a label on the device never names a key sigild
+        // has not recorded.
+        self.bindings
+            .bind(slot, Binding::new(meta, &spki_der))
+            .map_err(|what| Error::Bindings {
+                backend: self.shared.name.clone(),
+                what,
+            })?;
         let record = device.policies.map(|p| record_text(p, device.attested));
         let der = label_certificate(&spki, &label, record.as_deref())
             .map_err(|e| self.bad(format!("label certificate: {e}")))?;
@@ -138,34 +248,41 @@ impl Actor {
         };
         let yk = self.device()?;
         if let Err(e) = cert.write(yk, slot_id, CertInfo::Uncompressed) {
-            return Err(self.fail("write label certificate", e));
+            let err = self.fail("write label certificate", e);
+            if let Err(what) = self.bindings.unbind(slot) {
+                tracing::error!(backend = %self.shared.name, slot = format!("{slot:02x}"), %what, "binding of a key without label not removed");
+            }
+            return Err(err);
         }
-        let spki_der = spki
-            .to_der()
-            .map_err(|e| self.bad(format!("generated key: {e}")))?;
-        let public = PublicKey::from_spki_der(&spki_der)
-            .map_err(|e| self.bad(format!("generated key: {e}")))?;
         tracing::info!(backend = %self.shared.name, slot = format!("{slot:02x}"), role = %meta.role, gun = %meta.gun, attested = device.attested, touch = device.policies.map_or("unknown", |p| p.touch.as_str()), "YubiKey key generated");
-        self.remember(slot, spki, device);
+        let fingerprint = key.fingerprint;
+        self.remember(slot, key, device);
         Ok(BackendKey {
             public,
             meta: meta.clone(),
-            locator: KeyLocator::Yubikey { slot },
+            locator: KeyLocator::Yubikey {
+                slot,
+                key: fingerprint,
+            },
         })
     }
 
-    /// Removes the label certificate: the key leaves the key ring. PIV (before firmware 5.7)
-    /// cannot delete a private key; it stays in the slot, unused, until the slot is reused.
-    pub(super) fn delete(&mut self, slot: u8) -> Result<(), Error> {
+    /// Unbinds the slot (the key leaves the key ring for good) and removes its label
+    /// certificate. PIV (before firmware 5.7) cannot delete a private key; it stays in the
+    /// slot, unused, and the slot is not reused.
+    pub(super) fn delete(&mut self, slot: u8, key: &[u8; 32]) -> Result<(), Error> {
+        self.bound_key(slot, key)?;
         let slot_id = self.slot_id(slot)?;
         self.authenticate()?;
+        self.bindings.unbind(slot).map_err(|what| Error::Bindings {
+            backend: self.shared.name.clone(),
+            what,
+        })?;
+        self.bound.remove(&slot);
+        self.shared.keys().remove(&slot);
         let yk = self.device()?;
         match Certificate::delete(yk, slot_id) {
-            Ok(()) => {
-                self.spkis.remove(&slot);
-                self.shared.keys().remove(&slot);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => Err(self.fail("delete label certificate", e)),
         }
     }

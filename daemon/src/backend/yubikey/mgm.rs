@@ -1,6 +1,7 @@
 //! The management key: where it comes from, and authenticating with it.
 
-use yubikey::MgmKey;
+use yubikey::piv::{self, ManagementSlotId, SlotId};
+use yubikey::{MgmKey, YubiKey};
 
 use super::super::Error;
 use super::actor::Actor;
@@ -48,6 +49,21 @@ impl ManagementKey {
         MgmKey::from_bytes(bytes.as_slice())
             .map(Self::Configured)
             .map_err(|_| "the management key is a weak 3DES key".to_owned())
+    }
+}
+
+/// Whether the device still takes the factory-default management key: its metadata says so
+/// (firmware 5.3+), or, without metadata, authenticating with the default key succeeds.
+pub(super) fn uses_default_key(yk: &mut YubiKey) -> Result<bool, yubikey::Error> {
+    match piv::metadata(yk, SlotId::Management(ManagementSlotId::Management)) {
+        Ok(metadata) if metadata.default.is_some() => return Ok(metadata.default == Some(true)),
+        Err(e @ yubikey::Error::PcscError { .. }) => return Err(e),
+        _ => {}
+    }
+    match yk.authenticate(MgmKey::default()) {
+        Ok(()) => Ok(true),
+        Err(e @ yubikey::Error::PcscError { .. }) => Err(e),
+        Err(_) => Ok(false),
     }
 }
 

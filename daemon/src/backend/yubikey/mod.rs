@@ -7,7 +7,16 @@
 //! certificate. Role and GUN are recorded on the device as a certificate written into the key's
 //! slot: its subject is `CN=sigil:<role>:<gun>` (`sigil-notary:` for notary-signer keys) and its
 //! public key is the slot's. It is signed by a throwaway software key, so writing it needs
-//! neither the PIN nor a touch. At start-up the key ring is rebuilt from these certificates.
+//! neither the PIN nor a touch. At start-up the key ring is rebuilt from these certificates,
+//! but only for slots whose label and key match what sigild bound to them when it generated the
+//! key ([`binding`], kept in `[server] state_dir`), whose key the device generated (metadata
+//! origin, and an attestation by the device's F9 key), and whose role and GUN pass the checks
+//! requests pass. A queued signature names the key it was queued for (the SHA-256 of its
+//! SubjectPublicKeyInfo in the [`KeyLocator`]), and a signature that does not verify with that
+//! key is not returned.
+//!
+//! The device is reachable by any local user through pcscd, so sigild refuses to run one that
+//! still has the factory-default management key unless `allow_default_management_key = true`.
 //!
 //! The PIN comes from `pin_file` and is verified before each signature (slot 9c's PIN policy is
 //! "always"). The tries left are read before the first verify; with one left the backend refuses
@@ -26,12 +35,14 @@
 
 mod actor;
 mod attest;
+mod binding;
 mod keys;
 mod label;
 mod mgm;
 mod pin;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -57,7 +68,7 @@ const RETIRED_SLOTS: std::ops::RangeInclusive<u8> = 0x82..=0x95;
 /// busy for the device's touch timeout; the probe then reports the last known state.
 const PROBE_WAIT: Duration = Duration::from_secs(1);
 
-pub(super) enum Job {
+enum Job {
     Probe(Reply<()>),
     Scan(Reply<Vec<BackendKey>>),
     Generate {
@@ -67,16 +78,19 @@ pub(super) enum Job {
     },
     Delete {
         slot: u8,
+        key: [u8; 32],
         reply: Reply<()>,
     },
     Sign {
         slot: u8,
+        key: [u8; 32],
         algorithm: Algorithm,
         input: SignInput,
         reply: Reply<Vec<u8>>,
     },
     Attest {
         slot: u8,
+        key: [u8; 32],
         reply: Reply<AttestationReport>,
     },
     Unlock {
@@ -86,7 +100,7 @@ pub(super) enum Job {
 }
 
 /// What the async side and the actor share.
-pub(super) struct Shared {
+struct Shared {
     name: String,
     serial: u32,
     healthy: AtomicBool,
@@ -116,13 +130,21 @@ impl YubikeyBackend {
     /// Opens the YubiKey with the configured serial and starts its actor. Fails when the
     /// device is not there. The PIN is not used until the first signature; without one (no
     /// `pin_file`) the backend is locked until [`super::Backend::unlock`]. `roots` are the
-    /// attestation roots generated keys are checked against.
+    /// attestation roots generated keys are checked against; `state_dir` keeps the slot
+    /// bindings ([`binding`]). A device that still takes the factory-default management key is
+    /// refused unless the config allows it.
     pub fn open(
         config: &YubikeyConfig,
         pin: Option<Pin>,
         roots: Roots,
         mgm: ManagementKey,
+        state_dir: &Path,
     ) -> Result<Self, Error> {
+        let bindings =
+            binding::Bindings::load(state_dir, config.serial).map_err(|what| Error::Bindings {
+                backend: config.name.clone(),
+                what,
+            })?;
         let shared = Arc::new(Shared {
             name: config.name.clone(),
             serial: config.serial,
@@ -130,7 +152,7 @@ impl YubikeyBackend {
             probe_queued: AtomicBool::new(false),
             keys: Mutex::new(HashMap::new()),
         });
-        let yk = YubiKey::open_by_serial(Serial(config.serial)).map_err(|e| match e {
+        let mut yk = YubiKey::open_by_serial(Serial(config.serial)).map_err(|e| match e {
             yubikey::Error::NotFound | yubikey::Error::PcscError { .. } => Error::TokenNotFound {
                 backend: config.name.clone(),
                 selector: format!("YubiKey serial {}", config.serial),
@@ -150,6 +172,27 @@ impl YubikeyBackend {
             locked = pin.is_none(),
             "YubiKey opened"
         );
+        match mgm::uses_default_key(&mut yk) {
+            Ok(false) => {}
+            Ok(true) if config.allow_default_management_key => tracing::warn!(
+                backend = %config.name,
+                serial = config.serial,
+                "YubiKey has the factory-default management key (allowed by allow_default_management_key: test devices only)"
+            ),
+            Ok(true) => {
+                return Err(Error::DefaultManagementKey {
+                    backend: config.name.clone(),
+                    serial: config.serial,
+                });
+            }
+            Err(source) => {
+                return Err(Error::Piv {
+                    backend: config.name.clone(),
+                    op: "read the management key's metadata",
+                    source,
+                });
+            }
+        }
         shared.healthy.store(true, Ordering::Relaxed);
         let has_roots = !roots.is_empty();
         let mut actor = Actor {
@@ -161,7 +204,8 @@ impl YubikeyBackend {
             touch_root: touch_policy(config.touch_root),
             touch_other: touch_policy(config.touch_other),
             roots,
-            spkis: HashMap::new(),
+            bound: HashMap::new(),
+            bindings,
             mgm,
         };
         let serve = move |jobs: crossbeam_channel::Receiver<Job>| {
@@ -183,10 +227,11 @@ impl YubikeyBackend {
     }
 }
 
-/// The slot a locator names, if it is a YubiKey locator.
-fn yubikey_slot(locator: &KeyLocator) -> Option<u8> {
+/// The slot and key (SHA-256 of its SubjectPublicKeyInfo) a locator names, if it is a YubiKey
+/// locator.
+fn yubikey_slot(locator: &KeyLocator) -> Option<(u8, [u8; 32])> {
     match locator {
-        KeyLocator::Yubikey { slot } => Some(*slot),
+        KeyLocator::Yubikey { slot, key } => Some((*slot, *key)),
         KeyLocator::Pkcs11 { .. } => None,
     }
 }
@@ -234,10 +279,11 @@ impl super::Backend for YubikeyBackend {
     }
 
     fn delete(&self, locator: KeyLocator) -> BoxFuture<'_, Result<(), Error>> {
-        let Some(slot) = yubikey_slot(&locator) else {
+        let Some((slot, key)) = yubikey_slot(&locator) else {
             return Box::pin(async { Err(Error::KeyNotFound) });
         };
-        self.workers.submit(|reply| Job::Delete { slot, reply })
+        self.workers
+            .submit(|reply| Job::Delete { slot, key, reply })
     }
 
     fn sign(
@@ -246,11 +292,12 @@ impl super::Backend for YubikeyBackend {
         algorithm: Algorithm,
         input: SignInput,
     ) -> BoxFuture<'_, Result<Vec<u8>, Error>> {
-        let Some(slot) = yubikey_slot(&locator) else {
+        let Some((slot, key)) = yubikey_slot(&locator) else {
             return Box::pin(async { Err(Error::KeyNotFound) });
         };
         self.workers.submit(|reply| Job::Sign {
             slot,
+            key,
             algorithm,
             input,
             reply,
@@ -281,7 +328,7 @@ impl super::Backend for YubikeyBackend {
     }
 
     fn device_key(&self, locator: &KeyLocator) -> Option<DeviceKey> {
-        let slot = yubikey_slot(locator)?;
+        let (slot, _) = yubikey_slot(locator)?;
         self.shared.keys().get(&slot).cloned()
     }
 
@@ -290,10 +337,11 @@ impl super::Backend for YubikeyBackend {
     }
 
     fn attest(&self, locator: KeyLocator) -> BoxFuture<'_, Result<AttestationReport, Error>> {
-        let Some(slot) = yubikey_slot(&locator) else {
+        let Some((slot, key)) = yubikey_slot(&locator) else {
             return Box::pin(async { Err(Error::KeyNotFound) });
         };
-        self.workers.submit(|reply| Job::Attest { slot, reply })
+        self.workers
+            .submit(|reply| Job::Attest { slot, key, reply })
     }
 }
 
