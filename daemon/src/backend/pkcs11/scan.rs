@@ -37,12 +37,15 @@ pub(super) fn scan(
                     AttributeType::Sensitive,
                     AttributeType::Extractable,
                     AttributeType::AlwaysAuthenticate,
+                    AttributeType::Local,
                 ],
             )
             .map_err(|e| classify(name, e))?;
         let mut label = None;
         let mut id = None;
-        let (mut sensitive, mut extractable, mut always_auth) = (false, true, false);
+        // Absent attributes count against the key (deny by default).
+        let (mut sensitive, mut extractable, mut always_auth, mut local) =
+            (false, true, false, false);
         for a in attrs {
             match a {
                 Attribute::Label(l) => label = Some(l),
@@ -50,11 +53,25 @@ pub(super) fn scan(
                 Attribute::Sensitive(b) => sensitive = b,
                 Attribute::Extractable(b) => extractable = b,
                 Attribute::AlwaysAuthenticate(b) => always_auth = b,
+                Attribute::Local(b) => local = b,
                 _ => {}
             }
         }
         let Some(id) = id else { continue };
         let meta = match label.as_deref().and_then(parse_label) {
+            // A sigil label is only a name anyone with the user PIN can write: the key must
+            // also be one sigil's template made, on this token.
+            Some(_) if !sensitive || extractable || !local => {
+                tracing::warn!(
+                    backend = name,
+                    id = %hex::encode(&id),
+                    sensitive,
+                    extractable,
+                    local,
+                    "key with a sigil label was not generated on the token as sensitive and never extractable; left out of the key ring"
+                );
+                continue;
+            }
             Some(meta) => meta,
             None => {
                 let Some((_, meta)) = existing.iter().find(|(e, _)| *e == id) else {
