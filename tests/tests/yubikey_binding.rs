@@ -453,3 +453,54 @@ async fn a_signature_queued_for_a_deleted_or_replaced_key_is_not_made() {
 fn card_waiting(card: &TestYubikey) -> bool {
     card.ctl_status().contains("waiting=9c")
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_from_before_bindings_are_adopted_once_and_only_from_listed_slots() {
+    let card = TestYubikey::start(5_400_023, "");
+    assert!(!card.is_physical(), "this test rewrites slot 82");
+    let dir = DevDir::new();
+    let work = dir.root().join("attacker");
+    std::fs::create_dir_all(&work).expect("attacker dir");
+    let config = test_card_config(&dir, &card, "");
+    let daemon = start(&dir, &card, &config);
+    let mut client = daemon.client().await;
+    let targets = client
+        .generate("targets", GUN, pb::Algorithm::EcdsaP256)
+        .await;
+    drop(client);
+    assert!(daemon.stop().success());
+    // As if an earlier sigild had made the key: no bindings file.
+    let bindings = dir
+        .path()
+        .join("state")
+        .join(format!("yubikey-{}.json", card.serial));
+    std::fs::remove_file(&bindings).expect("removing the bindings");
+
+    let daemon = start(&dir, &card, &config);
+    let mut client = daemon.client().await;
+    assert!(client.list().await.is_empty(), "{}", daemon.stderr());
+    drop(client);
+    assert!(daemon.stop().success());
+
+    let adopt = test_card_config(&dir, &card, "adopt_slots = [\"82\"]");
+    let daemon = start(&dir, &card, &adopt);
+    let mut client = daemon.client().await;
+    assert_eq!(labels(&client.list().await), vec![format!("targets:{GUN}")]);
+    sign_and_check(&mut client, &targets, "adopted").await;
+    drop(client);
+    assert!(daemon.stop().success());
+    assert!(bindings.exists(), "the adoption is recorded");
+
+    // Adoption happens once: a slot relabelled later is not adopted again.
+    let public_82 = slot_public_key(&card, &work, "82");
+    let relabel = forged_certificate(&work, "relabel", &public_82, "sigil:targets:sandbox/x");
+    piv(
+        &card,
+        &["-a", "import-certificate", "-s", "82", "-i", path(&relabel)],
+    );
+    let daemon = start(&dir, &card, &adopt);
+    let mut client = daemon.client().await;
+    assert!(client.list().await.is_empty(), "{}", daemon.stderr());
+    drop(client);
+    assert!(daemon.stop().success());
+}

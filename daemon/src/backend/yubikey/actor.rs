@@ -49,6 +49,9 @@ pub(super) struct Actor {
     pub(super) bindings: Bindings,
     /// How to authenticate for key management.
     pub(super) mgm: ManagementKey,
+    /// Slots whose labelled keys an earlier sigild made, to bind on the first start with
+    /// bindings (`adopt_slots`).
+    pub(super) adopt: Vec<u8>,
 }
 
 impl Actor {

@@ -78,6 +78,9 @@ pub(super) struct Bindings {
     path: PathBuf,
     serial: u32,
     slots: BTreeMap<u8, Binding>,
+    /// The file did not exist when sigild started: the device's first start with bindings,
+    /// when `adopt_slots` may take over keys an earlier sigild made.
+    first: bool,
 }
 
 impl Bindings {
@@ -89,6 +92,7 @@ impl Bindings {
             path,
             serial,
             slots: BTreeMap::new(),
+            first: false,
         };
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -96,7 +100,10 @@ impl Bindings {
             .open(&bindings.path);
         let file = match file {
             Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(bindings),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bindings.first = true;
+                return Ok(bindings);
+            }
             Err(e) => return Err(format!("{}: {e}", bindings.path.display())),
         };
         let meta = file
@@ -132,6 +139,11 @@ impl Bindings {
             bindings.slots.insert(slot, binding);
         }
         Ok(bindings)
+    }
+
+    /// Whether the file did not exist when sigild started.
+    pub(super) fn first(&self) -> bool {
+        self.first
     }
 
     /// Where the bindings are kept, for messages.

@@ -38,15 +38,30 @@ impl Actor {
                 }
                 continue;
             };
-            let Some(bound) = bound else {
-                let why = format!(
-                    "it is labelled {}:{} but sigild generated no key there (no binding in {})",
-                    meta.role,
-                    meta.gun,
-                    self.bindings.path().display()
-                );
-                self.left_out(slot, &why);
-                continue;
+            let adopting = bound.is_none() && self.bindings.first() && self.adopt.contains(&slot);
+            let bound = match bound {
+                Some(bound) => bound,
+                None if adopting => {
+                    let spki = cert
+                        .cert
+                        .tbs_certificate
+                        .subject_public_key_info
+                        .to_der()
+                        .map_err(|e| self.bad(format!("slot {slot:02x}: certificate key: {e}")))?;
+                    Binding::new(&meta, &spki)
+                }
+                None => {
+                    let why = format!(
+                        "it is labelled {}:{} but sigild generated no key there (no binding in {}; \
+                         a key made by a sigild before bindings is taken over by listing the slot \
+                         in adopt_slots before the first start with bindings)",
+                        meta.role,
+                        meta.gun,
+                        self.bindings.path().display()
+                    );
+                    self.left_out(slot, &why);
+                    continue;
+                }
             };
             let recorded = record_of(subject);
             let spki_info = cert.cert.tbs_certificate.subject_public_key_info.clone();
@@ -82,6 +97,15 @@ impl Actor {
             }
             let public = PublicKey::from_spki_der(&spki)
                 .map_err(|e| self.bad(format!("slot {slot:02x}: certificate key: {e}")))?;
+            if adopting {
+                self.bindings
+                    .bind(slot, bound)
+                    .map_err(|what| Error::Bindings {
+                        backend: self.shared.name.clone(),
+                        what,
+                    })?;
+                tracing::warn!(backend = %self.shared.name, serial = self.shared.serial, slot = format!("{slot:02x}"), role = %meta.role, gun = %meta.gun, "YubiKey slot adopted (adopt_slots) and bound; remove it from adopt_slots");
+            }
             let key = BoundKey::new(spki_info)
                 .map_err(|e| self.bad(format!("slot {slot:02x}: certificate key: {e}")))?;
             keys.push(BackendKey {

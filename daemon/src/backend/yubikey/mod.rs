@@ -207,6 +207,7 @@ impl YubikeyBackend {
             bound: HashMap::new(),
             bindings,
             mgm,
+            adopt: config.adopt_slots.clone(),
         };
         let serve = move |jobs: crossbeam_channel::Receiver<Job>| {
             for job in jobs {
