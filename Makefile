@@ -70,8 +70,8 @@ bench: deps
 # the backend suite, the Notary collection with its root on the card, the
 # Yubico-tool checks of the virtual card, and the pkcs11 backend through ykcs11.
 test-vyubikey: deps build
-	$(call banner,cargo test -p sigil-e2e --test yubikey --test yubikey_notary --test vyubikey_tools --test ykcs11)
-	$(NO_PHYSICAL_YUBIKEY) $(CARGO) test -p sigil-e2e --test yubikey --test yubikey_notary --test vyubikey_tools --test ykcs11
+	$(call banner,cargo test -p sigil-e2e --test yubikey --test yubikey_notary --test vyubikey_tools --test ykcs11 --test yubikey_binding)
+	$(NO_PHYSICAL_YUBIKEY) $(CARGO) test -p sigil-e2e --test yubikey --test yubikey_notary --test vyubikey_tools --test ykcs11 --test yubikey_binding
 
 # The yubikey backend suite (and the Notary test) against the PHYSICAL YubiKey
 # YUBIKEY_SERIAL, through the system pcscd, one test at a time, asking on the

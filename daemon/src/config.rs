@@ -97,6 +97,9 @@ pub struct ServerConfig {
     /// Concurrent HTTP/2 streams per connection, on both endpoints
     /// ([`limits::MAX_STREAMS_PER_CONNECTION`]).
     pub max_streams_per_connection: u32,
+    /// Directory for sigild's own state (0700, owned by sigild's user; created if missing):
+    /// which key a YubiKey backend generated in which slot. Required with a YubiKey backend.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +113,7 @@ impl Default for ServerConfig {
             max_connections: limits::MAX_CONNECTIONS,
             max_connections_per_uid: limits::MAX_CONNECTIONS_PER_UID,
             max_streams_per_connection: limits::MAX_STREAMS_PER_CONNECTION,
+            state_dir: None,
         }
     }
 }
@@ -281,6 +285,28 @@ pub struct YubikeyConfig {
     /// Token jobs waiting for the device ([`limits::MAX_QUEUED_JOBS`]).
     #[serde(default = "limits::max_queued_jobs")]
     pub max_queued_jobs: usize,
+    /// Use a device that still has the factory-default management key (test devices only:
+    /// with it, any local user can relabel keys or import their own).
+    #[serde(default)]
+    pub allow_default_management_key: bool,
+    /// Slots (two hex digits) holding keys an earlier sigild made before it kept bindings in
+    /// `state_dir`: on the device's first start with bindings, their labelled, device-generated
+    /// keys are bound as they are. Ignored once the bindings file exists.
+    #[serde(default, deserialize_with = "hex_slots")]
+    pub adopt_slots: Vec<u8>,
+}
+
+fn hex_slots<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let names: Vec<String> = Deserialize::deserialize(d)?;
+    names
+        .iter()
+        .map(|n| match u8::from_str_radix(n, 16) {
+            Ok(slot @ (0x9c | 0x82..=0x95)) if n.len() == 2 => Ok(slot),
+            _ => Err(serde::de::Error::custom(format!(
+                "adopt_slots: {n:?} is not a sigil slot (9c, 82 to 95)"
+            ))),
+        })
+        .collect()
 }
 
 /// Where a YubiKey's management key comes from, besides a file.
@@ -666,6 +692,26 @@ allow = ["sign", "public", "list"]
                 .to_string()
                 .contains("tpm")
         );
+    }
+
+    #[test]
+    fn adopt_slots_name_sigil_slots_only() {
+        let yk = "\n[[backend]]\nname = \"yk\"\ntype = \"yubikey\"\nserial = 1\n";
+        let c = parse(&format!(
+            "{MINIMAL}{yk}adopt_slots = [\"9c\", \"82\", \"95\"]\n"
+        ))
+        .expect("ok");
+        let BackendConfig::Yubikey(b) = &c.backends[1] else {
+            panic!("expected yubikey")
+        };
+        assert_eq!(b.adopt_slots, vec![0x9c, 0x82, 0x95]);
+        assert!(!b.allow_default_management_key);
+        for bad in ["9a", "96", "f9", "082", "x"] {
+            let err = parse(&format!("{MINIMAL}{yk}adopt_slots = [\"{bad}\"]\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("not a sigil slot"), "{err}");
+        }
     }
 
     #[test]

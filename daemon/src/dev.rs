@@ -41,6 +41,14 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// DIR (or a file sigild would reuse from it) could have been prepared by someone else.
+    #[error("refusing {path}: {why} (sigild --dev only uses a directory of its own)")]
+    NotOurs {
+        /// The directory or file.
+        path: PathBuf,
+        /// Owner or mode.
+        why: String,
+    },
     /// Initialising the token failed.
     #[error("initialising the SoftHSM token: {0}")]
     Token(String),
@@ -72,6 +80,13 @@ pub fn prepare(dir: &Path) -> Result<PathBuf, Error> {
             .map_err(io("creating", dir))?;
     }
     let dir = dir.canonicalize().map_err(io("resolving", dir))?;
+    check_ours(&dir)?;
+    for reused in ["softhsm2.conf", "sigild.toml", "tokens"] {
+        let path = dir.join(reused);
+        if path.symlink_metadata().is_ok() {
+            check_ours(&path)?;
+        }
+    }
     let module = softhsm_module()?;
     let tokens = dir.join("tokens");
     if !tokens.exists() {
@@ -110,6 +125,34 @@ pub fn prepare(dir: &Path) -> Result<PathBuf, Error> {
         sock = dir.join("sigild.sock").display()
     );
     Ok(config)
+}
+
+/// DIR's config, token store and softhsm2.conf are used as found, so DIR and what is reused in
+/// it must be the caller's and writable by nobody else: otherwise another local user could have
+/// written a config (a policy, a socket, a PKCS#11 module) for sigild to run with.
+fn check_ours(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = path.symlink_metadata().map_err(io("inspecting", path))?;
+    let refuse = |why: String| {
+        Err(Error::NotOurs {
+            path: path.to_owned(),
+            why,
+        })
+    };
+    if meta.file_type().is_symlink() {
+        return refuse("it is a symlink".into());
+    }
+    let uid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != uid {
+        return refuse(format!("owned by uid {}, not by uid {uid}", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return refuse(format!(
+            "writable by group or others (mode {:o})",
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(())
 }
 
 fn random_pin() -> Zeroizing<String> {

@@ -44,6 +44,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // First thing, before any PIN or token key material is in memory: no core dumps, and no
+    // ptrace or /proc/PID/{mem,environ} access for other processes of the same uid. Kept across
+    // the dev mode's re-exec because every exec runs this again.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("sigild: error: cannot make the process non-dumpable (PR_SET_DUMPABLE): {e}");
+        return ExitCode::FAILURE;
+    }
     let args = Args::parse();
     init_tracing(args.verbose);
     match run(&args) {

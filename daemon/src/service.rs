@@ -895,8 +895,9 @@ fn check_key_id(key_id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Roles are TUF role names: `root`, `targets`, `targets/releases`, …
-fn check_role(role: &str) -> Result<(), Error> {
+/// Roles are TUF role names: `root`, `targets`, `targets/releases`, … (also applied to the
+/// labels backends read from tokens).
+pub(crate) fn check_role(role: &str) -> Result<(), Error> {
     let ok = !role.is_empty()
         && role.len() <= 255
         && !role.starts_with('/')
@@ -915,7 +916,7 @@ fn check_role(role: &str) -> Result<(), Error> {
 }
 
 /// GUNs are collection names such as `example.com/app` or `localhost:5000/app`.
-fn check_gun(gun: &str) -> Result<(), Error> {
+pub(crate) fn check_gun(gun: &str) -> Result<(), Error> {
     if gun.len() > 255 || gun.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(Error::BadRequest(format!(
             "gun {gun:?} is not a valid collection name"

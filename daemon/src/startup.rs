@@ -36,6 +36,14 @@ pub enum Error {
     /// The configuration asks for something this build does not do yet.
     #[error("{0}")]
     NotSupported(String),
+    /// The state directory is missing, unsafe or cannot be made.
+    #[error("[server] state_dir {path}: {what}")]
+    StateDir {
+        /// The configured directory.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
     /// Rebuilding the key ring failed.
     #[error("building the key ring: {0}")]
     Service(#[from] service::Error),
@@ -51,6 +59,14 @@ pub fn open_backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>, Error> {
                 backends.push(Arc::new(Pkcs11Backend::open(c, pin)?));
             }
             BackendConfig::Yubikey(c) => {
+                let state_dir = config.server.state_dir.as_deref().ok_or_else(|| {
+                    config::Error::Invalid(format!(
+                        "backend {:?}: a yubikey backend needs [server] state_dir, where sigild \
+                         records which key it generated in which slot",
+                        c.name
+                    ))
+                })?;
+                prepare_state_dir(state_dir)?;
                 // Without pin_file the backend starts locked until `sigil token unlock`.
                 let pin = c.pin_file.as_deref().map(read_pin_file).transpose()?;
                 let roots = Roots::load(&c.attestation_roots)
@@ -71,13 +87,63 @@ pub fn open_backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>, Error> {
                         })?
                     }
                     (None, Some(ManagementKeySetting::PinProtected)) => ManagementKey::PinProtected,
-                    (None, _) => ManagementKey::Default,
+                    (None, _) if c.allow_default_management_key => ManagementKey::Default,
+                    (None, _) => {
+                        return Err(config::Error::Invalid(format!(
+                            "backend {:?}: no management key configured, and the factory default \
+                             lets any local user relabel keys or import their own: set \
+                             management_key_file or management_key = \"pin-protected\" (or \
+                             allow_default_management_key = true for a test device)",
+                            c.name
+                        ))
+                        .into());
+                    }
                 };
-                backends.push(Arc::new(YubikeyBackend::open(c, pin, roots, mgm)?));
+                backends.push(Arc::new(YubikeyBackend::open(
+                    c, pin, roots, mgm, state_dir,
+                )?));
             }
         }
     }
     Ok(backends)
+}
+
+/// Makes sure `dir` is a directory only sigild's user can write: created (0700) if missing,
+/// refused if it is a symlink, someone else's, or group/other-writable.
+pub fn prepare_state_dir(dir: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    let fail = |what: String| Error::StateDir {
+        path: dir.to_owned(),
+        what,
+    };
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| fail(format!("cannot create it: {e}")))?;
+        }
+        Err(e) => return Err(fail(e.to_string())),
+        Ok(_) => {}
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| fail(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(fail("not a directory (symlinks are refused)".into()));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(fail(format!(
+            "owned by uid {}, not by sigild's user",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(fail(format!(
+            "writable by group or others (mode {:o}; chmod 700 it)",
+            meta.mode() & 0o777
+        )));
+    }
+    Ok(())
 }
 
 /// Builds the signing service from a configuration.

@@ -506,9 +506,11 @@ impl ConfigBuilder {
     pub fn text(&self) -> String {
         let mut text = format!(
             "# Written by the sigil end-to-end tests.\n\
-             [server]\nsocket = {socket}\nsocket_mode = \"0666\"\naudit_log = {audit}\n",
+             [server]\nsocket = {socket}\nsocket_mode = \"0666\"\naudit_log = {audit}\n\
+             state_dir = {state}\n",
             socket = toml_path(&self.socket),
             audit = toml_path(&self.dir.join("audit.jsonl")),
+            state = toml_path(&self.dir.join("state")),
         );
         if let Some(n) = self.max_message_bytes {
             text.push_str(&format!("max_message_bytes = {n}\n"));

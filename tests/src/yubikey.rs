@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::{read_text, workspace_bin, workspace_root};
+use crate::{DevDir, read_text, workspace_bin, workspace_root, write_file};
 
 /// How long the harness may take to bring the card up (it builds nothing).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -280,6 +280,43 @@ impl Drop for VirtualYubikey {
     }
 }
 
+/// Writes `DIR/sigild.toml`: one `yubikey` backend named "yubikey" for `card` (with a PIN file
+/// when `pin` is given, and `backend_extra` TOML lines), sigild's state under `DIR/state`, an
+/// owner rule for the test's uid, and `extra` TOML appended (more rules, `[[require]]`).
+pub fn write_yubikey_config(
+    dir: &DevDir,
+    card: &TestYubikey,
+    pin: Option<&str>,
+    backend_extra: &str,
+    extra: &str,
+) -> PathBuf {
+    std::fs::create_dir_all(dir.path()).expect("creating the sigil dir");
+    let pin_line = match pin {
+        Some(pin) => {
+            let pin_file = dir.path().join("yubikey.pin");
+            write_file(&pin_file, format!("{pin}\n"), 0o600);
+            format!("pin_file = {pin_file:?}")
+        }
+        None => String::new(),
+    };
+    let text = format!(
+        "[server]\nsocket = {socket:?}\nsocket_mode = \"0666\"\naudit_log = {audit:?}\n\
+         state_dir = {state:?}\n\n\
+         [[backend]]\nname = \"yubikey\"\ntype = \"yubikey\"\nserial = {serial}\n\
+         {pin_line}\n{backend_extra}\n\n\
+         [[policy]]\nname = \"owner\"\nuids = [{uid}]\nkeys = [{{ gun = \"*\", role = \"*\" }}]\n\
+         allow = [\"sign\", \"public\", \"list\", \"generate\", \"delete\"]\n{extra}\n",
+        socket = dir.socket(),
+        audit = dir.audit_log(),
+        state = dir.path().join("state"),
+        serial = card.serial,
+        uid = nix::unistd::getuid().as_raw(),
+    );
+    let path = dir.path().join("sigild.toml");
+    write_file(&path, text, 0o600);
+    path
+}
+
 /// The PIN of a fresh virtual card (and the PIV default).
 pub const DEFAULT_PIN: &str = "123456";
 /// The slots sigild's `yubikey` backend uses: 9c, then the retired slots 82–95.
@@ -465,6 +502,15 @@ impl TestYubikey {
                 );
             }
             None => self.ask("touch the YubiKey once when it blinks (the next signature)"),
+        }
+    }
+
+    /// The virtual card's `status` line (`present=1 waiting=9c grants=0 auto_touch=0`); a
+    /// physical device has none.
+    pub fn ctl_status(&self) -> String {
+        match &self.card {
+            Some(card) => card.ctl("status"),
+            None => panic!("a physical YubiKey has no control socket"),
         }
     }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sigil_e2e::yubikey::TestYubikey;
+use sigil_e2e::yubikey::{TestYubikey, write_yubikey_config};
 use sigil_e2e::{Client, Daemon, DevDir, openssl, parse_public, sha256, write_file, write_pem};
 use sigil_proto::sigil_v1 as pb;
 use tonic::Code;
@@ -31,6 +31,7 @@ fn write_config(dir: &DevDir, card: &TestYubikey, pin: &str, backend_extra: &str
 }
 
 /// The same, with the PIN file optional and `extra` TOML appended (more rules, `[[require]]`).
+/// A fresh virtual card keeps the factory-default management key, which these tests allow.
 fn write_config_with(
     dir: &DevDir,
     card: &TestYubikey,
@@ -38,29 +39,8 @@ fn write_config_with(
     backend_extra: &str,
     extra: &str,
 ) -> PathBuf {
-    std::fs::create_dir_all(dir.path()).expect("creating the sigil dir");
-    let pin_line = match pin {
-        Some(pin) => {
-            let pin_file = dir.path().join("yubikey.pin");
-            write_file(&pin_file, format!("{pin}\n"), 0o600);
-            format!("pin_file = {pin_file:?}")
-        }
-        None => String::new(),
-    };
-    let text = format!(
-        "[server]\nsocket = {socket:?}\nsocket_mode = \"0666\"\naudit_log = {audit:?}\n\n\
-         [[backend]]\nname = \"yubikey\"\ntype = \"yubikey\"\nserial = {serial}\n\
-         {pin_line}\n{backend_extra}\n\n\
-         [[policy]]\nname = \"owner\"\nuids = [{uid}]\nkeys = [{{ gun = \"*\", role = \"*\" }}]\n\
-         allow = [\"sign\", \"public\", \"list\", \"generate\", \"delete\"]\n{extra}\n",
-        socket = dir.socket(),
-        audit = dir.audit_log(),
-        serial = card.serial,
-        uid = nix::unistd::getuid().as_raw(),
-    );
-    let path = dir.path().join("sigild.toml");
-    write_file(&path, text, 0o600);
-    path
+    let backend_extra = format!("allow_default_management_key = true\n{backend_extra}");
+    write_yubikey_config(dir, card, pin, &backend_extra, extra)
 }
 
 /// `attestation_roots = [<the card's test attestation CA>]`.

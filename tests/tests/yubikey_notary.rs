@@ -120,7 +120,8 @@ fn root_on_the_yubikey_targets_on_softhsm_published_to_notary_and_verified_by_bo
         .config()
         .append(&format!(
             "[[backend]]\nname = \"yubikey\"\ntype = \"yubikey\"\nserial = {serial}\n\
-             pin_file = {pin}\ntouch_root = \"always\"\n",
+             pin_file = {pin}\ntouch_root = \"always\"\n\
+             allow_default_management_key = true\n",
             serial = card.serial,
             pin = sigil_e2e::toml_path(&pin_file),
         ))

@@ -4,7 +4,9 @@
 //! differently) is handled here, before or after the APDU reaches it:
 //! transport (command chaining, 61xx / GET RESPONSE, Le-less SELECT), the
 //! 5-byte PIV AID, GET VERSION / GET SERIAL, ATTEST (F9) and the F9
-//! certificate object, GET METADATA (F7), and touch policy.
+//! certificate object, GET METADATA (F7), touch policy, and IMPORT of P-256 keys (which
+//! piv-authenticator refuses): an imported key lives here, in software, and signs here once
+//! piv-authenticator confirms the PIN was verified.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +39,7 @@ const SW_NOT_FOUND: [u8; 2] = [0x6A, 0x82];
 const SW_WRONG_P1P2: [u8; 2] = [0x6B, 0x00];
 const SW_REF_NOT_FOUND: [u8; 2] = [0x6A, 0x88];
 const SW_INS_NOT_SUPPORTED: [u8; 2] = [0x6D, 0x00];
+const SW_FUNCTION_NOT_SUPPORTED: [u8; 2] = [0x6A, 0x81];
 
 // PIV algorithm ids
 const ALG_P256: u8 = 0x11;
@@ -75,6 +78,8 @@ pub struct YkCard<T: piv_authenticator::Client> {
     control: Arc<Control>,
     touch_timeout: Duration,
     slots: HashMap<u8, SlotInfo>,
+    /// P-256 keys imported with the management key (piv-authenticator imports only RSA).
+    imported: HashMap<u8, SigningKey>,
     /// Data of a command chain (CLA bit 0x10) in progress.
     chain: Vec<u8>,
     /// Response bytes still to be fetched with GET RESPONSE.
@@ -205,6 +210,7 @@ impl<T: piv_authenticator::Client> YkCard<T> {
             control,
             touch_timeout,
             slots: HashMap::new(),
+            imported: HashMap::new(),
             chain: Vec::new(),
             pending: Vec::new(),
             mgm_default: true,
@@ -258,6 +264,7 @@ impl<T: piv_authenticator::Client> YkCard<T> {
             0x47 => {
                 let (out, sw) = self.piv(ins, p1, p2, data);
                 if sw == SW_OK {
+                    self.imported.remove(&p2);
                     self.record_generate(p2, data, &out);
                 }
                 (out, sw)
@@ -265,6 +272,11 @@ impl<T: piv_authenticator::Client> YkCard<T> {
             // IMPORT (Yubico): remember algorithm and policies.
             0xFE => {
                 let (out, sw) = self.piv(ins, p1, p2, data);
+                // piv-authenticator checks the management key, then refuses every algorithm
+                // but RSA: a P-256 key is imported here.
+                if sw == SW_FUNCTION_NOT_SUPPORTED && p1 == ALG_P256 && is_key_slot(p2) {
+                    return self.import_p256(p2, data);
+                }
                 if sw == SW_OK && is_key_slot(p2) {
                     let pin = find_tag(data, 0xAA).and_then(|v| v.first().copied());
                     let touch = find_tag(data, 0xAB).and_then(|v| v.first().copied());
@@ -295,6 +307,9 @@ impl<T: piv_authenticator::Client> YkCard<T> {
                         }
                     }
                 }
+                if self.imported.contains_key(&p2) {
+                    return self.sign_imported(p2, data);
+                }
                 self.piv(ins, p1, p2, data)
             }
             // SET MANAGEMENT KEY
@@ -310,12 +325,63 @@ impl<T: piv_authenticator::Client> YkCard<T> {
                 let r = self.piv(ins, p1, p2, data);
                 if r.1 == SW_OK {
                     self.slots.clear();
+                    self.imported.clear();
                     self.mgm_default = true;
                 }
                 r
             }
             _ => self.piv(ins, p1, p2, data),
         }
+    }
+
+    /// IMPORT of a P-256 key (tag 06: the private scalar), after piv-authenticator has
+    /// checked the management key.
+    fn import_p256(&mut self, slot: u8, data: &[u8]) -> (Vec<u8>, [u8; 2]) {
+        let Some(key) = find_tag(data, 0x06).and_then(|d| SigningKey::from_slice(d).ok()) else {
+            return (Vec::new(), SW_WRONG_DATA);
+        };
+        let pin = find_tag(data, 0xAA).and_then(|v| v.first().copied());
+        let touch = find_tag(data, 0xAB).and_then(|v| v.first().copied());
+        let point = key
+            .verifying_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec();
+        self.slots.insert(
+            slot,
+            SlotInfo {
+                alg: ALG_P256,
+                pin_policy: pin.filter(|&p| p != 0).unwrap_or(default_pin_policy(slot)),
+                touch_policy: touch.filter(|&t| t != 0).unwrap_or(TOUCH_NEVER),
+                origin: 2,
+                point: Some(point),
+            },
+        );
+        self.imported.insert(slot, key);
+        (Vec::new(), SW_OK)
+    }
+
+    /// GENERAL AUTHENTICATE (sign) with an imported key: `7C { 82 00, 81 digest }` →
+    /// `7C { 82 DER-signature }`, only while piv-authenticator says the PIN is verified.
+    fn sign_imported(&mut self, slot: u8, data: &[u8]) -> (Vec<u8>, [u8; 2]) {
+        use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+        let (_, sw) = self.piv(0x20, 0x00, 0x80, &[]);
+        if sw != SW_OK {
+            return (Vec::new(), SW_SECURITY);
+        }
+        let Some(digest) = find_tag(data, 0x7C).and_then(|t| find_tag(t, 0x81)) else {
+            return (Vec::new(), SW_WRONG_DATA);
+        };
+        let Some(key) = self.imported.get(&slot) else {
+            return (Vec::new(), SW_REF_NOT_FOUND);
+        };
+        let signature: p256::ecdsa::Signature = match key.sign_prehash(digest) {
+            Ok(signature) => signature,
+            Err(_) => return (Vec::new(), SW_WRONG_DATA),
+        };
+        let der = signature.to_der();
+        let inner = x509::tlv(0x82, der.as_bytes());
+        (x509::tlv(0x7C, &inner), SW_OK)
     }
 
     fn record_generate(&mut self, slot: u8, req: &[u8], reply: &[u8]) {

@@ -197,17 +197,7 @@ pub fn verify(
     roots: &Roots,
     generated: &SubjectPublicKeyInfoOwned,
 ) -> Result<Policies, String> {
-    let leaf = Certificate::from_der(leaf_der).map_err(|e| format!("attestation: {e}"))?;
-    let f9 = Certificate::from_der(intermediate_der)
-        .map_err(|e| format!("attestation intermediate (F9): {e}"))?;
-    if &leaf.tbs_certificate.subject_public_key_info != generated {
-        return Err("the attested public key is not the key in the slot".into());
-    }
-    if leaf.tbs_certificate.issuer != f9.tbs_certificate.subject {
-        return Err("the attestation was not issued by the device's F9 certificate".into());
-    }
-    check_signature(&leaf, &f9.tbs_certificate.subject_public_key_info)
-        .map_err(|e| format!("attestation signature: {e}"))?;
+    let (leaf, f9) = attested_by_device(leaf_der, intermediate_der, generated)?;
     if roots.is_empty() {
         return Err("no attestation_roots configured".into());
     }
@@ -222,6 +212,37 @@ pub fn verify(
         ));
     }
     policies_of(&leaf)
+}
+
+/// Checks that an attestation names `key` and is signed by the device's F9 key, whatever that
+/// chains to. A YubiKey attests only keys it generated itself (an imported key gets no
+/// attestation), so this says "generated on this device" even without configured roots.
+pub fn generated_on_device(
+    leaf_der: &[u8],
+    intermediate_der: &[u8],
+    key: &SubjectPublicKeyInfoOwned,
+) -> Result<(), String> {
+    attested_by_device(leaf_der, intermediate_der, key).map(|_| ())
+}
+
+/// The leaf and F9 certificates, once the leaf is known to attest `key` and to be signed by F9.
+fn attested_by_device(
+    leaf_der: &[u8],
+    intermediate_der: &[u8],
+    key: &SubjectPublicKeyInfoOwned,
+) -> Result<(Certificate, Certificate), String> {
+    let leaf = Certificate::from_der(leaf_der).map_err(|e| format!("attestation: {e}"))?;
+    let f9 = Certificate::from_der(intermediate_der)
+        .map_err(|e| format!("attestation intermediate (F9): {e}"))?;
+    if &leaf.tbs_certificate.subject_public_key_info != key {
+        return Err("the attested public key is not the key in the slot".into());
+    }
+    if leaf.tbs_certificate.issuer != f9.tbs_certificate.subject {
+        return Err("the attestation was not issued by the device's F9 certificate".into());
+    }
+    check_signature(&leaf, &f9.tbs_certificate.subject_public_key_info)
+        .map_err(|e| format!("attestation signature: {e}"))?;
+    Ok((leaf, f9))
 }
 
 /// Verifies `cert`'s signature with `issuer`: ECDSA (P-256 or P-384 key) with SHA-256 or

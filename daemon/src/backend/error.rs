@@ -151,6 +151,25 @@ pub enum Error {
         /// Which key was tried: "default", "configured", "PIN-protected".
         which: &'static str,
     },
+    /// The device still takes the factory-default management key, with which any local user
+    /// could relabel its keys or import keys of their own.
+    #[error(
+        "backend {backend:?}: YubiKey {serial} still has the factory-default management key, with which any local user can relabel its keys or import keys of their own; set a new one (ykman piv access change-management-key --generate --protect, then management_key = \"pin-protected\"; or yubico-piv-tool -a set-mgm-key -n KEY and management_key_file), or set allow_default_management_key = true for a test device"
+    )]
+    DefaultManagementKey {
+        /// Backend name.
+        backend: String,
+        /// Device serial.
+        serial: u32,
+    },
+    /// The slot bindings in the state directory cannot be read or written.
+    #[error("backend {backend:?}: YubiKey slot bindings: {what}")]
+    Bindings {
+        /// Backend name.
+        backend: String,
+        /// What went wrong (path and cause).
+        what: String,
+    },
     /// The backend cannot attest keys (PKCS#11 tokens have no attestation).
     #[error(
         "backend {backend:?} cannot attest keys: attestation needs a YubiKey backend (type = \"yubikey\")"

@@ -51,6 +51,9 @@ pub enum KeyLocator {
     Yubikey {
         /// The PIV slot (key reference).
         slot: u8,
+        /// SHA-256 of the key's DER SubjectPublicKeyInfo: a request queued for this key never
+        /// uses another key that took its slot meanwhile.
+        key: [u8; 32],
     },
 }
 

@@ -298,13 +298,14 @@ fn write_config(dir: &Path, device: &Device, pin: &str) -> Result<PathBuf, BoxEr
     std::fs::write(&pin_file, format!("{pin}\n"))?;
     std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600))?;
     let text = format!(
-        "[server]\nsocket = {socket:?}\naudit_log = {audit:?}\n\n\
+        "[server]\nsocket = {socket:?}\naudit_log = {audit:?}\nstate_dir = {state:?}\n\n\
          [[backend]]\nname = \"yubikey\"\ntype = \"yubikey\"\nserial = {serial}\n\
-         pin_file = {pin_file:?}\ntouch_root = \"never\"\n\n\
+         pin_file = {pin_file:?}\ntouch_root = \"never\"\nallow_default_management_key = true\n\n\
          [[policy]]\nname = \"bench\"\nuids = [{uid}]\nkeys = [{{ gun = \"{GUN}\", role = \"*\" }}]\n\
          allow = [\"sign\", \"public\", \"list\", \"generate\"]\n",
         socket = dir.join("sigild.sock"),
         audit = dir.join("audit.jsonl"),
+        state = dir.join("state"),
         serial = device.serial,
         uid = nix::unistd::getuid().as_raw(),
     );
