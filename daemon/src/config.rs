@@ -88,6 +88,11 @@ pub struct ServerConfig {
     pub audit_log: PathBuf,
     /// Largest `message` a Sign request may carry.
     pub max_message_bytes: usize,
+    /// Refusals (denied, not found, invalid) audited line by line per caller and window;
+    /// beyond, one `suppressed` line per window counts them.
+    pub audit_refusals_per_window: u32,
+    /// The window of `audit_refusals_per_window`, in seconds.
+    pub audit_refusal_window_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +103,8 @@ impl Default for ServerConfig {
             socket_mode: "0660".to_owned(),
             audit_log: PathBuf::from("/var/lib/sigil/audit.jsonl"),
             max_message_bytes: 4 * 1024 * 1024,
+            audit_refusals_per_window: 100,
+            audit_refusal_window_secs: 60,
         }
     }
 }
@@ -312,6 +319,27 @@ pub struct NotarySignerConfig {
     /// Client certificate identities (CN or SAN) allowed to connect.
     #[serde(default)]
     pub allowed_clients: Vec<String>,
+    /// Keys the endpoint may hold on the tokens in all (CreateKey beyond: RESOURCE_EXHAUSTED).
+    #[serde(default = "default_notary_max_keys")]
+    pub max_keys: usize,
+    /// Keys the endpoint may hold for one GUN.
+    #[serde(default = "default_notary_max_keys_per_gun")]
+    pub max_keys_per_gun: usize,
+    /// Keys the endpoint may generate in any hour.
+    #[serde(default = "default_notary_max_new_keys_per_hour")]
+    pub max_new_keys_per_hour: usize,
+}
+
+fn default_notary_max_keys() -> usize {
+    1024
+}
+
+fn default_notary_max_keys_per_gun() -> usize {
+    16
+}
+
+fn default_notary_max_new_keys_per_hour() -> usize {
+    60
 }
 
 /// An operation a policy rule can allow.
@@ -420,6 +448,13 @@ impl Config {
                 "server.max_message_bytes must be greater than 0".into(),
             ));
         }
+        if self.server.audit_refusals_per_window == 0 || self.server.audit_refusal_window_secs == 0
+        {
+            return Err(Error::Invalid(
+                "server.audit_refusals_per_window and server.audit_refusal_window_secs must be greater than 0"
+                    .into(),
+            ));
+        }
         if self.backends.is_empty() {
             return Err(Error::Invalid(
                 "no [[backend]] configured: sigild needs at least one token".into(),
@@ -476,6 +511,12 @@ impl Config {
                     "notary_signer.backend {:?} is not a configured backend",
                     ns.backend
                 )));
+            }
+            if ns.max_keys == 0 || ns.max_keys_per_gun == 0 || ns.max_new_keys_per_hour == 0 {
+                return Err(Error::Invalid(
+                    "notary_signer.max_keys, max_keys_per_gun and max_new_keys_per_hour must be greater than 0"
+                        .into(),
+                ));
             }
             if ns.allowed_clients.is_empty() {
                 return Err(Error::Invalid(

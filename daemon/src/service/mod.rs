@@ -1,17 +1,28 @@
 //! The signing service: authorise → key ring → backend → audit. Every transport (the sigil
-//! API, later the notary-signer endpoint) is a thin adapter over this one path to the tokens.
+//! API on the Unix socket, the notary-signer endpoint) is a thin adapter over this one path to
+//! the tokens. By job: [`validate`] checks request strings, [`audit_event`] builds every audit
+//! line, [`sign`] signs, [`keys`] lists, generates, deletes, attests and unlocks, and
+//! [`notary`] serves the notary-signer endpoint's keys.
 
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::Duration;
 
-use sha2::{Digest as _, Sha256};
 use sigil_tuf::key::SignatureEncoding;
 
-use crate::audit::{AuditLog, Event, Who};
-use crate::backend::{self, Algorithm, AttestationReport, Backend, KeyMeta, KeyOwner, SignInput};
-use crate::config::Op;
+use crate::audit::{AuditLog, RefusalLimit};
+use crate::backend::{self, Algorithm, Backend, KeyOwner};
+use crate::config::{Config, Op};
 use crate::keyring::{KeyEntry, KeyRing};
-use crate::policy::{Caller, KeyFacts, KeyView, Policy};
+use crate::policy::{Caller, GroupCache, KeyFacts, KeyView, Policy};
+
+mod audit_event;
+mod keys;
+mod notary;
+mod sign;
+pub mod validate;
+
+pub use notary::NotaryCaps;
+use validate::{check_key_id, shown};
 
 /// Why a request was refused or failed. Messages are safe to send to the caller; `Internal`
 /// keeps its detail for the daemon's log only.
@@ -43,6 +54,9 @@ pub enum Error {
     /// The key or backend cannot do this (no attestation, a `[[require]]` rule not met).
     #[error("{0}")]
     Precondition(String),
+    /// A cap on what callers may make sigild create was reached (`[notary_signer]` key caps).
+    #[error("{0}")]
+    Exhausted(String),
     /// Anything else; the detail is logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -114,13 +128,44 @@ pub struct GenerateRequest {
     pub algorithm: Algorithm,
 }
 
+/// The service's limits, from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Largest message a Sign may carry (`[server] max_message_bytes`).
+    pub max_message_bytes: usize,
+    /// Refusals audited per caller and window (`[server] audit_refusals_*`).
+    pub refusals: RefusalLimit,
+    /// Caps on keys the notary-signer endpoint creates.
+    pub notary: NotaryCaps,
+}
+
+impl Limits {
+    /// The limits a configuration sets.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            max_message_bytes: config.server.max_message_bytes,
+            refusals: RefusalLimit {
+                per_window: config.server.audit_refusals_per_window,
+                window: Duration::from_secs(config.server.audit_refusal_window_secs),
+            },
+            notary: config
+                .notary_signer
+                .as_ref()
+                .map(NotaryCaps::from_config)
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// The one path from a request to a token.
 pub struct SigningService {
     backends: Vec<Arc<dyn Backend>>,
     keyring: KeyRing,
     policy: RwLock<Arc<Policy>>,
-    audit: AuditLog,
+    groups: GroupCache,
+    audit: Arc<AuditLog>,
     max_message_bytes: usize,
+    notary: notary::Creation,
 }
 
 impl std::fmt::Debug for SigningService {
@@ -136,12 +181,13 @@ impl std::fmt::Debug for SigningService {
 }
 
 impl SigningService {
-    /// Builds the service and its key ring from what the tokens hold.
+    /// Builds the service and its key ring from what the tokens hold, and starts the task that
+    /// writes the audit log's suppressed-refusal summaries (it ends with the service).
     pub async fn new(
         backends: Vec<Arc<dyn Backend>>,
         policy: Policy,
         audit: AuditLog,
-        max_message_bytes: usize,
+        limits: Limits,
     ) -> Result<Self, Error> {
         let keyring = KeyRing::default();
         for (index, backend) in backends.iter().enumerate() {
@@ -152,12 +198,16 @@ impl SigningService {
                     .map_err(|e| Error::Internal(e.to_string()))?;
             }
         }
+        let audit = Arc::new(audit.with_refusal_limit(limits.refusals));
+        audit_event::spawn_summaries(&audit);
         Ok(Self {
             backends,
             keyring,
             policy: RwLock::new(Arc::new(policy)),
+            groups: GroupCache::system(),
             audit,
-            max_message_bytes,
+            max_message_bytes: limits.max_message_bytes,
+            notary: notary::Creation::new(limits.notary),
         })
     }
 
@@ -227,118 +277,24 @@ impl SigningService {
         Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Keys the caller may list, filtered.
-    pub fn list_keys(&self, caller: &Caller, filter: &KeyFilter) -> Vec<Arc<KeyEntry>> {
-        let policy = self.policy();
-        self.keyring
-            .all()
-            .into_iter()
-            .filter(|k| {
-                k.meta.owner == KeyOwner::Sigil
-                    && (filter.backend.is_empty() || filter.backend == k.backend_name)
-                    && (filter.gun.is_empty() || filter.gun == k.meta.gun)
-                    && (filter.role.is_empty() || filter.role == k.meta.role)
-                    && policy.ops(caller, &view(k)).contains(Op::List)
-            })
-            .collect()
-    }
-
-    /// A key's public half, if the caller may read it.
-    /// Refusals are audited: a caller probing for keys it may not use leaves a trace.
-    pub fn public_key(&self, caller: &Caller, key_id: &str) -> Result<Arc<KeyEntry>, Error> {
-        let started = Instant::now();
-        let result = self.authorise(caller, key_id, Op::Public);
-        if let Err(e) = &result {
-            let key = self.keyring.get(key_id);
-            self.audit(
-                "public",
-                Who::Unix(caller),
-                key_id,
-                key.as_deref(),
-                None,
-                Some(e),
-                started,
-            )?;
+    /// The caller's supplementary groups, when some rule of `policy` names groups (else none,
+    /// without a lookup).
+    async fn groups(&self, policy: &Policy, caller: &Caller) -> Arc<[u32]> {
+        if policy.names_groups() {
+            self.groups.groups(caller).await
+        } else {
+            Arc::from([])
         }
-        result
-    }
-
-    /// `sigil token unlock`: hands an operator's PIN to a backend, which verifies it once.
-    /// Allowed by a policy rule with `unlock` for the backend; audited (op `unlock`, never the
-    /// PIN). Answers the PIN tries reported before the verification.
-    pub async fn unlock(
-        &self,
-        caller: &Caller,
-        backend: &str,
-        pin: crate::secret::Pin,
-    ) -> Result<u8, Error> {
-        let started = Instant::now();
-        let result = async {
-            if backend.is_empty() {
-                return Err(Error::BadRequest("backend is required".into()));
-            }
-            // Policy first: a caller without the right learns nothing about the backends.
-            if !self.policy().may_unlock(caller, backend) {
-                return Err(Error::PermissionDenied(format!(
-                    "policy does not allow uid {} to unlock backend {backend:?}",
-                    caller.uid
-                )));
-            }
-            let index = self.pick_backend(backend)?;
-            if pin.is_empty() {
-                return Err(Error::BadRequest("the PIN is empty".into()));
-            }
-            Ok(self.backends[index].unlock(pin).await?)
-        }
-        .await;
-        let reason = result.as_ref().err().map(ToString::to_string);
-        let event = Event {
-            op: "unlock",
-            who: Who::Unix(caller),
-            key_id: "",
-            role: "",
-            gun: "",
-            backend,
-            algorithm: None,
-            sha256: None,
-            outcome: outcome(result.as_ref().err()),
-            reason: reason.as_deref(),
-            latency_us: micros(started),
-        };
-        self.audit.record(&event).map_err(|e| audit_failed(&e))?;
-        result
-    }
-
-    /// A key's attestation chain, fetched from the device now, if the caller may read the
-    /// key's public half. Audited (op `attest`) whatever the outcome.
-    pub async fn attest(
-        &self,
-        caller: &Caller,
-        key_id: &str,
-    ) -> Result<(Arc<KeyEntry>, AttestationReport), Error> {
-        let started = Instant::now();
-        let result = async {
-            let key = self.authorise(caller, key_id, Op::Public)?;
-            let report = self.backend_of(&key)?.attest(key.locator.clone()).await?;
-            Ok((key, report))
-        }
-        .await;
-        let key = self.keyring.get(key_id);
-        self.audit(
-            "attest",
-            Who::Unix(caller),
-            key_id,
-            key.as_deref(),
-            None,
-            result.as_ref().err(),
-            started,
-        )?;
-        result
     }
 
     /// Finds a key and checks `op`: invisible keys are `KeyNotFound`, visible ones without
     /// the right are `PermissionDenied`.
-    fn authorise(&self, caller: &Caller, key_id: &str, op: Op) -> Result<Arc<KeyEntry>, Error> {
+    async fn authorise(
+        &self,
+        caller: &Caller,
+        key_id: &str,
+        op: Op,
+    ) -> Result<Arc<KeyEntry>, Error> {
         check_key_id(key_id)?;
         // Keys notary-server created through the notary-signer endpoint are its alone: the
         // Unix-socket API can neither see nor use them, whatever the policy says.
@@ -347,7 +303,9 @@ impl SigningService {
             .get(key_id)
             .filter(|k| k.meta.owner == KeyOwner::Sigil)
             .ok_or_else(|| Error::KeyNotFound(key_id.to_owned()))?;
-        let ops = self.policy().ops(caller, &view(&key));
+        let policy = self.policy();
+        let groups = self.groups(&policy, caller).await;
+        let ops = policy.ops(caller, &groups, &view(&key));
         if ops.is_empty() {
             return Err(Error::KeyNotFound(key_id.to_owned()));
         }
@@ -359,420 +317,6 @@ impl SigningService {
             )));
         }
         Ok(key)
-    }
-
-    /// Signs with a key, auditing the attempt whatever its outcome.
-    pub async fn sign(
-        &self,
-        caller: &Caller,
-        key_id: &str,
-        payload: Option<Payload>,
-        encoding: SignatureEncoding,
-    ) -> Result<Signature, Error> {
-        let started = Instant::now();
-        let mut digest_hex = None;
-        let result = self
-            .sign_inner(caller, key_id, payload, encoding, &mut digest_hex)
-            .await;
-        // The audit log is for administrators: it names the key whenever it exists.
-        let key = match &result {
-            Ok(signed) => Some(Arc::clone(&signed.key)),
-            Err(_) => self.keyring.get(key_id),
-        };
-        self.audit(
-            "sign",
-            Who::Unix(caller),
-            key_id,
-            key.as_deref(),
-            digest_hex.as_deref(),
-            result.as_ref().err(),
-            started,
-        )?;
-        result
-    }
-
-    async fn sign_inner(
-        &self,
-        caller: &Caller,
-        key_id: &str,
-        payload: Option<Payload>,
-        encoding: SignatureEncoding,
-        digest_hex: &mut Option<String>,
-    ) -> Result<Signature, Error> {
-        let payload = payload.ok_or_else(|| {
-            Error::BadRequest("payload is required: set message or sha256_digest".into())
-        })?;
-        self.check_payload(&payload)?;
-        let key = self.authorise(caller, key_id, Op::Sign)?;
-        self.sign_with(key, payload, encoding, digest_hex).await
-    }
-
-    /// Size and shape checks that need no key: they run before any lookup.
-    fn check_payload(&self, payload: &Payload) -> Result<(), Error> {
-        match payload {
-            Payload::Message(m) if m.len() > self.max_message_bytes => Err(Error::TooLarge {
-                size: m.len(),
-                max: self.max_message_bytes,
-            }),
-            Payload::Digest(d) if d.len() != 32 => Err(Error::BadRequest(format!(
-                "sha256_digest must be exactly 32 bytes, got {}",
-                d.len()
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    /// The signing core shared by every front door: hash as the algorithm needs, sign on the
-    /// token, encode. `digest_hex` receives what the audit line records.
-    async fn sign_with(
-        &self,
-        key: Arc<KeyEntry>,
-        payload: Payload,
-        encoding: SignatureEncoding,
-        digest_hex: &mut Option<String>,
-    ) -> Result<Signature, Error> {
-        let algorithm = key.algorithm();
-        let (input, digest) = match (algorithm.signs_digest(), payload) {
-            (true, Payload::Message(m)) => {
-                let d: [u8; 32] = Sha256::digest(&m).into();
-                (SignInput::Digest(d), d)
-            }
-            (true, Payload::Digest(d)) => {
-                let d: [u8; 32] = d.as_slice().try_into().map_err(|_| {
-                    Error::BadRequest("sha256_digest must be exactly 32 bytes".into())
-                })?;
-                (SignInput::Digest(d), d)
-            }
-            (false, Payload::Message(m)) => {
-                let d: [u8; 32] = Sha256::digest(&m).into();
-                (SignInput::Message(m), d)
-            }
-            (false, Payload::Digest(_)) => {
-                return Err(Error::BadRequest(format!(
-                    "{algorithm} keys sign whole messages: send message, not sha256_digest"
-                )));
-            }
-        };
-        *digest_hex = Some(hex::encode(digest));
-        let needs = self.policy().needs(&key.meta.gun, &key.meta.role);
-        if needs.any()
-            && let Some(why) = needs.unmet(&facts(key.device.as_ref()))
-        {
-            return Err(Error::Precondition(format!(
-                "key {} may not sign: {why}",
-                key.key_id
-            )));
-        }
-        let backend = self.backend_of(&key)?;
-        let raw = backend.sign(key.locator.clone(), algorithm, input).await?;
-        let (bytes, encoding) = match (algorithm, encoding) {
-            (Algorithm::EcdsaP256, SignatureEncoding::Der) => (
-                sigil_tuf::key::p256_raw_to_der(&raw)
-                    .map_err(|e| Error::Internal(format!("token returned a bad signature: {e}")))?,
-                SignatureEncoding::Der,
-            ),
-            _ => (raw, SignatureEncoding::Raw),
-        };
-        Ok(Signature {
-            bytes,
-            key,
-            encoding,
-        })
-    }
-
-    /// Audits a call refused before it reached the service (while decoding, or a TLS client
-    /// not allowed) and returns the refusal, so every call leaves exactly one line whatever
-    /// stopped it. The line names the key's role and GUN when the key exists.
-    pub fn refuse(
-        &self,
-        op: &'static str,
-        who: Who<'_>,
-        key_id: &str,
-        requested: Option<(&str, &str)>,
-        error: Error,
-    ) -> Error {
-        let key = self.keyring.get(key_id);
-        let reason = error.to_string();
-        let (role, gun) = match (&key, requested) {
-            (Some(k), _) => (k.meta.role.as_str(), k.meta.gun.as_str()),
-            (None, Some(asked)) => asked,
-            (None, None) => ("", ""),
-        };
-        let event = Event {
-            op,
-            who,
-            key_id,
-            role,
-            gun,
-            backend: key.as_deref().map_or("", |k| k.backend_name.as_str()),
-            algorithm: key.as_deref().map(|k| k.algorithm().as_str()),
-            sha256: None,
-            outcome: outcome(Some(&error)),
-            reason: Some(&reason),
-            latency_us: 0,
-        };
-        match self.audit.record(&event) {
-            Ok(()) => error,
-            Err(e) => audit_failed(&e),
-        }
-    }
-
-    /// Generates a key on a backend, if policy allows `generate` for its role and GUN.
-    pub async fn generate(
-        &self,
-        caller: &Caller,
-        req: GenerateRequest,
-    ) -> Result<Arc<KeyEntry>, Error> {
-        let started = Instant::now();
-        let result = self.generate_inner(caller, &req).await;
-        self.audit_generate(Who::Unix(caller), &req, result, started)
-            .await
-    }
-
-    async fn generate_inner(
-        &self,
-        caller: &Caller,
-        req: &GenerateRequest,
-    ) -> Result<Arc<KeyEntry>, Error> {
-        check_role(&req.role)?;
-        check_gun(&req.gun)?;
-        let index = self.pick_backend(&req.backend)?;
-        let ops = self.policy().ops(
-            caller,
-            &KeyView {
-                key_id: "",
-                gun: &req.gun,
-                role: &req.role,
-            },
-        );
-        if !ops.contains(Op::Generate) {
-            return Err(Error::PermissionDenied(format!(
-                "policy does not allow uid {} to generate keys for role {:?} gun {:?}",
-                caller.uid, req.role, req.gun
-            )));
-        }
-        self.generate_on(index, req, KeyOwner::Sigil).await
-    }
-
-    async fn generate_on(
-        &self,
-        index: usize,
-        req: &GenerateRequest,
-        owner: KeyOwner,
-    ) -> Result<Arc<KeyEntry>, Error> {
-        let backend = &self.backends[index];
-        let meta = KeyMeta {
-            role: req.role.clone(),
-            gun: req.gun.clone(),
-            owner,
-        };
-        // [[require]] rules: refuse up front what the backend cannot deliver, and check the
-        // new key's attestation afterwards (discarding the key when it falls short).
-        let needs = self.policy().needs(&req.gun, &req.role);
-        if needs.any() {
-            let plan = backend.generation_plan(&req.role);
-            let rules = needs.rules.join(", ");
-            if needs.attested
-                && let Err(why) = &plan.attestable
-            {
-                return Err(Error::Precondition(format!(
-                    "requirement {rules}: {} keys must be attested, but {why}; nothing was generated",
-                    req.role
-                )));
-            }
-            if let Some(want) = needs.touch {
-                match plan.touch {
-                    Some(have) if have >= want => {}
-                    Some(have) => {
-                        return Err(Error::Precondition(format!(
-                            "requirement {rules}: {} keys need touch {}, but backend {:?} generates them with touch {} (set touch_root / touch_other); nothing was generated",
-                            req.role,
-                            want.as_str(),
-                            backend.name(),
-                            have.as_str()
-                        )));
-                    }
-                    None => {
-                        return Err(Error::Precondition(format!(
-                            "requirement {rules}: {} keys need an attested touch policy, which backend {:?} cannot give; nothing was generated",
-                            req.role,
-                            backend.name()
-                        )));
-                    }
-                }
-            }
-        }
-        let key = backend.generate(req.algorithm, meta).await?;
-        let device = backend.device_key(&key.locator);
-        if needs.any()
-            && let Some(why) = needs.unmet(&facts(device.as_ref()))
-        {
-            let discarded = match backend.delete(key.locator.clone()).await {
-                Ok(()) => "the new key was discarded (its label removed from the device)",
-                Err(e) => {
-                    tracing::error!(error = %e, "could not discard a key that failed a requirement");
-                    "the new key could not be discarded from the device; it is not in the key ring"
-                }
-            };
-            return Err(Error::Precondition(format!("{why}; {discarded}")));
-        }
-        self.keyring
-            .insert(KeyEntry::new(index, backend.name(), key).with_device(device))
-            .map_err(|e| Error::Internal(e.to_string()))
-    }
-
-    /// Audits a generation; an unrecordable new key is removed again (fail closed).
-    async fn audit_generate(
-        &self,
-        who: Who<'_>,
-        req: &GenerateRequest,
-        result: Result<Arc<KeyEntry>, Error>,
-        started: Instant,
-    ) -> Result<Arc<KeyEntry>, Error> {
-        let audited = result.as_ref().ok();
-        let reason = result.as_ref().err().map(ToString::to_string);
-        let event = Event {
-            op: "generate",
-            who,
-            key_id: audited.map_or("", |k| k.key_id.as_str()),
-            role: &req.role,
-            gun: &req.gun,
-            backend: audited.map_or(req.backend.as_str(), |k| k.backend_name.as_str()),
-            algorithm: Some(req.algorithm.as_str()),
-            sha256: None,
-            outcome: outcome(result.as_ref().err()),
-            reason: reason.as_deref(),
-            latency_us: micros(started),
-        };
-        if let Err(e) = self.audit.record(&event) {
-            if let Ok(key) = &result {
-                self.keyring.remove(&key.key_id);
-                if let Ok(backend) = self.backend_of(key) {
-                    let _ = backend.delete(key.locator.clone()).await;
-                }
-            }
-            return Err(audit_failed(&e));
-        }
-        result
-    }
-
-    /// notary-signer CreateKey: a timestamp or snapshot key for a GUN, generated on the
-    /// configured backend and visible only to the notary-signer endpoint.
-    pub async fn notary_create_key(
-        &self,
-        client: &str,
-        backend: &str,
-        req: GenerateRequest,
-    ) -> Result<Arc<KeyEntry>, Error> {
-        let started = Instant::now();
-        let result = async {
-            if !matches!(req.role.as_str(), "timestamp" | "snapshot") {
-                return Err(Error::PermissionDenied(format!(
-                    "the notary-signer endpoint only creates timestamp and snapshot keys, not {:?}",
-                    req.role
-                )));
-            }
-            check_gun(&req.gun)?;
-            let index = self.pick_backend(backend)?;
-            self.generate_on(index, &req, KeyOwner::NotarySigner).await
-        }
-        .await;
-        self.audit_generate(Who::TlsClient(client), &req, result, started)
-            .await
-    }
-
-    /// notary-signer GetKeyInfo: only keys created through that endpoint exist for it.
-    pub fn notary_key(&self, notary_id: &str) -> Result<Arc<KeyEntry>, Error> {
-        self.keyring
-            .get_notary(notary_id)
-            .ok_or_else(|| Error::KeyNotFound(notary_id.to_owned()))
-    }
-
-    /// notary-signer Sign: SHA-256 of `content` (ECDSA, raw r||s) or Ed25519 over it, audited
-    /// with the client certificate's identity as the caller.
-    pub async fn notary_sign(
-        &self,
-        client: &str,
-        notary_id: &str,
-        content: Vec<u8>,
-    ) -> Result<Signature, Error> {
-        let started = Instant::now();
-        let mut digest_hex = None;
-        let key = self.notary_key(notary_id);
-        let result = match &key {
-            Ok(key) => {
-                let payload = Payload::Message(content);
-                match self.check_payload(&payload) {
-                    Ok(()) => {
-                        self.sign_with(
-                            Arc::clone(key),
-                            payload,
-                            SignatureEncoding::Raw,
-                            &mut digest_hex,
-                        )
-                        .await
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Err(_) => Err(Error::KeyNotFound(notary_id.to_owned())),
-        };
-        self.audit(
-            "sign",
-            Who::TlsClient(client),
-            key.as_ref().map_or(notary_id, |k| k.key_id.as_str()),
-            key.as_deref().ok(),
-            digest_hex.as_deref(),
-            result.as_ref().err(),
-            started,
-        )?;
-        result
-    }
-
-    /// notary-signer DeleteKey (notary-server 0.7.0 never calls it).
-    pub async fn notary_delete(&self, client: &str, notary_id: &str) -> Result<(), Error> {
-        let started = Instant::now();
-        let key = self.notary_key(notary_id);
-        let result = match &key {
-            Ok(key) => self.delete_key(key).await,
-            Err(_) => Err(Error::KeyNotFound(notary_id.to_owned())),
-        };
-        self.audit(
-            "delete",
-            Who::TlsClient(client),
-            key.as_ref().map_or(notary_id, |k| k.key_id.as_str()),
-            key.as_deref().ok(),
-            None,
-            result.as_ref().err(),
-            started,
-        )?;
-        result
-    }
-
-    /// Deletes a key from its token, if policy allows `delete`.
-    pub async fn delete(&self, caller: &Caller, key_id: &str) -> Result<(), Error> {
-        let started = Instant::now();
-        let found = self.keyring.get(key_id);
-        let result = match self.authorise(caller, key_id, Op::Delete) {
-            Ok(key) => self.delete_key(&key).await,
-            Err(e) => Err(e),
-        };
-        self.audit(
-            "delete",
-            Who::Unix(caller),
-            key_id,
-            found.as_deref(),
-            None,
-            result.as_ref().err(),
-            started,
-        )?;
-        result
-    }
-
-    async fn delete_key(&self, key: &Arc<KeyEntry>) -> Result<(), Error> {
-        self.backend_of(key)?.delete(key.locator.clone()).await?;
-        self.keyring.remove(&key.key_id);
-        Ok(())
     }
 
     fn backend_of(&self, key: &KeyEntry) -> Result<&Arc<dyn Backend>, Error> {
@@ -796,7 +340,8 @@ impl SigningService {
             .position(|b| b.name() == name)
             .ok_or_else(|| {
                 Error::BadRequest(format!(
-                    "unknown backend {name:?} (configured: {})",
+                    "unknown backend {} (configured: {})",
+                    shown(name),
                     self.backend_names()
                 ))
             })
@@ -809,50 +354,6 @@ impl SigningService {
             .collect::<Vec<_>>()
             .join(", ")
     }
-
-    #[allow(clippy::too_many_arguments)]
-    fn audit(
-        &self,
-        op: &'static str,
-        who: Who<'_>,
-        key_id: &str,
-        key: Option<&KeyEntry>,
-        sha256: Option<&str>,
-        error: Option<&Error>,
-        started: Instant,
-    ) -> Result<(), Error> {
-        let reason = error.map(|e| e.to_string());
-        let event = Event {
-            op,
-            who,
-            key_id,
-            role: key.map(|k| k.meta.role.as_str()).unwrap_or(""),
-            gun: key.map(|k| k.meta.gun.as_str()).unwrap_or(""),
-            backend: key.map(|k| k.backend_name.as_str()).unwrap_or(""),
-            algorithm: key.map(|k| k.algorithm().as_str()),
-            sha256,
-            outcome: outcome(error),
-            reason: reason.as_deref(),
-            latency_us: micros(started),
-        };
-        self.audit.record(&event).map_err(|e| audit_failed(&e))
-    }
-}
-
-fn audit_failed(e: &std::io::Error) -> Error {
-    Error::Internal(format!(
-        "cannot write the audit log, operation refused: {e}"
-    ))
-}
-
-fn outcome(error: Option<&Error>) -> &'static str {
-    match error {
-        None => "ok",
-        Some(Error::PermissionDenied(_)) => "denied",
-        Some(Error::KeyNotFound(_)) => "not_found",
-        Some(Error::BadRequest(_) | Error::TooLarge { .. }) => "invalid",
-        Some(_) => "error",
-    }
 }
 
 /// What the key ring knows about a key's attestation, for `[[require]]` rules.
@@ -863,81 +364,10 @@ fn facts(device: Option<&backend::DeviceKey>) -> KeyFacts {
     })
 }
 
-fn micros(started: Instant) -> u64 {
-    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
-}
-
 fn view(key: &KeyEntry) -> KeyView<'_> {
     KeyView {
         key_id: &key.key_id,
         gun: &key.meta.gun,
         role: &key.meta.role,
-    }
-}
-
-fn check_key_id(key_id: &str) -> Result<(), Error> {
-    if key_id.is_empty() {
-        return Err(Error::BadRequest("key_id is required".into()));
-    }
-    if key_id.len() != 64
-        || !key_id
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
-        return Err(Error::BadRequest(
-            "key_id must be 64 lowercase hex characters (SHA-256 of the public key)".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Roles are TUF role names: `root`, `targets`, `targets/releases`, …
-fn check_role(role: &str) -> Result<(), Error> {
-    let ok = !role.is_empty()
-        && role.len() <= 255
-        && !role.starts_with('/')
-        && !role.ends_with('/')
-        && !role.contains("//")
-        && role
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::BadRequest(format!(
-            "role {role:?} is not a valid role name (letters, digits, '/', '_', '-', '.'; e.g. targets/releases)"
-        )))
-    }
-}
-
-/// GUNs are collection names such as `example.com/app` or `localhost:5000/app`.
-fn check_gun(gun: &str) -> Result<(), Error> {
-    if gun.len() > 255 || gun.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(Error::BadRequest(format!(
-            "gun {gun:?} is not a valid collection name"
-        )));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn validates_key_ids_roles_and_guns() {
-        assert!(check_key_id("").is_err());
-        assert!(check_key_id(&"A".repeat(64)).is_err());
-        assert!(check_key_id(&"a".repeat(63)).is_err());
-        assert!(check_key_id(&"a".repeat(64)).is_ok());
-        for good in ["root", "targets", "targets/releases", "snapshot"] {
-            assert!(check_role(good).is_ok(), "{good}");
-        }
-        for bad in ["", "/root", "targets/", "a b", "a:b", "targets//x"] {
-            assert!(check_role(bad).is_err(), "{bad}");
-        }
-        assert!(check_gun("localhost:5000/app").is_ok());
-        assert!(check_gun("").is_ok());
-        assert!(check_gun("a\nb").is_err());
     }
 }
