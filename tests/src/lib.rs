@@ -1095,6 +1095,15 @@ pub enum Rpc {
         /// GUN.
         gun: String,
     },
+    /// GenerateKey (ECDSA P-256) on a named backend.
+    GenerateOn {
+        /// Backend name.
+        backend: String,
+        /// Role.
+        role: String,
+        /// GUN.
+        gun: String,
+    },
     /// DeleteKey.
     Delete {
         /// Key id.
@@ -1165,6 +1174,16 @@ pub async fn perform(client: &mut Client, rpc: &Rpc) -> RpcOutcome {
             .keys
             .generate_key(pb::GenerateKeyRequest {
                 backend: String::new(),
+                role: role.clone(),
+                gun: gun.clone(),
+                algorithm: pb::Algorithm::EcdsaP256.into(),
+            })
+            .await
+            .map(|r| outcome.key_ids = vec![r.into_inner().key_id]),
+        Rpc::GenerateOn { backend, role, gun } => client
+            .keys
+            .generate_key(pb::GenerateKeyRequest {
+                backend: backend.clone(),
                 role: role.clone(),
                 gun: gun.clone(),
                 algorithm: pb::Algorithm::EcdsaP256.into(),
