@@ -1,11 +1,12 @@
 //! Checks on the strings a request carries, and the one way such a string may appear in a
-//! message or an audit line: itself when it is short printable ASCII, otherwise only its
+//! message or an audit line: itself when it is short and visible, otherwise only its
 //! length and SHA-256. A caller can therefore never make sigild write more, or other bytes,
 //! than it validated (a 4 MiB key id of control bytes is one short descriptor).
 
 use std::borrow::Cow;
 
 use sha2::{Digest as _, Sha256};
+use unicode_general_category::{GeneralCategory, get_general_category};
 
 use super::Error;
 
@@ -15,12 +16,30 @@ pub const MAX_SHOWN: usize = 256;
 /// Longest role or GUN.
 const MAX_NAME: usize = 255;
 
+/// Whether `c` shows as itself: not a control, format (bidi overrides, zero-width
+/// characters), separator, private-use or unassigned character, nor one of the Hangul fillers
+/// (letters that render as nothing).
+fn visible(c: char) -> bool {
+    use GeneralCategory as G;
+    !matches!(
+        get_general_category(c),
+        G::Control
+            | G::Format
+            | G::Surrogate
+            | G::PrivateUse
+            | G::Unassigned
+            | G::SpaceSeparator
+            | G::LineSeparator
+            | G::ParagraphSeparator
+    ) && !matches!(c, '\u{115f}' | '\u{1160}' | '\u{3164}' | '\u{ffa0}')
+}
+
 /// `s` as messages and audit lines may carry it: itself when it is at most [`MAX_SHOWN`]
-/// bytes of printable ASCII (space included) not starting with `<`; otherwise
+/// bytes of [`visible`] characters and ASCII spaces, not starting with `<`; otherwise
 /// `<N bytes, sha256 HEX>`, which no shown value can look like.
 pub fn shown(s: &str) -> Cow<'_, str> {
     let plain =
-        s.len() <= MAX_SHOWN && !s.starts_with('<') && s.bytes().all(|b| (0x20..0x7f).contains(&b));
+        s.len() <= MAX_SHOWN && !s.starts_with('<') && s.chars().all(|c| c == ' ' || visible(c));
     if plain {
         Cow::Borrowed(s)
     } else {
@@ -70,14 +89,14 @@ pub fn check_role(role: &str) -> Result<(), Error> {
     }
 }
 
-/// GUNs are collection names such as `example.com/app` or `localhost:5000/app`: printable
-/// ASCII without spaces, as image references are (IDN hosts appear in punycode). Anything
-/// else — controls, bidi overrides such as U+202E and other format or invisible characters
-/// — could make a GUN read as another one in a listing or a log, so it is refused.
+/// GUNs are collection names such as `example.com/app`, `localhost:5000/app` or
+/// `例え.jp/アプリ`: [`visible`] characters only. Controls, spaces, bidi overrides such as
+/// U+202E and other invisible characters could make a GUN read as another one in a listing or
+/// a log, so they are refused.
 pub fn check_gun(gun: &str) -> Result<(), Error> {
-    if gun.len() > MAX_NAME || !gun.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+    if gun.len() > MAX_NAME || !gun.chars().all(visible) {
         return Err(Error::BadRequest(format!(
-            "gun {} is not a valid collection name (printable ASCII without spaces, at most {MAX_NAME} bytes)",
+            "gun {} is not a valid collection name (no spaces, control, format or invisible characters; at most {MAX_NAME} bytes)",
             shown(gun)
         )));
     }
@@ -109,6 +128,7 @@ mod tests {
             assert!(check_role(bad).is_err(), "{bad}");
         }
         assert!(check_gun("localhost:5000/app").is_ok());
+        assert!(check_gun("例え.jp/アプリ").is_ok());
         assert!(check_gun("").is_ok());
         for bad in [
             "a\nb",
@@ -116,7 +136,9 @@ mod tests {
             "example.com/\u{202e}ppa",
             "example.com/a\u{200b}pp",
             "example.com/app\u{feff}",
-            "exämple.com/app",
+            "example.com/\u{3164}app",
+            "example.com/\u{e000}app",
+            "example.com\u{2028}/app",
         ] {
             assert!(check_gun(bad).is_err(), "{bad:?}");
         }
@@ -125,6 +147,8 @@ mod tests {
     #[test]
     fn unprintable_or_long_strings_are_shown_as_length_and_hash() {
         assert_eq!(shown("example.com/app"), "example.com/app");
+        assert_eq!(shown("例え.jp/アプリ"), "例え.jp/アプリ");
+        assert!(shown("example.com/\u{202e}ppa").starts_with('<'));
         let hostile = "\u{1}".repeat(1 << 20);
         let seen = shown(&hostile);
         assert!(seen.len() < 100, "{seen}");
