@@ -670,6 +670,44 @@ allow = ["sign", "public", "list"]
     }
 
     #[test]
+    fn audit_limits_and_notary_caps_have_defaults_and_must_be_positive() {
+        let c = parse(MINIMAL).expect("parse");
+        assert_eq!(
+            (
+                c.server.audit_refusals_per_window,
+                c.server.audit_refusal_window_secs
+            ),
+            (100, 60)
+        );
+        let zero = MINIMAL.replace("[server]", "[server]\naudit_refusals_per_window = 0");
+        assert!(
+            parse(&zero)
+                .expect_err("zero")
+                .to_string()
+                .contains("audit_refusals_per_window")
+        );
+        let ns = "\n[notary_signer]\nlisten = \"127.0.0.1:1\"\ntls_cert = \"/c\"\ntls_key = \"/k\"\n\
+                  client_ca = \"/ca\"\nbackend = \"hsm\"\nallowed_clients = [\"n\"]\n";
+        let c = parse(&format!("{MINIMAL}{ns}")).expect("notary");
+        let caps = c.notary_signer.expect("section");
+        assert_eq!(
+            (
+                caps.max_keys,
+                caps.max_keys_per_gun,
+                caps.max_new_keys_per_hour
+            ),
+            (1024, 16, 60)
+        );
+        let zero = format!("{MINIMAL}{ns}max_keys_per_gun = 0\n");
+        assert!(
+            parse(&zero)
+                .expect_err("zero cap")
+                .to_string()
+                .contains("max_keys_per_gun")
+        );
+    }
+
+    #[test]
     fn a_management_key_is_named_once() {
         let yk = "\n[[backend]]\nname = \"yk\"\ntype = \"yubikey\"\nserial = 1\n";
         let c = parse(&format!(
