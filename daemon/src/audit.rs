@@ -53,7 +53,8 @@ impl Serialize for Who<'_> {
 /// One audit line. Holds digests and identifiers only, never payloads or secrets.
 #[derive(Debug, Serialize)]
 pub struct Event<'a> {
-    /// `sign`, `generate`, `delete`, or `public` (refusals only).
+    /// `sign`, `generate`, `delete`, `attest`, `unlock`, `public` (refusals only), or
+    /// `suppressed` (the count of refusals over the per-caller limit).
     pub op: &'static str,
     /// The caller, flattened into the line: `uid`/`gid`/`pid`, or `client`.
     #[serde(flatten)]

@@ -129,7 +129,7 @@ pub struct GenerateRequest {
 }
 
 /// The service's limits, from the configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest message a Sign may carry (`[server] max_message_bytes`).
     pub max_message_bytes: usize,
