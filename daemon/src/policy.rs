@@ -726,4 +726,38 @@ mod tests {
         cache.groups(&wrapped).await;
         assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
+
+    /// A directory service that hangs for one caller does not hold up the others: the lookup
+    /// runs on the blocking pool, and the runtime's one thread keeps serving.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_hanging_group_lookup_does_not_stall_other_callers() {
+        let (release, hang) = std::sync::mpsc::channel::<()>();
+        let hang = Arc::new(Mutex::new(hang));
+        let cache = Arc::new(GroupCache::with_resolver(Arc::new(move |uid, gid| {
+            if uid == 1 {
+                let _ = hang.lock().map(|rx| rx.recv());
+            }
+            vec![gid]
+        })));
+        let slow = Caller {
+            uid: 1,
+            gid: 1,
+            pid: None,
+        };
+        let stuck = tokio::spawn({
+            let cache = Arc::clone(&cache);
+            async move { cache.groups(&slow).await }
+        });
+        tokio::task::yield_now().await;
+        let quick = Caller {
+            uid: 2,
+            gid: 2,
+            pid: None,
+        };
+        let answered = tokio::time::timeout(Duration::from_secs(5), cache.groups(&quick)).await;
+        assert_eq!(answered.expect("not stalled").as_ref(), &[2]);
+        assert!(!stuck.is_finished());
+        release.send(()).expect("release");
+        assert_eq!(stuck.await.expect("join").as_ref(), &[1]);
+    }
 }
