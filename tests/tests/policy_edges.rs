@@ -13,14 +13,21 @@ use tonic::Code;
 /// A gid no one has as a primary group, standing for a setgid wrapper's group.
 const WRAPPER_GID: u32 = 4242;
 
+/// A group no caller in the test is in.
+const UNRELATED_GID: u32 = 4343;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_setgid_wrappers_group_does_not_leak_to_the_users_other_processes() {
     let dir = DevDir::new();
     dir.init();
+    // The first rule names a group none of the callers has, so that deciding on it looks the
+    // caller's groups up (and caches them) even when a later rule matches the gid directly.
     let config = dir
         .config()
         .append(&format!(
-            "[[policy]]\nname = \"wrapper\"\ngids = [{WRAPPER_GID}]\n\
+            "[[policy]]\nname = \"someone-else\"\ngids = [{UNRELATED_GID}]\n\
+             keys = [{{ gun = \"*\", role = \"*\" }}]\nallow = [\"public\"]\n\n\
+             [[policy]]\nname = \"wrapper\"\ngids = [{WRAPPER_GID}]\n\
              keys = [{{ gun = \"*\", role = \"*\" }}]\nallow = [\"list\", \"sign\"]\n"
         ))
         .write("groups.toml");
