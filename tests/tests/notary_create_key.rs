@@ -93,6 +93,50 @@ fn key_id(created: &sigil_proto::notary::PublicKey) -> String {
         .expect("keyInfo.keyID")
 }
 
+/// With the default caps: notary-server asking again and again for a GUN nobody has
+/// published gets one key; once that key has signed, the next CreateKey makes a new one.
+#[test]
+fn create_key_hands_out_a_key_that_has_not_signed_again() {
+    let endpoint = Endpoint::start(&[sigil_e2e::notary::SERVER_CLIENT_CN], "");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut api = endpoint.api().await;
+        let mut ids = Vec::new();
+        for _ in 0..10 {
+            ids.push(key_id(
+                &api.create_key("ecdsa", "timestamp", "e2e.example/missing")
+                    .await
+                    .expect("CreateKey"),
+            ));
+        }
+        ids.dedup();
+        assert_eq!(
+            ids.len(),
+            1,
+            "repeated CreateKey made several keys: {ids:?}"
+        );
+        api.sign(&ids[0], CONTENT).await.expect("Sign");
+        let next = key_id(
+            &api.create_key("ecdsa", "timestamp", "e2e.example/missing")
+                .await
+                .expect("CreateKey after a signature"),
+        );
+        assert_ne!(
+            next, ids[0],
+            "a key that has signed is not handed out as new"
+        );
+    });
+    assert_eq!(
+        endpoint.notary_labels().len(),
+        2,
+        "11 CreateKey calls and one signature make two keys"
+    );
+}
+
 #[test]
 fn create_key_reuses_an_unused_key_and_the_caps_hold() {
     let endpoint = Endpoint::start(
