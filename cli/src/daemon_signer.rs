@@ -112,7 +112,8 @@ pub(crate) async fn visible_signers(client: &DaemonClient) -> Result<Vec<DaemonS
         .collect()
 }
 
-/// A key sigild holds for exactly (gun, role), if any (the first by key id, for stability).
+/// The key sigild holds for exactly (gun, role), if any. Several are an error: picking one by
+/// any rule could sign with a key the collection does not expect (a stale or planted one).
 pub(crate) async fn find_key(
     client: &DaemonClient,
     gun: &str,
@@ -127,8 +128,16 @@ pub(crate) async fn find_key(
         })
         .await?;
     keys.retain(|k| k.role == role && k.gun.as_deref() == Some(gun));
-    keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
-    Ok(keys.into_iter().next())
+    if keys.len() > 1 {
+        let mut key_ids: Vec<String> = keys.into_iter().map(|k| k.key_id).collect();
+        key_ids.sort();
+        return Err(Error::AmbiguousKey {
+            gun: gun.to_owned(),
+            role: role.to_owned(),
+            key_ids,
+        });
+    }
+    Ok(keys.pop())
 }
 
 /// Generates a P-256 key for (gun, role) on `backend` (sigild's only one when `None`).

@@ -264,6 +264,21 @@ pub(crate) enum Error {
     /// No key sigild lets us use can sign a role the change needs.
     #[error("{0}")]
     MissingKey(String),
+    /// sigild holds several keys for one (GUN, role) and nothing says which to use.
+    #[error(
+        "sigild holds {} {role} keys for {gun} ({}); refusing to pick one: remove the extra ones with `sigil key remove KEY_ID`{}",
+        key_ids.len(),
+        key_ids.join(", "),
+        if role == "root" { " or name one with --root-key" } else { "" }
+    )]
+    AmbiguousKey {
+        /// The GUN.
+        gun: String,
+        /// The role.
+        role: String,
+        /// The candidates, by key id.
+        key_ids: Vec<String>,
+    },
     /// The trust directory could not be read or written.
     #[error("trust dir {}: {source}", path.display())]
     TrustDir {

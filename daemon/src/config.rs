@@ -100,6 +100,11 @@ pub struct ServerConfig {
     /// Directory for sigild's own state (0700, owned by sigild's user; created if missing):
     /// which key a YubiKey backend generated in which slot. Required with a YubiKey backend.
     pub state_dir: Option<PathBuf>,
+    /// Refusals (denied, not found, invalid) audited line by line per caller and window;
+    /// beyond, one `suppressed` line per window counts them.
+    pub audit_refusals_per_window: u32,
+    /// The window of `audit_refusals_per_window`, in seconds.
+    pub audit_refusal_window_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +119,8 @@ impl Default for ServerConfig {
             max_connections_per_uid: limits::MAX_CONNECTIONS_PER_UID,
             max_streams_per_connection: limits::MAX_STREAMS_PER_CONNECTION,
             state_dir: None,
+            audit_refusals_per_window: 100,
+            audit_refusal_window_secs: 60,
         }
     }
 }
@@ -362,6 +369,27 @@ pub struct NotarySignerConfig {
     /// Seconds a TLS handshake may take ([`limits::HANDSHAKE_TIMEOUT_SECS`]).
     #[serde(default = "limits::handshake_timeout_secs")]
     pub handshake_timeout_secs: u64,
+    /// Keys the endpoint may hold on the tokens in all (CreateKey beyond: RESOURCE_EXHAUSTED).
+    #[serde(default = "default_notary_max_keys")]
+    pub max_keys: usize,
+    /// Keys the endpoint may hold for one GUN.
+    #[serde(default = "default_notary_max_keys_per_gun")]
+    pub max_keys_per_gun: usize,
+    /// Keys the endpoint may generate in any hour.
+    #[serde(default = "default_notary_max_new_keys_per_hour")]
+    pub max_new_keys_per_hour: usize,
+}
+
+fn default_notary_max_keys() -> usize {
+    1024
+}
+
+fn default_notary_max_keys_per_gun() -> usize {
+    16
+}
+
+fn default_notary_max_new_keys_per_hour() -> usize {
+    60
 }
 
 /// An operation a policy rule can allow.
@@ -479,6 +507,13 @@ impl Config {
             "server.max_streams_per_connection",
             self.server.max_streams_per_connection as usize,
         )?;
+        if self.server.audit_refusals_per_window == 0 || self.server.audit_refusal_window_secs == 0
+        {
+            return Err(Error::Invalid(
+                "server.audit_refusals_per_window and server.audit_refusal_window_secs must be greater than 0"
+                    .into(),
+            ));
+        }
         if self.backends.is_empty() {
             return Err(Error::Invalid(
                 "no [[backend]] configured: sigild needs at least one token".into(),
@@ -542,6 +577,12 @@ impl Config {
                     "notary_signer.backend {:?} is not a configured backend",
                     ns.backend
                 )));
+            }
+            if ns.max_keys == 0 || ns.max_keys_per_gun == 0 || ns.max_new_keys_per_hour == 0 {
+                return Err(Error::Invalid(
+                    "notary_signer.max_keys, max_keys_per_gun and max_new_keys_per_hour must be greater than 0"
+                        .into(),
+                ));
             }
             if ns.allowed_clients.is_empty() {
                 return Err(Error::Invalid(
@@ -712,6 +753,44 @@ allow = ["sign", "public", "list"]
                 .to_string();
             assert!(err.contains("not a sigil slot"), "{err}");
         }
+    }
+
+    #[test]
+    fn audit_limits_and_notary_caps_have_defaults_and_must_be_positive() {
+        let c = parse(MINIMAL).expect("parse");
+        assert_eq!(
+            (
+                c.server.audit_refusals_per_window,
+                c.server.audit_refusal_window_secs
+            ),
+            (100, 60)
+        );
+        let zero = MINIMAL.replace("[server]", "[server]\naudit_refusals_per_window = 0");
+        assert!(
+            parse(&zero)
+                .expect_err("zero")
+                .to_string()
+                .contains("audit_refusals_per_window")
+        );
+        let ns = "\n[notary_signer]\nlisten = \"127.0.0.1:1\"\ntls_cert = \"/c\"\ntls_key = \"/k\"\n\
+                  client_ca = \"/ca\"\nbackend = \"hsm\"\nallowed_clients = [\"n\"]\n";
+        let c = parse(&format!("{MINIMAL}{ns}")).expect("notary");
+        let caps = c.notary_signer.expect("section");
+        assert_eq!(
+            (
+                caps.max_keys,
+                caps.max_keys_per_gun,
+                caps.max_new_keys_per_hour
+            ),
+            (1024, 16, 60)
+        );
+        let zero = format!("{MINIMAL}{ns}max_keys_per_gun = 0\n");
+        assert!(
+            parse(&zero)
+                .expect_err("zero cap")
+                .to_string()
+                .contains("max_keys_per_gun")
+        );
     }
 
     #[test]

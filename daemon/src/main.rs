@@ -23,7 +23,8 @@ const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
     after_help = "\
 The configuration is read from --config, else $SIGIL_CONFIG, else /etc/sigil/sigild.toml.
 See sigild.toml.example for every setting. Signals: SIGTERM/SIGINT stop accepting, finish
-in-flight requests and exit 0; SIGHUP reloads the policy rules and reopens the tokens.
+in-flight requests and exit 0; SIGHUP reloads the policy rules (and notary_signer
+allowed_clients) and reopens the tokens; other changed settings are logged as needing a restart.
 Under systemd, sigild takes the API socket from socket activation (sigild.socket) when one
 is passed, and reports readiness through $NOTIFY_SOCKET (Type=notify)."
 )]
@@ -111,7 +112,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             None => rpc::bind(&config.server)?,
         };
         tracing::info!(socket = %config.server.socket.display(), "serving");
-        let reloader = tokio::spawn(reload_on_sighup(Arc::clone(&service), config_path.clone()));
+        let reloader = tokio::spawn(reload_on_sighup(
+            Arc::clone(&service),
+            config_path.clone(),
+            config.clone(),
+        ));
         // One signal stops every listener; each drains its own in-flight requests.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let signals = tokio::spawn(async move {
@@ -223,10 +228,15 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-/// SIGHUP: re-read the configuration and swap in its policy (a bad file keeps the old one),
-/// then reopen every token with its PIN file read again. Backends are not added or removed:
-/// that takes a restart.
-async fn reload_on_sighup(service: Arc<sigil_daemon::service::SigningService>, path: PathBuf) {
+/// SIGHUP: re-read the configuration and swap in its policy — the `[[policy]]` and
+/// `[[require]]` rules and `[notary_signer] allowed_clients` (a bad file keeps the old one) —
+/// then reopen every token with its PIN file read again. Whatever else changed (`[server]`,
+/// the rest of `[notary_signer]`, backends) takes a restart, and the log says so by name.
+async fn reload_on_sighup(
+    service: Arc<sigil_daemon::service::SigningService>,
+    path: PathBuf,
+    running: Config,
+) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
@@ -245,6 +255,12 @@ async fn reload_on_sighup(service: Arc<sigil_daemon::service::SigningService>, p
             }
             Err(e) => tracing::error!(error = %e, "policy not reloaded; keeping the old one"),
         }
+        for setting in needs_restart(&running, &config) {
+            tracing::warn!(
+                setting,
+                "changed in the configuration but not applied by SIGHUP: restart sigild to apply it"
+            );
+        }
         let pins = startup::reread_pins(&config);
         for (backend, result) in service.reopen_tokens(pins).await {
             match result {
@@ -253,4 +269,58 @@ async fn reload_on_sighup(service: Arc<sigil_daemon::service::SigningService>, p
             }
         }
     }
+}
+
+/// The settings that differ between the running configuration and a reloaded one but that
+/// only a restart applies.
+fn needs_restart(running: &Config, reloaded: &Config) -> Vec<&'static str> {
+    let (a, b) = (&running.server, &reloaded.server);
+    let mut changed = Vec::new();
+    let mut check = |differs: bool, name: &'static str| {
+        if differs {
+            changed.push(name);
+        }
+    };
+    check(a.socket != b.socket, "server.socket");
+    check(a.socket_group != b.socket_group, "server.socket_group");
+    check(a.socket_mode != b.socket_mode, "server.socket_mode");
+    check(a.audit_log != b.audit_log, "server.audit_log");
+    check(
+        a.max_message_bytes != b.max_message_bytes,
+        "server.max_message_bytes",
+    );
+    check(
+        a.audit_refusals_per_window != b.audit_refusals_per_window
+            || a.audit_refusal_window_secs != b.audit_refusal_window_secs,
+        "server.audit_refusals_per_window / audit_refusal_window_secs",
+    );
+    let names = |c: &Config| {
+        c.backends
+            .iter()
+            .map(|b| b.name().to_owned())
+            .collect::<Vec<_>>()
+    };
+    check(
+        names(running) != names(reloaded),
+        "[[backend]] (names or order)",
+    );
+    match (&running.notary_signer, &reloaded.notary_signer) {
+        (None, None) => {}
+        (Some(a), Some(b)) => {
+            check(a.listen != b.listen, "notary_signer.listen");
+            check(
+                a.tls_cert != b.tls_cert || a.tls_key != b.tls_key || a.client_ca != b.client_ca,
+                "notary_signer.tls_cert / tls_key / client_ca",
+            );
+            check(a.backend != b.backend, "notary_signer.backend");
+            check(
+                a.max_keys != b.max_keys
+                    || a.max_keys_per_gun != b.max_keys_per_gun
+                    || a.max_new_keys_per_hour != b.max_new_keys_per_hour,
+                "notary_signer.max_keys / max_keys_per_gun / max_new_keys_per_hour",
+            );
+        }
+        _ => check(true, "[notary_signer] (added or removed)"),
+    }
+    changed
 }

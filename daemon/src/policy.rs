@@ -1,12 +1,16 @@
 //! Who may do what with which key, decided from the caller's peer credentials. Deny by
 //! default: a caller matched by no rule can do nothing, and a key no rule grants it is
 //! invisible to it. All rules that match a caller are combined (union).
+//!
+//! Globs over GUNs, roles and backend names: `*` matches within one `/`-separated part, `**`
+//! across parts, and a pattern that is just `*` means any value at all (as `**`). So
+//! `example.com/*` grants `example.com/app` but not `example.com/team/app`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use globset::{Glob, GlobMatcher};
+use globset::{GlobBuilder, GlobMatcher};
 use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::backend::attestation::TouchPolicy;
@@ -154,15 +158,78 @@ impl Needs {
     }
 }
 
-/// A uid's supplementary groups and when they were read.
+/// A caller's supplementary groups and when they were read.
 type CachedGroups = (Instant, Arc<[u32]>);
+
+/// Looks up the supplementary groups of (uid, gid); may block (NSS: files, LDAP, sssd).
+pub type GroupResolver = Arc<dyn Fn(u32, u32) -> Vec<u32> + Send + Sync>;
+
+/// Callers' supplementary groups, cached per (uid, gid) for [`GROUPS_TTL`]. The key includes
+/// the gid because the lookup does: a setgid program's group must not be credited to the
+/// same user's other processes. A miss is resolved on tokio's blocking pool, so a slow
+/// directory service delays only the callers it has to answer for; a hit is one map lookup.
+pub struct GroupCache {
+    resolve: GroupResolver,
+    entries: Mutex<HashMap<(u32, u32), CachedGroups>>,
+}
+
+impl std::fmt::Debug for GroupCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCache").finish_non_exhaustive()
+    }
+}
+
+impl GroupCache {
+    /// Entries kept before expired ones are swept out.
+    const SWEEP_AT: usize = 1024;
+
+    /// Resolves through the system's group database (`getgrouplist`).
+    pub fn system() -> Self {
+        Self::with_resolver(Arc::new(lookup_groups))
+    }
+
+    /// Resolves with `resolve` (tests).
+    pub fn with_resolver(resolve: GroupResolver) -> Self {
+        Self {
+            resolve,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// The supplementary groups of `caller`'s (uid, gid).
+    pub async fn groups(&self, caller: &Caller) -> Arc<[u32]> {
+        let key = (caller.uid, caller.gid);
+        if let Some(groups) = self.cached(key) {
+            return groups;
+        }
+        let resolve = Arc::clone(&self.resolve);
+        let groups: Arc<[u32]> = tokio::task::spawn_blocking(move || resolve(key.0, key.1))
+            .await
+            .unwrap_or_default()
+            .into();
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= Self::SWEEP_AT {
+            entries.retain(|_, (at, _)| at.elapsed() < GROUPS_TTL);
+        }
+        entries.insert(key, (Instant::now(), Arc::clone(&groups)));
+        groups
+    }
+
+    fn cached(&self, key: (u32, u32)) -> Option<Arc<[u32]>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(&key)
+            .filter(|(at, _)| at.elapsed() < GROUPS_TTL)
+            .map(|(_, groups)| Arc::clone(groups))
+    }
+}
 
 /// The compiled policy.
 pub struct Policy {
     rules: Vec<Rule>,
     requirements: Vec<Requirement>,
-    /// Supplementary groups per uid, only looked up when a rule names groups.
-    groups: Mutex<HashMap<u32, CachedGroups>>,
+    /// Certificate names (CN or SAN) allowed on the notary-signer endpoint.
+    notary_clients: Vec<String>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -173,7 +240,11 @@ impl std::fmt::Debug for Policy {
 }
 
 fn glob(pattern: &str, rule: &str) -> Result<GlobMatcher, Error> {
-    Glob::new(pattern)
+    // A lone `*` is "anything"; elsewhere `*` stays within one `/`-separated part.
+    let pattern = if pattern == "*" { "**" } else { pattern };
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
         .map(|g| g.compile_matcher())
         .map_err(|e| Error::Invalid(format!("policy {rule:?}: bad pattern {pattern:?}: {e}")))
 }
@@ -181,7 +252,21 @@ fn glob(pattern: &str, rule: &str) -> Result<GlobMatcher, Error> {
 impl Policy {
     /// Compiles a configuration's `[[policy]]` and `[[require]]` rules.
     pub fn load(config: &Config) -> Result<Self, Error> {
-        Self::from_config(&config.policies)?.require(&config.requirements)
+        let mut policy = Self::from_config(&config.policies)?.require(&config.requirements)?;
+        if let Some(ns) = &config.notary_signer {
+            policy.notary_clients.clone_from(&ns.allowed_clients);
+        }
+        Ok(policy)
+    }
+
+    /// The first of a client certificate's names that `[notary_signer] allowed_clients` lists.
+    pub fn notary_client<'a>(&self, names: &'a [String]) -> Option<&'a String> {
+        names.iter().find(|n| self.notary_clients.contains(n))
+    }
+
+    /// Whether some rule names groups (only then are callers' groups looked up).
+    pub fn names_groups(&self) -> bool {
+        self.rules.iter().any(|r| !r.gids.is_empty())
     }
 
     /// Adds `[[require]]` rules.
@@ -269,26 +354,19 @@ impl Policy {
         Ok(Self {
             rules: compiled,
             requirements: Vec::new(),
-            groups: Mutex::new(HashMap::new()),
+            notary_clients: Vec::new(),
         })
     }
 
-    /// The operations `caller` may perform on `key`; empty means the key is invisible to it.
-    pub fn ops(&self, caller: &Caller, key: &KeyView<'_>) -> Ops {
+    /// The operations `caller`, with supplementary `groups` (see [`GroupCache`]), may perform
+    /// on `key`; empty means the key is invisible to it.
+    pub fn ops(&self, caller: &Caller, groups: &[u32], key: &KeyView<'_>) -> Ops {
         let mut ops = 0;
-        let mut supplementary: Option<Arc<[u32]>> = None;
         for rule in &self.rules {
             if rule.allow.0 & !ops == 0 || !rule.keys.iter().any(|s| s.matches(key)) {
                 continue;
             }
-            let member = rule.uids.contains(&caller.uid)
-                || rule.gids.contains(&caller.gid)
-                || (!rule.gids.is_empty()
-                    && supplementary
-                        .get_or_insert_with(|| self.supplementary_groups(caller))
-                        .iter()
-                        .any(|g| rule.gids.contains(g)));
-            if member {
+            if rule.admits(caller, groups) {
                 ops |= rule.allow.0;
             }
         }
@@ -296,17 +374,11 @@ impl Policy {
     }
 
     /// Whether `caller` may unlock (supply the PIN of) the backend named `token`.
-    pub fn may_unlock(&self, caller: &Caller, token: &str) -> bool {
+    pub fn may_unlock(&self, caller: &Caller, groups: &[u32], token: &str) -> bool {
         self.rules.iter().any(|rule| {
             rule.allow.contains(Op::Unlock)
                 && rule.tokens.iter().any(|t| t.is_match(token))
-                && (rule.uids.contains(&caller.uid)
-                    || rule.gids.contains(&caller.gid)
-                    || (!rule.gids.is_empty()
-                        && self
-                            .supplementary_groups(caller)
-                            .iter()
-                            .any(|g| rule.gids.contains(g))))
+                && rule.admits(caller, groups)
         })
     }
 
@@ -314,17 +386,14 @@ impl Policy {
     pub fn rule_names(&self) -> Vec<&str> {
         self.rules.iter().map(|r| r.name.as_str()).collect()
     }
+}
 
-    fn supplementary_groups(&self, caller: &Caller) -> Arc<[u32]> {
-        let mut cache = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, groups)) = cache.get(&caller.uid)
-            && at.elapsed() < GROUPS_TTL
-        {
-            return Arc::clone(groups);
-        }
-        let groups: Arc<[u32]> = lookup_groups(caller.uid, caller.gid).into();
-        cache.insert(caller.uid, (Instant::now(), Arc::clone(&groups)));
-        groups
+impl Rule {
+    /// Whether the rule names the caller: its uid, its gid, or one of its groups.
+    fn admits(&self, caller: &Caller, groups: &[u32]) -> bool {
+        self.uids.contains(&caller.uid)
+            || self.gids.contains(&caller.gid)
+            || (!self.gids.is_empty() && groups.iter().any(|g| self.gids.contains(g)))
     }
 }
 
@@ -413,15 +482,15 @@ mod tests {
             gun: "example.com/app",
             role: "root",
         };
-        let ops = p.ops(&CI, &releases);
+        let ops = p.ops(&CI, &[], &releases);
         assert!(ops.contains(Op::Sign) && ops.contains(Op::List) && !ops.contains(Op::Delete));
-        let ops = p.ops(&CI, &root);
+        let ops = p.ops(&CI, &[], &root);
         assert!(!ops.contains(Op::Sign) && ops.contains(Op::Public));
-        assert!(p.ops(&OTHER, &releases).is_empty());
+        assert!(p.ops(&OTHER, &[], &releases).is_empty());
         assert!(
             Policy::from_config(&[])
                 .expect("empty")
-                .ops(&CI, &root)
+                .ops(&CI, &[], &root)
                 .is_empty()
         );
     }
@@ -438,6 +507,7 @@ mod tests {
         assert!(
             p.ops(
                 &CI,
+                &[],
                 &KeyView {
                     key_id: "aa",
                     gun: "",
@@ -449,6 +519,7 @@ mod tests {
         assert!(
             p.ops(
                 &CI,
+                &[],
                 &KeyView {
                     key_id: "ab",
                     gun: "",
@@ -461,6 +532,7 @@ mod tests {
         assert!(
             p.ops(
                 &CI,
+                &[],
                 &KeyView {
                     key_id: "",
                     gun: "",
@@ -476,15 +548,15 @@ mod tests {
         let mut r = rule("ceremony", &[1000], &[], globs("*", "root"), &[Op::Unlock]);
         r.tokens = vec!["offline-*".into()];
         let p = Policy::from_config(&[r]).expect("policy");
-        assert!(p.may_unlock(&CI, "offline-root"));
-        assert!(!p.may_unlock(&CI, "hsm"));
-        assert!(!p.may_unlock(&OTHER, "offline-root"));
+        assert!(p.may_unlock(&CI, &[], "offline-root"));
+        assert!(!p.may_unlock(&CI, &[], "hsm"));
+        assert!(!p.may_unlock(&OTHER, &[], "offline-root"));
         let mut r = rule("signers", &[1000], &[], globs("*", "*"), &[Op::Sign]);
         r.tokens = vec!["*".into()];
         assert!(
             !Policy::from_config(&[r])
                 .expect("policy")
-                .may_unlock(&CI, "offline-root")
+                .may_unlock(&CI, &[], "offline-root")
         );
     }
 
@@ -554,5 +626,138 @@ mod tests {
         );
         let r = rule("y", &[1], &[], globs("[", "*"), &[Op::Sign]);
         assert!(Policy::from_config(&[r]).is_err());
+    }
+
+    #[test]
+    fn star_stays_within_a_path_part_and_double_star_crosses() {
+        let p = Policy::from_config(&[
+            rule(
+                "one-level",
+                &[1000],
+                &[],
+                globs("example.com/*", "targets/*"),
+                &[Op::Sign],
+            ),
+            rule(
+                "any-depth",
+                &[1001],
+                &[],
+                globs("example.com/**", "**"),
+                &[Op::Sign],
+            ),
+            rule("anything", &[1002], &[], globs("*", "*"), &[Op::Sign]),
+        ])
+        .expect("policy");
+        let key = |gun, role| KeyView {
+            key_id: "aa",
+            gun,
+            role,
+        };
+        let signs = |uid: u32, k: KeyView<'_>| {
+            let caller = Caller {
+                uid,
+                gid: uid,
+                pid: None,
+            };
+            p.ops(&caller, &[], &k).contains(Op::Sign)
+        };
+        assert!(signs(1000, key("example.com/app", "targets/releases")));
+        assert!(!signs(
+            1000,
+            key("example.com/team/app", "targets/releases")
+        ));
+        assert!(!signs(
+            1000,
+            key("example.com/app", "targets/releases/nested")
+        ));
+        assert!(!signs(1000, key("example.com/app", "targets")));
+        assert!(signs(
+            1001,
+            key("example.com/team/app", "targets/releases/nested")
+        ));
+        assert!(!signs(1001, key("example.org/app", "root")));
+        // A lone `*` is any value, `/` and empty included.
+        assert!(signs(1002, key("example.com/team/app", "targets/releases")));
+        assert!(signs(1002, key("", "root")));
+    }
+
+    #[tokio::test]
+    async fn groups_are_cached_per_uid_and_gid_so_a_setgid_group_does_not_leak() {
+        // As getgrouplist does, the lookup includes the gid it is given.
+        let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&lookups);
+        let cache = GroupCache::with_resolver(Arc::new(move |_uid, gid| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            vec![gid, 100]
+        }));
+        let p = Policy::from_config(&[rule(
+            "wrapper-group",
+            &[],
+            &[2000],
+            globs("*", "*"),
+            &[Op::Sign],
+        )])
+        .expect("policy");
+        assert!(p.names_groups());
+        let key = KeyView {
+            key_id: "aa",
+            gun: "example.com/app",
+            role: "targets",
+        };
+        // The user's process runs a setgid-2000 wrapper: that process may sign.
+        let wrapped = Caller {
+            uid: 1000,
+            gid: 2000,
+            pid: Some(1),
+        };
+        let groups = cache.groups(&wrapped).await;
+        assert!(p.ops(&wrapped, &groups, &key).contains(Op::Sign));
+        // The same user's other processes (gid 1000) may not, within the cache's lifetime.
+        let plain = Caller {
+            uid: 1000,
+            gid: 1000,
+            pid: Some(2),
+        };
+        let groups = cache.groups(&plain).await;
+        assert!(!groups.contains(&2000), "{groups:?}");
+        assert!(p.ops(&plain, &groups, &key).is_empty());
+        // Hits do not look up again.
+        cache.groups(&plain).await;
+        cache.groups(&wrapped).await;
+        assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// A directory service that hangs for one caller does not hold up the others: the lookup
+    /// runs on the blocking pool, and the runtime's one thread keeps serving.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_hanging_group_lookup_does_not_stall_other_callers() {
+        let (release, hang) = std::sync::mpsc::channel::<()>();
+        let hang = Arc::new(Mutex::new(hang));
+        let cache = Arc::new(GroupCache::with_resolver(Arc::new(move |uid, gid| {
+            if uid == 1 {
+                let _ = hang.lock().map(|rx| rx.recv());
+            }
+            vec![gid]
+        })));
+        let slow = Caller {
+            uid: 1,
+            gid: 1,
+            pid: None,
+        };
+        let stuck = tokio::spawn({
+            let cache = Arc::clone(&cache);
+            async move { cache.groups(&slow).await }
+        });
+        tokio::task::yield_now().await;
+        let quick = Caller {
+            uid: 2,
+            gid: 2,
+            pid: None,
+        };
+        let answered = tokio::time::timeout(Duration::from_secs(5), cache.groups(&quick)).await;
+        assert_eq!(answered.expect("not stalled").as_ref(), &[2]);
+        assert!(!stuck.is_finished());
+        release.send(()).expect("release");
+        assert_eq!(stuck.await.expect("join").as_ref(), &[1]);
     }
 }

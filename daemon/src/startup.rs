@@ -158,7 +158,13 @@ pub async fn build(config: &Config) -> Result<SigningService, Error> {
         source,
     })?;
     let backends = open_backends(config)?;
-    Ok(SigningService::new(backends, policy, audit, config.server.max_message_bytes).await?)
+    Ok(SigningService::new(
+        backends,
+        policy,
+        audit,
+        service::Limits::from_config(config),
+    )
+    .await?)
 }
 
 /// SIGHUP: each backend's PIN read again from its file, so that a corrected PIN file takes

@@ -1044,6 +1044,9 @@ pub struct AuditRecord {
     pub reason: Option<String>,
     /// Time spent, µs.
     pub latency_us: u64,
+    /// On `suppressed` lines: how many refusals were counted instead of written.
+    #[serde(default)]
+    pub suppressed: Option<u64>,
 }
 
 /// Every line of an audit log, parsed strictly (panics on a malformed line).
@@ -1089,6 +1092,15 @@ pub enum Rpc {
     },
     /// GenerateKey (ECDSA P-256).
     Generate {
+        /// Role.
+        role: String,
+        /// GUN.
+        gun: String,
+    },
+    /// GenerateKey (ECDSA P-256) on a named backend.
+    GenerateOn {
+        /// Backend name.
+        backend: String,
         /// Role.
         role: String,
         /// GUN.
@@ -1170,6 +1182,16 @@ pub async fn perform(client: &mut Client, rpc: &Rpc) -> RpcOutcome {
             })
             .await
             .map(|r| outcome.key_ids = vec![r.into_inner().key_id]),
+        Rpc::GenerateOn { backend, role, gun } => client
+            .keys
+            .generate_key(pb::GenerateKeyRequest {
+                backend: backend.clone(),
+                role: role.clone(),
+                gun: gun.clone(),
+                algorithm: pb::Algorithm::EcdsaP256.into(),
+            })
+            .await
+            .map(|r| outcome.key_ids = vec![r.into_inner().key_id]),
         Rpc::Delete { key_id } => client.delete(key_id).await,
     };
     if let Err(status) = result {
@@ -1245,12 +1267,17 @@ impl Stranger {
     /// Performs `rpc` against `socket` as uid/gid 65534. std drops the supplementary groups
     /// when it switches uid; the helper reports its identity so the tests can check.
     pub fn run(&self, socket: &Path, rpc: &Rpc) -> RpcOutcome {
+        self.run_with_gid(socket, rpc, OTHER_GID)
+    }
+
+    /// Performs `rpc` as uid 65534 with gid `gid` (as a setgid program of that group would).
+    pub fn run_with_gid(&self, socket: &Path, rpc: &Rpc, gid: u32) -> RpcOutcome {
         use std::os::unix::process::CommandExt as _;
         let output = Command::new(&self.exe)
             .arg(socket)
             .arg(serde_json::to_string(rpc).expect("Rpc serialises"))
             .uid(OTHER_UID)
-            .gid(OTHER_GID)
+            .gid(gid)
             .current_dir("/")
             .stdin(Stdio::null())
             .output()
@@ -1269,8 +1296,8 @@ impl Stranger {
         });
         assert_eq!(
             (outcome.uid, outcome.gid, outcome.groups.as_slice()),
-            (OTHER_UID, OTHER_GID, &[][..]),
-            "the helper did not run as uid/gid {OTHER_UID} without supplementary groups"
+            (OTHER_UID, gid, &[][..]),
+            "the helper did not run as uid {OTHER_UID}, gid {gid} without supplementary groups"
         );
         outcome
     }

@@ -1482,6 +1482,9 @@ pub struct AuditLine {
     pub reason: Option<String>,
     /// Time spent, µs.
     pub latency_us: u64,
+    /// On `suppressed` lines: how many refusals were counted instead of written.
+    #[serde(default)]
+    pub suppressed: Option<u64>,
 }
 
 /// Every line of an audit log as [`AuditLine`]s (panics on a malformed line).

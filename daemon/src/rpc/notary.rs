@@ -35,7 +35,6 @@ const HEALTH_NAMES: &[&str] = &[
 pub struct NotarySignerApi {
     service: Arc<SigningService>,
     backend: String,
-    allowed: Arc<[String]>,
     names: Arc<NameCache>,
 }
 
@@ -67,12 +66,12 @@ impl NameCache {
 }
 
 impl NotarySignerApi {
-    /// Wraps the signing service; keys are created on `backend`, for `allowed` clients only.
-    pub fn new(service: Arc<SigningService>, backend: String, allowed: Vec<String>) -> Self {
+    /// Wraps the signing service; keys are created on `backend`, for the clients the policy
+    /// allows (`allowed_clients`, reloaded on SIGHUP).
+    pub fn new(service: Arc<SigningService>, backend: String) -> Self {
         Self {
             service,
             backend,
-            allowed: allowed.into(),
             names: Arc::default(),
         }
     }
@@ -94,8 +93,8 @@ impl NotarySignerApi {
             Some(Err(_)) => return Err(Status::unauthenticated("unreadable client certificate")),
             None => return Err(Status::unauthenticated("a client certificate is required")),
         };
-        if let Some(name) = names.iter().find(|n| self.allowed.iter().any(|a| a == *n)) {
-            return Ok(name.clone());
+        if let Some(name) = self.service.notary_client(&names) {
+            return Ok(name);
         }
         let shown = names
             .first()
@@ -326,11 +325,7 @@ pub async fn serve(
             "reading the client CA",
         )?))
         .timeout(Duration::from_secs(config.handshake_timeout_secs));
-    let api = NotarySignerApi::new(
-        Arc::clone(&service),
-        config.backend.clone(),
-        config.allowed_clients.clone(),
-    );
+    let api = NotarySignerApi::new(Arc::clone(&service), config.backend.clone());
     let limit = server.max_message_bytes.saturating_add(64 * 1024);
     let (health, poll) = health::spawn(service, HEALTH_NAMES);
     let incoming = limits::incoming(

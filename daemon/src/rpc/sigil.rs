@@ -92,7 +92,7 @@ impl pb::keys_server::Keys for SigilApi {
             gun: req.gun,
             role: req.role,
         };
-        let keys = self.service.list_keys(&caller, &filter);
+        let keys = self.service.list_keys(&caller, &filter).await;
         Ok(Response::new(pb::ListKeysResponse {
             keys: keys.iter().map(|k| public_key(k)).collect(),
         }))
@@ -105,7 +105,8 @@ impl pb::keys_server::Keys for SigilApi {
         let caller = caller(&request)?;
         let key = self
             .service
-            .public_key(&caller, &request.get_ref().key_id)?;
+            .public_key(&caller, &request.get_ref().key_id)
+            .await?;
         Ok(Response::new(public_key(&key)))
     }
 

@@ -11,7 +11,9 @@ impl From<Error> for Status {
             Error::KeyNotFound(_) => Code::NotFound,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::BadRequest(_) => Code::InvalidArgument,
-            Error::TooLarge { .. } | Error::Busy(_) => Code::ResourceExhausted,
+            Error::TooLarge { .. } | Error::Busy(_) | Error::Exhausted(_) => {
+                Code::ResourceExhausted
+            }
             Error::Unavailable(_) => Code::Unavailable,
             Error::TokenLocked(_) | Error::Precondition(_) => Code::FailedPrecondition,
             Error::Internal(detail) => {
@@ -35,6 +37,7 @@ mod tests {
             (Error::BadRequest("b".into()), Code::InvalidArgument),
             (Error::TooLarge { size: 2, max: 1 }, Code::ResourceExhausted),
             (Error::Busy("b".into()), Code::ResourceExhausted),
+            (Error::Exhausted("e".into()), Code::ResourceExhausted),
             (Error::Unavailable("u".into()), Code::Unavailable),
             (Error::TokenLocked("l".into()), Code::FailedPrecondition),
             (Error::Precondition("p".into()), Code::FailedPrecondition),

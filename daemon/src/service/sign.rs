@@ -1,0 +1,131 @@
+//! Signing: the Unix-socket Sign call and the core every front door shares (hash as the
+//! algorithm needs, check `[[require]]`, sign on the token, encode).
+
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+use sigil_tuf::key::SignatureEncoding;
+
+use super::audit_event::Scope;
+use super::{Error, Payload, Signature, SigningService, facts};
+use crate::audit::Who;
+use crate::backend::{Algorithm, SignInput};
+use crate::config::Op;
+use crate::keyring::KeyEntry;
+use crate::policy::Caller;
+
+impl SigningService {
+    /// Signs with a key, auditing the attempt whatever its outcome.
+    pub async fn sign(
+        &self,
+        caller: &Caller,
+        key_id: &str,
+        payload: Option<Payload>,
+        encoding: SignatureEncoding,
+    ) -> Result<Signature, Error> {
+        let mut scope = self.scope("sign", Who::Unix(caller)).asked_key(key_id);
+        let result = self
+            .sign_inner(caller, key_id, payload, encoding, &mut scope)
+            .await;
+        // The audit log is for administrators: it names the key whenever it exists.
+        if scope.found().is_none()
+            && let Some(key) = self.keyring.get(key_id)
+        {
+            scope.key(&key);
+        }
+        self.finish(&scope, result)
+    }
+
+    async fn sign_inner(
+        &self,
+        caller: &Caller,
+        key_id: &str,
+        payload: Option<Payload>,
+        encoding: SignatureEncoding,
+        scope: &mut Scope<'_>,
+    ) -> Result<Signature, Error> {
+        let payload = payload.ok_or_else(|| {
+            Error::BadRequest("payload is required: set message or sha256_digest".into())
+        })?;
+        self.check_payload(&payload)?;
+        let key = self.authorise(caller, key_id, Op::Sign).await?;
+        self.sign_with(key, payload, encoding, scope).await
+    }
+
+    /// Size and shape checks that need no key: they run before any lookup.
+    pub(super) fn check_payload(&self, payload: &Payload) -> Result<(), Error> {
+        match payload {
+            Payload::Message(m) if m.len() > self.max_message_bytes => Err(Error::TooLarge {
+                size: m.len(),
+                max: self.max_message_bytes,
+            }),
+            Payload::Digest(d) if d.len() != 32 => Err(Error::BadRequest(format!(
+                "sha256_digest must be exactly 32 bytes, got {}",
+                d.len()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The signing core shared by every front door: hash as the algorithm needs, sign on the
+    /// token, encode. The scope receives the key and the digest the audit line records.
+    pub(super) async fn sign_with(
+        &self,
+        key: Arc<KeyEntry>,
+        payload: Payload,
+        encoding: SignatureEncoding,
+        scope: &mut Scope<'_>,
+    ) -> Result<Signature, Error> {
+        scope.key(&key);
+        let algorithm = key.algorithm();
+        let (input, digest) = match (algorithm.signs_digest(), payload) {
+            (true, Payload::Message(m)) => {
+                let d: [u8; 32] = Sha256::digest(&m).into();
+                (SignInput::Digest(d), d)
+            }
+            (true, Payload::Digest(d)) => {
+                let d: [u8; 32] = d.as_slice().try_into().map_err(|_| {
+                    Error::BadRequest("sha256_digest must be exactly 32 bytes".into())
+                })?;
+                (SignInput::Digest(d), d)
+            }
+            (false, Payload::Message(m)) => {
+                let d: [u8; 32] = Sha256::digest(&m).into();
+                (SignInput::Message(m), d)
+            }
+            (false, Payload::Digest(_)) => {
+                return Err(Error::BadRequest(format!(
+                    "{algorithm} keys sign whole messages: send message, not sha256_digest"
+                )));
+            }
+        };
+        scope.digest(hex::encode(digest));
+        let needs = self.policy().needs(&key.meta.gun, &key.meta.role);
+        if needs.any()
+            && let Some(why) = needs.unmet(&facts(key.device.as_ref()))
+        {
+            return Err(Error::Precondition(format!(
+                "key {} may not sign: {why}",
+                key.key_id
+            )));
+        }
+        let backend = self.backend_of(&key)?;
+        let raw = backend.sign(key.locator.clone(), algorithm, input).await?;
+        // From now on the key has signed: the notary-signer endpoint never hands it out again
+        // as a new key.
+        key.mark_used();
+        let (bytes, encoding) = match (algorithm, encoding) {
+            (Algorithm::EcdsaP256, SignatureEncoding::Der) => (
+                sigil_tuf::key::p256_raw_to_der(&raw)
+                    .map_err(|e| Error::Internal(format!("token returned a bad signature: {e}")))?,
+                SignatureEncoding::Der,
+            ),
+            _ => (raw, SignatureEncoding::Raw),
+        };
+        Ok(Signature {
+            bytes,
+            key,
+            encoding,
+        })
+    }
+}
