@@ -1,13 +1,17 @@
-//! The TUF metadata model as Notary serves it: the signed envelope, signatures, role documents,
-//! file metadata and role names. Unknown fields are kept everywhere (`extra`), because a
-//! signature covers the canonical form of the whole document, including fields we do not know.
+//! The TUF metadata model: the signed envelope, signatures, role documents, file metadata and
+//! role names, generic over the [`Dialect`] that serialises them ([`Notary`] by default, or
+//! [`Tuf1`]; see the table in [`dialect`]). Unknown fields are kept everywhere (`extra`),
+//! because a signature covers the canonical form of the whole document, including fields we do
+//! not know.
 
+pub mod dialect;
 pub mod key;
 pub mod notary;
 pub mod root;
 pub mod snapshot;
 pub mod targets;
 pub mod timestamp;
+pub mod tuf1;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,9 +24,10 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256, Sha512};
 use time::OffsetDateTime;
 
-use crate::cjson;
 use crate::error::{Error, Result};
+use dialect::HashValue;
 
+pub use dialect::{Dialect, Notary, Tuf1};
 pub use key::{KeyType, KeyVal, TufKey};
 pub use root::{RoleKeys, Root};
 pub use snapshot::Snapshot;
@@ -120,8 +125,10 @@ pub fn parent_role(name: &str) -> &str {
     name.rsplit_once('/').map_or("", |(parent, _)| parent)
 }
 
-/// What every role document (`signed` body) offers.
-pub trait Role: Serialize + DeserializeOwned + Clone {
+/// What every role document (`signed` body) offers, in any dialect.
+pub trait RoleBody: Serialize + DeserializeOwned + Clone {
+    /// The serialisation the document is written in.
+    type Dialect: Dialect;
     /// The `_type` value in this dialect.
     const TYPE: &'static str;
     /// Version, starting at 1.
@@ -129,6 +136,11 @@ pub trait Role: Serialize + DeserializeOwned + Clone {
     /// Expiry.
     fn expires(&self) -> &Expires;
 }
+
+/// A role document in the Notary dialect: what the Notary update walk and editor take.
+pub trait Role: RoleBody<Dialect = Notary> {}
+
+impl<T: RoleBody<Dialect = Notary>> Role for T {}
 
 /// An `expires` time: the text exactly as written (so re-serialisation is byte-identical) and
 /// the instant it denotes.
@@ -154,20 +166,28 @@ impl Expires {
 
     /// The given instant, written as Notary writes it.
     pub fn from_system_time(t: SystemTime) -> Result<Self> {
-        let at = OffsetDateTime::from(t);
-        Ok(Self {
-            text: notary::format_time(at),
-            at,
-        })
+        Self::from_system_time_in(Notary, t)
     }
 
-    /// `now + lifetime`.
+    /// `now + lifetime`, written as Notary writes it.
     pub fn after(now: SystemTime, lifetime: Duration) -> Result<Self> {
+        Self::after_in(Notary, now, lifetime)
+    }
+
+    /// The given instant, written as dialect `D` writes it (TUF 1.0 drops the fraction, so the
+    /// instant is truncated to the second).
+    pub fn from_system_time_in<D: Dialect>(_: D, t: SystemTime) -> Result<Self> {
+        let text = D::format_time(OffsetDateTime::from(t));
+        Self::parse(&text)
+    }
+
+    /// `now + lifetime`, written as dialect `D` writes it.
+    pub fn after_in<D: Dialect>(dialect: D, now: SystemTime, lifetime: Duration) -> Result<Self> {
         let t = now.checked_add(lifetime).ok_or_else(|| Error::Time {
             value: format!("now + {lifetime:?}"),
             reason: "out of range".into(),
         })?;
-        Self::from_system_time(t)
+        Self::from_system_time_in(dialect, t)
     }
 
     /// The text as written in the metadata.
@@ -274,54 +294,67 @@ pub struct Signature {
     pub sig: Vec<u8>,
 }
 
+/// The signature entries of role `T`'s dialect.
+pub type SignatureOf<T> = <<T as RoleBody>::Dialect as Dialect>::Signature;
+
 /// The signed envelope: `{"signed": <canonical role body>, "signatures": [...]}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Signed<T> {
+#[serde(bound = "")]
+pub struct Signed<T: RoleBody> {
     /// The role body that the signatures cover.
     pub signed: T,
     /// Signatures over the canonical JSON of `signed`.
-    pub signatures: Vec<Signature>,
+    pub signatures: Vec<SignatureOf<T>>,
 }
 
-impl<T: Role> Signed<T> {
-    /// Parses served bytes. `role` names the file in errors.
+impl<T: RoleBody> Signed<T> {
+    /// Parses served bytes with the dialect's rules. `role` names the file in errors.
     pub fn from_slice(role: &str, bytes: &[u8]) -> Result<Self> {
-        serde_json::from_slice(bytes).map_err(|source| Error::Json {
-            role: role.to_owned(),
-            source,
-        })
+        let signed: Self = T::Dialect::parse(role, bytes)?;
+        T::Dialect::check_parsed(
+            role,
+            signed.signed.version(),
+            signed.signed.expires(),
+            &signed.signatures,
+        )?;
+        Ok(signed)
     }
 
     /// The canonical JSON of `signed`: the bytes every signature covers.
     pub fn canonical_signed(&self) -> Result<Vec<u8>> {
-        cjson::to_vec(&self.signed)
+        T::Dialect::canonical(&to_value(&self.signed)?)
     }
 
-    /// The file as Notary writes and serves it: the envelope in struct order (`signed` first),
-    /// `signed` canonical, no whitespace.
+    /// The file as the dialect writes it: Notary puts `signed` first with no whitespace; TUF 1.0
+    /// writes the whole envelope canonically, control characters escaped.
     pub fn to_vec(&self) -> Result<Vec<u8>> {
-        let body = self.canonical_signed()?;
-        let sigs = cjson::to_vec(&self.signatures)?;
-        let mut out = Vec::with_capacity(body.len() + sigs.len() + 32);
-        out.extend_from_slice(b"{\"signed\":");
-        out.extend_from_slice(&body);
-        out.extend_from_slice(b",\"signatures\":");
-        out.extend_from_slice(&sigs);
-        out.push(b'}');
-        Ok(out)
+        T::Dialect::file(&to_value(&self.signed)?, &to_value(&self.signatures)?)
     }
+}
+
+fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value> {
+    serde_json::to_value(value).map_err(|e| Error::Canonical {
+        reason: e.to_string(),
+    })
 }
 
 /// A role file as received or produced: its exact bytes (hashed by snapshot and timestamp,
 /// written to the trust dir, sent to the server) and the parsed document.
 #[derive(Debug, Clone)]
-pub struct Metadata<T> {
+pub struct Metadata<T: RoleBody> {
     role: String,
     bytes: Vec<u8>,
     signed: Signed<T>,
 }
 
-impl<T: Role> Metadata<T> {
+impl<T: Role<Dialect = Notary>> Metadata<T> {
+    /// Length and hashes of the bytes, as Notary's snapshot and timestamp list them.
+    pub fn file_meta(&self) -> FileMeta {
+        FileMeta::from_bytes(&self.bytes)
+    }
+}
+
+impl<T: RoleBody> Metadata<T> {
     /// Parses `bytes` as the metadata of `role` (`root`, `targets/releases`, ...).
     pub fn from_bytes(role: &str, bytes: Vec<u8>) -> Result<Self> {
         let signed = Signed::from_slice(role, &bytes)?;
@@ -366,9 +399,9 @@ impl<T: Role> Metadata<T> {
         self.signed.signed.version()
     }
 
-    /// Length and hashes of the bytes, as snapshot and timestamp list them.
-    pub fn file_meta(&self) -> FileMeta {
-        FileMeta::from_bytes(&self.bytes)
+    /// Length and hashes of the bytes, hashed as the dialect lists files.
+    pub fn hashes(&self) -> FileMeta<T::Dialect> {
+        FileMeta::from_bytes_in(T::Dialect::default(), &self.bytes)
     }
 
     /// Gives back the bytes and the envelope.
@@ -382,14 +415,15 @@ impl<T: Role> Metadata<T> {
 #[serde(transparent)]
 pub struct HashBytes(#[serde(with = "notary::base64_bytes")] pub Vec<u8>);
 
-/// Length, hashes and optional custom data of a file: a target in targets metadata, or a role
-/// file in snapshot and timestamp metadata.
+/// Length, hashes and optional custom data of a file: a target in targets metadata, or (in
+/// Notary) a role file in snapshot and timestamp metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FileMeta {
+#[serde(bound = "")]
+pub struct FileMeta<D: Dialect = Notary> {
     /// Length in bytes.
     pub length: u64,
-    /// Hash algorithm → digest. Notary writes sha256 and sha512.
-    pub hashes: BTreeMap<String, HashBytes>,
+    /// Hash algorithm → digest. Notary writes sha256 and sha512, TUF 1.0 sha256.
+    pub hashes: BTreeMap<String, D::Hash>,
     /// Opaque application data (`custom`), kept as given (including an explicit `null`).
     #[serde(
         default,
@@ -409,15 +443,39 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
 impl FileMeta {
     /// sha256, sha512 and length of `content`, as Notary lists targets and role files.
     pub fn from_bytes(content: &[u8]) -> Self {
-        let mut hashes = BTreeMap::new();
-        hashes.insert(
-            notary::SHA256.to_owned(),
-            HashBytes(Sha256::digest(content).to_vec()),
-        );
-        hashes.insert(
-            notary::SHA512.to_owned(),
-            HashBytes(Sha512::digest(content).to_vec()),
-        );
+        Self::from_bytes_in(Notary, content)
+    }
+
+    /// A target known only by its length and SHA-256 (`addhash`).
+    pub fn from_sha256(length: u64, sha256: [u8; 32]) -> Self {
+        Self::from_sha256_in(Notary, length, sha256)
+    }
+}
+
+/// The digest of `content` with a hash algorithm this crate checks (`sha224`, `sha256`,
+/// `sha384`, `sha512`), `None` for others.
+pub fn digest(algorithm: &str, content: &[u8]) -> Option<Vec<u8>> {
+    Some(match algorithm {
+        "sha224" => sha2::Sha224::digest(content).to_vec(),
+        notary::SHA256 => Sha256::digest(content).to_vec(),
+        "sha384" => sha2::Sha384::digest(content).to_vec(),
+        notary::SHA512 => Sha512::digest(content).to_vec(),
+        _ => return None,
+    })
+}
+
+impl<D: Dialect> FileMeta<D> {
+    /// Length and the dialect's hashes ([`Dialect::HASHES`]) of `content`.
+    pub fn from_bytes_in(_: D, content: &[u8]) -> Self {
+        let hashes = D::HASHES
+            .iter()
+            .filter_map(|alg| {
+                Some((
+                    (*alg).to_owned(),
+                    D::Hash::from_bytes(digest(alg, content)?),
+                ))
+            })
+            .collect();
         Self {
             length: content.len() as u64,
             hashes,
@@ -426,10 +484,13 @@ impl FileMeta {
         }
     }
 
-    /// A target known only by its length and SHA-256 (`addhash`).
-    pub fn from_sha256(length: u64, sha256: [u8; 32]) -> Self {
+    /// A file known only by its length and SHA-256.
+    pub fn from_sha256_in(_: D, length: u64, sha256: [u8; 32]) -> Self {
         let mut hashes = BTreeMap::new();
-        hashes.insert(notary::SHA256.to_owned(), HashBytes(sha256.to_vec()));
+        hashes.insert(
+            notary::SHA256.to_owned(),
+            D::Hash::from_bytes(sha256.to_vec()),
+        );
         Self {
             length,
             hashes,
@@ -440,7 +501,7 @@ impl FileMeta {
 
     /// The SHA-256 digest, if listed.
     pub fn sha256(&self) -> Option<&[u8]> {
-        self.hashes.get(notary::SHA256).map(|h| h.0.as_slice())
+        self.hashes.get(notary::SHA256).map(HashValue::bytes)
     }
 
     /// The SHA-256 in hex: the form used in consistent URLs (`snapshot.<hex>.json`).
@@ -457,8 +518,11 @@ impl FileMeta {
                 notary::SHA512 => 64,
                 _ => continue,
             };
-            if value.0.len() != size {
-                return Err(format!("{alg} is {} bytes, expected {size}", value.0.len()));
+            if value.bytes().len() != size {
+                return Err(format!(
+                    "{alg} is {} bytes, expected {size}",
+                    value.bytes().len()
+                ));
             }
             known += 1;
         }
@@ -488,7 +552,7 @@ impl FileMeta {
                 notary::SHA512 => Sha512::digest(content).to_vec(),
                 _ => continue,
             };
-            if actual != value.0 {
+            if actual != value.bytes() {
                 return Err(Error::HashMismatch {
                     role: role.to_owned(),
                     listed_in: listed_in.to_owned(),
@@ -528,6 +592,7 @@ pub fn peek_version(bytes: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cjson;
 
     #[test]
     fn delegation_names_follow_notary() {
