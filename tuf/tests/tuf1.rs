@@ -116,6 +116,11 @@ fn python_tuf_repository_parses_round_trips_and_verifies() {
     let (rel, _) = t.delegation("releases").expect("releases");
     assert_eq!(rel.paths(), ["releases/*"]);
     assert_eq!(rel.terminating, Some(true));
+    assert!(tuf1::delegation_matches(rel, "releases/v1.tar"));
+    assert!(!tuf1::delegation_matches(rel, "releases/a/v1.tar"));
+    for target in releases.body().targets.keys() {
+        assert!(tuf1::delegation_matches(rel, target), "{target}");
+    }
     let (b, _) = t.delegation("bins").expect("bins");
     assert_eq!(b.path_hash_prefixes(), ["00", "8f", "e3"]);
     assert_eq!(b.terminating, Some(false));

@@ -1,6 +1,6 @@
 //! One metadata model, two serialisations. The role documents ([`Root`](super::Root),
 //! [`Targets`](super::Targets), [`Snapshot`](super::Snapshot), [`Timestamp`](super::Timestamp),
-//! [`FileMeta`](super::FileMeta), [`Signed`](super::Signed)) are generic over a [`Dialect`] that
+//! [`FileMeta`](super::FileMeta), [`Signed`]) are generic over a [`Dialect`] that
 //! decides every byte a peer can see, while their fields, accessors, hash checks and the
 //! threshold count below are written once. The default type parameter is [`Notary`], so
 //! `Root` still means Notary's root and code written for Notary is unchanged; the TUF 1.0
@@ -70,7 +70,7 @@ pub trait Dialect:
     /// One entry of an envelope's `signatures`.
     type Signature: MetadataSignature;
     /// How snapshot and timestamp list a role file.
-    type MetaFile: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync;
+    type MetaFile: RoleListing;
 
     /// The canonical JSON of a value: the bytes signatures cover.
     fn canonical(value: &Value) -> Result<Vec<u8>>;
@@ -135,6 +135,17 @@ pub trait MetadataSignature:
     fn keyid(&self) -> &str;
     /// The signature bytes.
     fn sig(&self) -> &[u8];
+}
+
+/// How snapshot and timestamp list a role file, as the update walk checks it.
+pub trait RoleListing:
+    Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync
+{
+    /// The version listed (TUF 1.0); `None` where the dialect lists none (Notary).
+    fn listed_version(&self) -> Option<u64>;
+    /// Checks the file's exact bytes against the length and hashes listed. `role` is the file,
+    /// `listed_in`/`version` the listing role, for errors.
+    fn check_bytes(&self, role: &str, listed_in: &str, version: u64, content: &[u8]) -> Result<()>;
 }
 
 /// The role a `_type` tag stands for; see [`TypeTag`].

@@ -399,11 +399,6 @@ impl<T: RoleBody> Metadata<T> {
         self.signed.signed.version()
     }
 
-    /// Length and hashes of the bytes, hashed as the dialect lists files.
-    pub fn hashes(&self) -> FileMeta<T::Dialect> {
-        FileMeta::from_bytes_in(T::Dialect::default(), &self.bytes)
-    }
-
     /// Gives back the bytes and the envelope.
     pub fn into_parts(self) -> (Vec<u8>, Signed<T>) {
         (self.bytes, self.signed)

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::dialect::{Dialect, HashValue, Header, MetadataKey, MetadataSignature, TypeTag, kind};
+use super::dialect::{
+    Dialect, HashValue, Header, MetadataKey, MetadataSignature, RoleListing, TypeTag, kind,
+};
 use super::{Expires, FileMeta, HashBytes, Signature, TufKey};
 use crate::cjson;
 use crate::error::{Error, Result};
@@ -153,6 +155,16 @@ impl HashValue for HashBytes {
 
     fn bytes(&self) -> &[u8] {
         &self.0
+    }
+}
+
+impl RoleListing for FileMeta<Notary> {
+    fn listed_version(&self) -> Option<u64> {
+        None
+    }
+
+    fn check_bytes(&self, role: &str, listed_in: &str, version: u64, content: &[u8]) -> Result<()> {
+        self.check(role, listed_in, version, content)
     }
 }
 

@@ -5,6 +5,7 @@
 //! the table of [`super::dialect`].
 
 mod key;
+mod paths;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -14,11 +15,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::dialect::{Dialect, HashValue, Header, MetadataKey, MetadataSignature};
+use super::dialect::{Dialect, HashValue, Header, MetadataKey, MetadataSignature, RoleListing};
 use super::{Expires, Extra, RoleType};
 use crate::cjson::{self, Mode};
 use crate::error::{Error, Result};
 use crate::key::PublicKey;
+
+pub use paths::{delegation_matches, path_matches};
 
 pub use key::{
     KEYTYPE_ECDSA, KEYTYPE_ECDSA_P256, KEYTYPE_ED25519, KEYTYPE_RSA, Key, KeyVal,
@@ -354,6 +357,16 @@ impl Dialect for Tuf1 {
             sig: key.signature_bytes(sig)?,
             extra: Extra::new(),
         })
+    }
+}
+
+impl RoleListing for MetaFile {
+    fn listed_version(&self) -> Option<u64> {
+        Some(self.version)
+    }
+
+    fn check_bytes(&self, role: &str, listed_in: &str, version: u64, content: &[u8]) -> Result<()> {
+        self.check(role, listed_in, version, content)
     }
 }
 
