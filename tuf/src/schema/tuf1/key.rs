@@ -219,6 +219,23 @@ mod tests {
     }
 
     #[test]
+    fn rsa_pss_accepts_digest_length_and_maximum_salts_only() {
+        use rsa::signature::RandomizedSigner as _;
+        use rsa::signature::SignatureEncoding as _;
+        let sk = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).expect("rsa");
+        let key = Key::from_public_key(&PublicKey::Rsa(sk.to_public_key()));
+        assert_eq!(key.scheme, SCHEME_RSA_PSS_SHA256);
+        let msg = b"canonical body";
+        // 2048 bits: emLen 256, so the maximum salt is 256 - 32 - 2.
+        for (salt, ok) in [(32, true), (222, true), (20, false)] {
+            let signer = rsa::pss::BlindedSigningKey::<Sha256>::new_with_salt_len(sk.clone(), salt);
+            let sig = signer.sign_with_rng(&mut rand_core::OsRng, msg).to_vec();
+            assert_eq!(key.verify(msg, &sig).is_ok(), ok, "salt {salt}");
+            assert!(key.verify(b"other body", &sig).is_err());
+        }
+    }
+
+    #[test]
     fn key_id_ignores_top_level_unknown_fields_but_not_keyval_ones() {
         let base: Key = serde_json::from_str(
             r#"{"keytype":"ed25519","scheme":"ed25519","keyval":{"public":"00"}}"#,
