@@ -8,8 +8,18 @@
 //! - numbers are integers; a float with a fraction is an error. Notary verifies by decoding into
 //!   `float64` and re-encoding, so an integral float such as `1.0` is written `1`, as Go does;
 //! - `null`, `true`, `false` literally.
+//!
+//! The TUF 1.0 dialect uses the same rules as securesystemslib's `encode_canonical` writes them
+//! ([`Mode::Olpc`]): string escaping, key order (Python sorts by code point, which is UTF-8 byte
+//! order) and integers are identical; the one difference is that Python's encoder has no
+//! floats, so any number that is not an integer is refused instead of being written as an
+//! integer. [`parse_strict`] is the matching reader: it refuses what a canonical writer could
+//! never have produced or would read ambiguously (duplicate keys, floats, `-0`).
+
+use std::fmt;
 
 use serde::Serialize;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 use crate::error::{Error, Result};
@@ -24,8 +34,25 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 
 /// Writes a JSON value as canonical JSON.
 pub fn from_value(value: &Value) -> Result<Vec<u8>> {
+    from_value_in(Mode::Go, value)
+}
+
+/// Which canonical JSON writer to match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Notary's Go encoder: an integral float is written as an integer.
+    Go,
+    /// securesystemslib's `encode_canonical` (TUF 1.0): every float is refused.
+    Olpc,
+    /// [`Mode::Olpc`] made valid JSON for a file: control characters in strings (the newlines
+    /// of a PEM key) are escaped, since canonical JSON writes them raw and JSON forbids that.
+    OlpcFile,
+}
+
+/// Writes a JSON value as canonical JSON in `mode`.
+pub fn from_value_in(mode: Mode, value: &Value) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(256);
-    write_value(&mut out, value)?;
+    write(&mut out, value, mode)?;
     Ok(out)
 }
 
@@ -39,11 +66,16 @@ pub fn canonicalize(json: &[u8]) -> Result<Vec<u8>> {
 
 /// Appends the canonical form of `value` to `out`.
 pub fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<()> {
+    write(out, value, Mode::Go)
+}
+
+fn write(out: &mut Vec<u8>, value: &Value, mode: Mode) -> Result<()> {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => write_number(out, n)?,
+        Value::Number(n) => write_number(out, n, mode)?,
+        Value::String(s) if mode == Mode::OlpcFile => write_json_string(out, s),
         Value::String(s) => write_string(out, s),
         Value::Array(items) => {
             out.push(b'[');
@@ -51,16 +83,16 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<()> {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_value(out, item)?;
+                write(out, item, mode)?;
             }
             out.push(b']');
         }
-        Value::Object(map) => write_object(out, map)?,
+        Value::Object(map) => write_object(out, map, mode)?,
     }
     Ok(())
 }
 
-fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) -> Result<()> {
+fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>, mode: Mode) -> Result<()> {
     // Sort explicitly: serde_json's map keeps insertion order when another crate in the build
     // turns on its `preserve_order` feature.
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
@@ -70,15 +102,19 @@ fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) -> Result<()> {
         if i > 0 {
             out.push(b',');
         }
-        write_string(out, key);
+        if mode == Mode::OlpcFile {
+            write_json_string(out, key);
+        } else {
+            write_string(out, key);
+        }
         out.push(b':');
-        write_value(out, value)?;
+        write(out, value, mode)?;
     }
     out.push(b'}');
     Ok(())
 }
 
-fn write_number(out: &mut Vec<u8>, n: &Number) -> Result<()> {
+fn write_number(out: &mut Vec<u8>, n: &Number, mode: Mode) -> Result<()> {
     if let Some(u) = n.as_u64() {
         out.extend_from_slice(u.to_string().as_bytes());
         return Ok(());
@@ -86,6 +122,11 @@ fn write_number(out: &mut Vec<u8>, n: &Number) -> Result<()> {
     if let Some(i) = n.as_i64() {
         out.extend_from_slice(i.to_string().as_bytes());
         return Ok(());
+    }
+    if mode != Mode::Go {
+        return Err(Error::Canonical {
+            reason: format!("number {n} is not an integer (canonical JSON has no floats)"),
+        });
     }
     let f = n.as_f64().unwrap_or(f64::NAN);
     // Go's canonical encoder writes an integral float64 as an int64 and refuses the rest.
@@ -109,6 +150,100 @@ fn write_string(out: &mut Vec<u8>, s: &str) {
             out.push(b'\\');
         }
         out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// Parses JSON text into a value, refusing duplicate object keys (which readers resolve
+/// differently: Go and Python keep the last, others the first) and numbers that are not
+/// integers within 64 bits (floats, exponents, `-0`, integers beyond `u64`), which canonical
+/// JSON cannot carry. The errors name the line and column.
+pub fn parse_strict(json: &[u8]) -> std::result::Result<Value, serde_json::Error> {
+    serde_json::from_slice::<Strict>(json).map(|s| s.0)
+}
+
+/// A JSON value read under [`parse_strict`]'s rules.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("canonical JSON")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<Value, E> {
+        Err(E::custom(format!(
+            "number {v} is not canonical: only integers of at most 64 bits are allowed \
+             (no fraction, exponent or -0)"
+        )))
+    }
+
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for b in s.bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+            _ => out.push(b),
+        }
     }
     out.push(b'"');
 }

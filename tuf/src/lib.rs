@@ -2,9 +2,11 @@
 //! crate can be tested with in-memory keys and reused by the CLI, the daemon and the tests.
 //!
 //! - [`key`]: public keys, the daemon's key ids, local signature checks.
-//! - [`cjson`]: canonical JSON exactly as Notary writes it (what signatures cover).
-//! - [`schema`]: the Notary metadata model (root, targets with delegations, snapshot,
-//!   timestamp, TUF keys and key ids); dialect specifics live in [`schema::notary`].
+//! - [`cjson`]: canonical JSON exactly as Notary (Go) and securesystemslib write it (what
+//!   signatures cover), and a strict reader.
+//! - [`schema`]: the metadata model (root, targets with delegations, snapshot, timestamp, keys
+//!   and key ids), generic over its two serialisations: [`schema::notary`] (the default) and
+//!   [`schema::tuf1`] (the TUF 1.0 specification); [`schema::dialect`] compares them.
 //! - [`verify`]: a client's full update walk, producing a [`VerifiedCollection`].
 //! - [`sign`] and [`editor`]: edits signed through the async [`Signer`] trait; only a
 //!   [`SignedCollection`] can be published.

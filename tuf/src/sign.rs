@@ -4,14 +4,15 @@
 //! A signer returns signature bytes in the encoding of the Notary method for its key type:
 //! `ecdsa` → raw `r || s` (64 bytes for P-256) over SHA-256(message); `rsapss` → RSASSA-PSS with
 //! SHA-256, MGF1-SHA-256 and a 32-byte salt; `eddsa` → Ed25519 over the message. sigild's `RAW`
-//! encoding gives exactly this.
+//! encoding gives exactly this. The TUF 1.0 dialect converts raw ECDSA to the DER it writes
+//! ([`crate::schema::Dialect::signature`]), so one signer serves both dialects.
 
 use async_trait::async_trait;
 
-use crate::cjson;
 use crate::error::{Error, Result, SignError};
 use crate::key::PublicKey;
-use crate::schema::{Role, Signature, Signed, TufKey};
+use crate::schema::dialect::{Dialect, MetadataKey};
+use crate::schema::{Notary, RoleBody, Signature, Signed, TufKey};
 
 /// Something that can sign with one private key it never reveals.
 #[async_trait]
@@ -30,26 +31,26 @@ pub trait Signer: Send + Sync {
 }
 
 /// A metadata key (with its TUF id) paired with the signer that holds it.
-pub(crate) struct Matched<'a> {
+pub(crate) struct Matched<'a, K = TufKey> {
     pub(crate) key_id: String,
-    pub(crate) key: &'a TufKey,
+    pub(crate) key: &'a K,
     pub(crate) public: PublicKey,
     pub(crate) signer: &'a dyn Signer,
 }
 
 /// Pairs each key with the first signer whose public key it is. Keys that cannot be decoded or
 /// have no signer are left out.
-pub(crate) fn match_signers<'a>(
-    keys: &[(&str, &'a TufKey)],
+pub(crate) fn match_signers<'a, K: MetadataKey>(
+    keys: &[(&str, &'a K)],
     signers: &[&'a dyn Signer],
-) -> Vec<Matched<'a>> {
+) -> Vec<Matched<'a, K>> {
     let mut out = Vec::new();
     for (id, key) in keys {
-        let Ok(public) = key.to_public_key() else {
+        let Ok(public) = key.public_key() else {
             continue;
         };
         if let Some(signer) = signers.iter().find(|s| *s.public_key() == public) {
-            out.push(Matched {
+            out.push(Matched::<'a, K> {
                 key_id: (*id).to_owned(),
                 key,
                 public,
@@ -62,7 +63,7 @@ pub(crate) fn match_signers<'a>(
 
 /// Number of distinct public keys among matched keys (an x509 key and the bare key inside it
 /// are one key).
-pub(crate) fn distinct_keys(matched: &[Matched<'_>]) -> usize {
+pub(crate) fn distinct_keys<K>(matched: &[Matched<'_, K>]) -> usize {
     let mut seen: Vec<&PublicKey> = Vec::new();
     for m in matched {
         if !seen.contains(&&m.public) {
@@ -79,39 +80,41 @@ pub(crate) async fn sign_message(
     message: &[u8],
     matched: &[Matched<'_>],
 ) -> Result<Vec<Signature>> {
+    sign_message_in(Notary, role, message, matched).await
+}
+
+/// [`sign_message`] in dialect `D`: signature entries as `D` writes them.
+pub(crate) async fn sign_message_in<D: Dialect>(
+    _: D,
+    role: &str,
+    message: &[u8],
+    matched: &[Matched<'_, D::Key>],
+) -> Result<Vec<D::Signature>> {
     let mut out = Vec::with_capacity(matched.len());
     for m in matched {
-        let method = m
-            .key
-            .signature_method()
-            .ok_or_else(|| Error::key(&m.key_id, "no signature method for this key type"))?;
         let sig = m.signer.sign(message).await.map_err(|source| Error::Sign {
             role: role.to_owned(),
             key_id: m.key_id.clone(),
             source,
         })?;
-        m.key
-            .verify(&method, message, &sig)
-            .map_err(|e| Error::Sign {
-                role: role.to_owned(),
-                key_id: m.key_id.clone(),
-                source: format!("the signer's signature does not verify: {e}").into(),
-            })?;
-        out.push(Signature {
-            keyid: m.key_id.clone(),
-            method,
-            sig,
-        });
+        let signature = D::signature(&m.key_id, m.key, sig)?;
+        D::verify(m.key, &signature, message).map_err(|e| Error::Sign {
+            role: role.to_owned(),
+            key_id: m.key_id.clone(),
+            source: format!("the signer's signature does not verify: {e}").into(),
+        })?;
+        out.push(signature);
     }
     Ok(out)
 }
 
 /// Signs a role body with every available key among `keys`, requiring at least `threshold`
-/// distinct keys (checked before anything is signed, so no token is touched in vain).
-pub async fn sign_role<T: Role>(
+/// distinct keys (checked before anything is signed, so no token is touched in vain). The
+/// signatures are written in the body's dialect.
+pub async fn sign_role<T: RoleBody>(
     role: &str,
     body: T,
-    keys: &[(&str, &TufKey)],
+    keys: &[(&str, &<T::Dialect as Dialect>::Key)],
     threshold: u64,
     signers: &[&dyn Signer],
 ) -> Result<Signed<T>> {
@@ -124,12 +127,13 @@ pub async fn sign_role<T: Role>(
             threshold,
         });
     }
-    let message = cjson::to_vec(&body)?;
-    let signatures = sign_message(role, &message, &matched).await?;
-    Ok(Signed {
+    let mut signed = Signed {
         signed: body,
-        signatures,
-    })
+        signatures: Vec::new(),
+    };
+    let message = signed.canonical_signed()?;
+    signed.signatures = sign_message_in(T::Dialect::default(), role, &message, &matched).await?;
+    Ok(signed)
 }
 
 /// Software keys and a minimal executor, for tests (here and in the CLI and e2e crates).

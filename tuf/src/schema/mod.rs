@@ -1,13 +1,18 @@
-//! The TUF metadata model as Notary serves it: the signed envelope, signatures, role documents,
-//! file metadata and role names. Unknown fields are kept everywhere (`extra`), because a
-//! signature covers the canonical form of the whole document, including fields we do not know.
+//! The TUF metadata model: the signed envelope, signatures, role documents, file metadata and
+//! role names, generic over the [`Dialect`] that serialises them ([`Notary`] by default, or
+//! [`Tuf1`]; see the table in [`dialect`]). Unknown fields are kept everywhere (`extra`),
+//! because a signature covers the canonical form of the whole document, including fields we do
+//! not know.
 
+pub mod dialect;
+mod file_meta;
 pub mod key;
 pub mod notary;
 pub mod root;
 pub mod snapshot;
 pub mod targets;
 pub mod timestamp;
+pub mod tuf1;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,12 +22,12 @@ use std::time::{Duration, SystemTime};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
-use sha2::{Digest as _, Sha256, Sha512};
 use time::OffsetDateTime;
 
-use crate::cjson;
 use crate::error::{Error, Result};
 
+pub use dialect::{Dialect, Notary, Tuf1};
+pub use file_meta::{FileMeta, HashBytes, digest};
 pub use key::{KeyType, KeyVal, TufKey};
 pub use root::{RoleKeys, Root};
 pub use snapshot::Snapshot;
@@ -120,8 +125,10 @@ pub fn parent_role(name: &str) -> &str {
     name.rsplit_once('/').map_or("", |(parent, _)| parent)
 }
 
-/// What every role document (`signed` body) offers.
-pub trait Role: Serialize + DeserializeOwned + Clone {
+/// What every role document (`signed` body) offers, in any dialect.
+pub trait RoleBody: Serialize + DeserializeOwned + Clone {
+    /// The serialisation the document is written in.
+    type Dialect: Dialect;
     /// The `_type` value in this dialect.
     const TYPE: &'static str;
     /// Version, starting at 1.
@@ -129,6 +136,11 @@ pub trait Role: Serialize + DeserializeOwned + Clone {
     /// Expiry.
     fn expires(&self) -> &Expires;
 }
+
+/// A role document in the Notary dialect: what the Notary update walk and editor take.
+pub trait Role: RoleBody<Dialect = Notary> {}
+
+impl<T: RoleBody<Dialect = Notary>> Role for T {}
 
 /// An `expires` time: the text exactly as written (so re-serialisation is byte-identical) and
 /// the instant it denotes.
@@ -154,20 +166,28 @@ impl Expires {
 
     /// The given instant, written as Notary writes it.
     pub fn from_system_time(t: SystemTime) -> Result<Self> {
-        let at = OffsetDateTime::from(t);
-        Ok(Self {
-            text: notary::format_time(at),
-            at,
-        })
+        Self::from_system_time_in(Notary, t)
     }
 
-    /// `now + lifetime`.
+    /// `now + lifetime`, written as Notary writes it.
     pub fn after(now: SystemTime, lifetime: Duration) -> Result<Self> {
+        Self::after_in(Notary, now, lifetime)
+    }
+
+    /// The given instant, written as dialect `D` writes it (TUF 1.0 drops the fraction, so the
+    /// instant is truncated to the second).
+    pub fn from_system_time_in<D: Dialect>(_: D, t: SystemTime) -> Result<Self> {
+        let text = D::format_time(OffsetDateTime::from(t));
+        Self::parse(&text)
+    }
+
+    /// `now + lifetime`, written as dialect `D` writes it.
+    pub fn after_in<D: Dialect>(dialect: D, now: SystemTime, lifetime: Duration) -> Result<Self> {
         let t = now.checked_add(lifetime).ok_or_else(|| Error::Time {
             value: format!("now + {lifetime:?}"),
             reason: "out of range".into(),
         })?;
-        Self::from_system_time(t)
+        Self::from_system_time_in(dialect, t)
     }
 
     /// The text as written in the metadata.
@@ -274,54 +294,67 @@ pub struct Signature {
     pub sig: Vec<u8>,
 }
 
+/// The signature entries of role `T`'s dialect.
+pub type SignatureOf<T> = <<T as RoleBody>::Dialect as Dialect>::Signature;
+
 /// The signed envelope: `{"signed": <canonical role body>, "signatures": [...]}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Signed<T> {
+#[serde(bound = "")]
+pub struct Signed<T: RoleBody> {
     /// The role body that the signatures cover.
     pub signed: T,
     /// Signatures over the canonical JSON of `signed`.
-    pub signatures: Vec<Signature>,
+    pub signatures: Vec<SignatureOf<T>>,
 }
 
-impl<T: Role> Signed<T> {
-    /// Parses served bytes. `role` names the file in errors.
+impl<T: RoleBody> Signed<T> {
+    /// Parses served bytes with the dialect's rules. `role` names the file in errors.
     pub fn from_slice(role: &str, bytes: &[u8]) -> Result<Self> {
-        serde_json::from_slice(bytes).map_err(|source| Error::Json {
-            role: role.to_owned(),
-            source,
-        })
+        let signed: Self = T::Dialect::parse(role, bytes)?;
+        T::Dialect::check_parsed(
+            role,
+            signed.signed.version(),
+            signed.signed.expires(),
+            &signed.signatures,
+        )?;
+        Ok(signed)
     }
 
     /// The canonical JSON of `signed`: the bytes every signature covers.
     pub fn canonical_signed(&self) -> Result<Vec<u8>> {
-        cjson::to_vec(&self.signed)
+        T::Dialect::canonical(&to_value(&self.signed)?)
     }
 
-    /// The file as Notary writes and serves it: the envelope in struct order (`signed` first),
-    /// `signed` canonical, no whitespace.
+    /// The file as the dialect writes it: Notary puts `signed` first with no whitespace; TUF 1.0
+    /// writes the whole envelope canonically, control characters escaped.
     pub fn to_vec(&self) -> Result<Vec<u8>> {
-        let body = self.canonical_signed()?;
-        let sigs = cjson::to_vec(&self.signatures)?;
-        let mut out = Vec::with_capacity(body.len() + sigs.len() + 32);
-        out.extend_from_slice(b"{\"signed\":");
-        out.extend_from_slice(&body);
-        out.extend_from_slice(b",\"signatures\":");
-        out.extend_from_slice(&sigs);
-        out.push(b'}');
-        Ok(out)
+        T::Dialect::file(&to_value(&self.signed)?, &to_value(&self.signatures)?)
     }
+}
+
+fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value> {
+    serde_json::to_value(value).map_err(|e| Error::Canonical {
+        reason: e.to_string(),
+    })
 }
 
 /// A role file as received or produced: its exact bytes (hashed by snapshot and timestamp,
 /// written to the trust dir, sent to the server) and the parsed document.
 #[derive(Debug, Clone)]
-pub struct Metadata<T> {
+pub struct Metadata<T: RoleBody> {
     role: String,
     bytes: Vec<u8>,
     signed: Signed<T>,
 }
 
-impl<T: Role> Metadata<T> {
+impl<T: Role<Dialect = Notary>> Metadata<T> {
+    /// Length and hashes of the bytes, as Notary's snapshot and timestamp list them.
+    pub fn file_meta(&self) -> FileMeta {
+        FileMeta::from_bytes(&self.bytes)
+    }
+}
+
+impl<T: RoleBody> Metadata<T> {
     /// Parses `bytes` as the metadata of `role` (`root`, `targets/releases`, ...).
     pub fn from_bytes(role: &str, bytes: Vec<u8>) -> Result<Self> {
         let signed = Signed::from_slice(role, &bytes)?;
@@ -366,146 +399,9 @@ impl<T: Role> Metadata<T> {
         self.signed.signed.version()
     }
 
-    /// Length and hashes of the bytes, as snapshot and timestamp list them.
-    pub fn file_meta(&self) -> FileMeta {
-        FileMeta::from_bytes(&self.bytes)
-    }
-
     /// Gives back the bytes and the envelope.
     pub fn into_parts(self) -> (Vec<u8>, Signed<T>) {
         (self.bytes, self.signed)
-    }
-}
-
-/// A hash value (base64 in JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct HashBytes(#[serde(with = "notary::base64_bytes")] pub Vec<u8>);
-
-/// Length, hashes and optional custom data of a file: a target in targets metadata, or a role
-/// file in snapshot and timestamp metadata.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FileMeta {
-    /// Length in bytes.
-    pub length: u64,
-    /// Hash algorithm → digest. Notary writes sha256 and sha512.
-    pub hashes: BTreeMap<String, HashBytes>,
-    /// Opaque application data (`custom`), kept as given (including an explicit `null`).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present"
-    )]
-    pub custom: Option<Value>,
-    /// Unknown fields.
-    #[serde(flatten)]
-    pub extra: Extra,
-}
-
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
-}
-
-impl FileMeta {
-    /// sha256, sha512 and length of `content`, as Notary lists targets and role files.
-    pub fn from_bytes(content: &[u8]) -> Self {
-        let mut hashes = BTreeMap::new();
-        hashes.insert(
-            notary::SHA256.to_owned(),
-            HashBytes(Sha256::digest(content).to_vec()),
-        );
-        hashes.insert(
-            notary::SHA512.to_owned(),
-            HashBytes(Sha512::digest(content).to_vec()),
-        );
-        Self {
-            length: content.len() as u64,
-            hashes,
-            custom: None,
-            extra: Extra::new(),
-        }
-    }
-
-    /// A target known only by its length and SHA-256 (`addhash`).
-    pub fn from_sha256(length: u64, sha256: [u8; 32]) -> Self {
-        let mut hashes = BTreeMap::new();
-        hashes.insert(notary::SHA256.to_owned(), HashBytes(sha256.to_vec()));
-        Self {
-            length,
-            hashes,
-            custom: None,
-            extra: Extra::new(),
-        }
-    }
-
-    /// The SHA-256 digest, if listed.
-    pub fn sha256(&self) -> Option<&[u8]> {
-        self.hashes.get(notary::SHA256).map(|h| h.0.as_slice())
-    }
-
-    /// The SHA-256 in hex: the form used in consistent URLs (`snapshot.<hex>.json`).
-    pub fn sha256_hex(&self) -> Option<String> {
-        self.sha256().map(hex::encode)
-    }
-
-    /// Checks the hash structure: at least one of sha256/sha512, each of the right size.
-    pub fn check_hashes_structure(&self) -> std::result::Result<(), String> {
-        let mut known = 0;
-        for (alg, value) in &self.hashes {
-            let size = match alg.as_str() {
-                notary::SHA256 => 32,
-                notary::SHA512 => 64,
-                _ => continue,
-            };
-            if value.0.len() != size {
-                return Err(format!("{alg} is {} bytes, expected {size}", value.0.len()));
-            }
-            known += 1;
-        }
-        if known == 0 {
-            return Err("no sha256 or sha512 hash".into());
-        }
-        Ok(())
-    }
-
-    /// Checks `content` against this listing: same length, and every sha256/sha512 listed
-    /// matches (at least one must be). `role` is the file being checked, `listed_in`/`version`
-    /// the role that lists it; they only name things in errors.
-    pub fn check(&self, role: &str, listed_in: &str, version: u64, content: &[u8]) -> Result<()> {
-        if content.len() as u64 != self.length {
-            return Err(Error::LengthMismatch {
-                role: role.to_owned(),
-                listed_in: listed_in.to_owned(),
-                version,
-                expected: self.length,
-                actual: content.len() as u64,
-            });
-        }
-        let mut checked = 0;
-        for (alg, value) in &self.hashes {
-            let actual = match alg.as_str() {
-                notary::SHA256 => Sha256::digest(content).to_vec(),
-                notary::SHA512 => Sha512::digest(content).to_vec(),
-                _ => continue,
-            };
-            if actual != value.0 {
-                return Err(Error::HashMismatch {
-                    role: role.to_owned(),
-                    listed_in: listed_in.to_owned(),
-                    version,
-                    algorithm: alg.clone(),
-                });
-            }
-            checked += 1;
-        }
-        if checked == 0 {
-            return Err(Error::invalid(
-                listed_in,
-                version,
-                format!("{role} is listed without a sha256 or sha512 hash"),
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -575,28 +471,6 @@ mod tests {
         assert_eq!(serde_json::to_string(&m).expect("ser"), "\"ecdsa\"");
     }
 
-    #[test]
-    fn file_meta_checks_length_and_every_hash() {
-        let meta = FileMeta::from_bytes(b"hello");
-        meta.check("t", "targets", 1, b"hello").expect("matches");
-        assert!(matches!(
-            meta.check("t", "targets", 1, b"hell"),
-            Err(Error::LengthMismatch { .. })
-        ));
-        assert!(matches!(
-            meta.check("t", "targets", 1, b"hellp"),
-            Err(Error::HashMismatch { .. })
-        ));
-        let mut only_sha512 = meta.clone();
-        only_sha512.hashes.remove(notary::SHA256);
-        only_sha512
-            .check("t", "targets", 1, b"hello")
-            .expect("sha512 alone");
-        let mut none = meta;
-        none.hashes.clear();
-        assert!(none.check("t", "targets", 1, b"hello").is_err());
-    }
-
     proptest::proptest! {
         /// Any targets document (names, hashes, custom data, unknown fields) re-serialises to
         /// the bytes it was read from, and parses back to the same model.
@@ -632,15 +506,5 @@ mod tests {
             proptest::prop_assert_eq!(&back, &signed);
             proptest::prop_assert_eq!(back.to_vec().expect("again"), bytes);
         }
-    }
-
-    #[test]
-    fn custom_null_survives() {
-        let m: FileMeta =
-            serde_json::from_str(r#"{"custom":null,"hashes":{},"length":1}"#).expect("parse");
-        assert_eq!(
-            cjson::to_vec(&m).expect("cjson"),
-            br#"{"custom":null,"hashes":{},"length":1}"#
-        );
     }
 }

@@ -1,6 +1,5 @@
-//! Everything that is specific to the Notary dialect of TUF, kept in one place so that a TUF 1.0
-//! serialisation (lower-case `_type`, hex hashes, `spec_version`, DER ECDSA) can be added as a
-//! sibling module instead of a fork of the model.
+//! Everything that is specific to the Notary dialect of TUF, kept in one place; the TUF 1.0
+//! serialisation is the sibling module [`super::tuf1`], both behind [`super::dialect::Dialect`].
 //!
 //! Notary's choices, as served by notary-server 0.7 and read by the notary client and docker:
 //! - `_type` is capitalised: `Root`, `Targets` (delegations too), `Snapshot`, `Timestamp`;
@@ -14,8 +13,18 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use time::OffsetDateTime;
+
+use super::dialect::{
+    Dialect, HashValue, Header, MetadataKey, MetadataSignature, RoleListing, TypeTag, kind,
+};
+use super::{Expires, FileMeta, HashBytes, Signature, TufKey};
+use crate::cjson;
+use crate::error::{Error, Result};
+use crate::key::PublicKey;
 
 /// The base64 engine Notary uses for hashes, keys and signatures.
 pub(crate) const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -67,59 +76,126 @@ pub fn format_time(t: OffsetDateTime) -> String {
     s
 }
 
-macro_rules! type_tag {
-    ($(#[$doc:meta])* $name:ident, $text:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-        pub struct $name;
+/// The Notary dialect (see the table in [`super::dialect`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Notary;
 
-        impl $name {
-            /// The `_type` value.
-            pub const TEXT: &'static str = $text;
-        }
+/// Notary bodies have no header fields besides `_type`, `version` and `expires`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NoHeader;
 
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str($text)
-            }
-        }
+impl Header for NoHeader {}
 
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(d)?;
-                if text == $text {
-                    Ok($name)
-                } else {
-                    Err(serde::de::Error::custom(format!(
-                        "_type is {text:?}, expected {:?}",
-                        $text
-                    )))
-                }
-            }
-        }
-    };
+impl Dialect for Notary {
+    const NAME: &'static str = "Notary";
+    const ROOT_TYPE: &'static str = "Root";
+    const TARGETS_TYPE: &'static str = "Targets";
+    const SNAPSHOT_TYPE: &'static str = "Snapshot";
+    const TIMESTAMP_TYPE: &'static str = "Timestamp";
+    const CONSISTENT_SNAPSHOT: bool = false;
+    const HASHES: &'static [&'static str] = &[SHA256, SHA512];
+
+    type Header = NoHeader;
+    type Hash = HashBytes;
+    type Key = TufKey;
+    type Signature = Signature;
+    type MetaFile = FileMeta<Notary>;
+
+    fn canonical(value: &Value) -> Result<Vec<u8>> {
+        cjson::from_value(value)
+    }
+
+    fn parse<T: DeserializeOwned>(role: &str, bytes: &[u8]) -> Result<T> {
+        serde_json::from_slice(bytes).map_err(|source| Error::Json {
+            role: role.to_owned(),
+            source,
+        })
+    }
+
+    fn check_parsed(_: &str, _: u64, _: &Expires, _: &[Signature]) -> Result<()> {
+        Ok(())
+    }
+
+    fn format_time(t: OffsetDateTime) -> String {
+        format_time(t)
+    }
+
+    fn file(signed: &Value, signatures: &Value) -> Result<Vec<u8>> {
+        let signed = cjson::from_value(signed)?;
+        let signatures = cjson::from_value(signatures)?;
+        let mut out = Vec::with_capacity(signed.len() + signatures.len() + 32);
+        out.extend_from_slice(b"{\"signed\":");
+        out.extend_from_slice(&signed);
+        out.extend_from_slice(b",\"signatures\":");
+        out.extend_from_slice(&signatures);
+        out.push(b'}');
+        Ok(out)
+    }
+
+    fn verify(key: &TufKey, signature: &Signature, message: &[u8]) -> Result<()> {
+        key.verify(&signature.method, message, &signature.sig)
+    }
+
+    fn signature(keyid: &str, key: &TufKey, sig: Vec<u8>) -> Result<Signature> {
+        let method = key
+            .signature_method()
+            .ok_or_else(|| Error::key(keyid, "no signature method for this key type"))?;
+        Ok(Signature {
+            keyid: keyid.to_owned(),
+            method,
+            sig,
+        })
+    }
 }
 
-type_tag!(
-    /// `"_type": "Root"`.
-    RootTag,
-    "Root"
-);
-type_tag!(
-    /// `"_type": "Targets"`, also used by delegated targets roles.
-    TargetsTag,
-    "Targets"
-);
-type_tag!(
-    /// `"_type": "Snapshot"`.
-    SnapshotTag,
-    "Snapshot"
-);
-type_tag!(
-    /// `"_type": "Timestamp"`.
-    TimestampTag,
-    "Timestamp"
-);
+impl HashValue for HashBytes {
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl RoleListing for FileMeta<Notary> {
+    fn listed_version(&self) -> Option<u64> {
+        None
+    }
+
+    fn check_bytes(&self, role: &str, listed_in: &str, version: u64, content: &[u8]) -> Result<()> {
+        self.check(role, listed_in, version, content)
+    }
+}
+
+impl MetadataKey for TufKey {
+    fn key_id(&self) -> String {
+        self.id()
+    }
+
+    fn public_key(&self) -> Result<PublicKey> {
+        self.to_public_key()
+    }
+}
+
+impl MetadataSignature for Signature {
+    fn keyid(&self) -> &str {
+        &self.keyid
+    }
+
+    fn sig(&self) -> &[u8] {
+        &self.sig
+    }
+}
+
+/// `"_type": "Root"`.
+pub type RootTag = TypeTag<Notary, kind::Root>;
+/// `"_type": "Targets"`, also used by delegated targets roles.
+pub type TargetsTag = TypeTag<Notary, kind::Targets>;
+/// `"_type": "Snapshot"`.
+pub type SnapshotTag = TypeTag<Notary, kind::Snapshot>;
+/// `"_type": "Timestamp"`.
+pub type TimestampTag = TypeTag<Notary, kind::Timestamp>;
 
 /// Serde helper for byte strings written as standard base64 (`#[serde(with = ...)]`).
 pub(crate) mod base64_bytes {
@@ -156,7 +232,7 @@ mod tests {
         assert!(serde_json::from_str::<RootTag>("\"Root\"").is_ok());
         assert!(serde_json::from_str::<RootTag>("\"root\"").is_err());
         assert_eq!(
-            serde_json::to_string(&TimestampTag).expect("ser"),
+            serde_json::to_string(&TimestampTag::new()).expect("ser"),
             "\"Timestamp\""
         );
     }

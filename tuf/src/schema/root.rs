@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::notary::RootTag;
-use super::{Expires, Extra, Role, RoleType, TufKey};
+use super::dialect::{Dialect, MetadataKey, Notary, TypeTag, kind};
+use super::{Expires, Extra, RoleBody, RoleType};
 use crate::error::{Error, Result};
 
 /// The keys and threshold of one top-level role.
@@ -34,16 +34,21 @@ impl RoleKeys {
 
 /// The body of root.json.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Root {
-    /// `"_type": "Root"`.
+#[serde(bound = "")]
+pub struct Root<D: Dialect = Notary> {
+    /// `"_type"`: `Root` (Notary) or `root` (TUF 1.0).
     #[serde(rename = "_type")]
-    pub type_tag: RootTag,
-    /// Notary always writes `false`: it fetches by hash, not by versioned name.
+    pub type_tag: TypeTag<D, kind::Root>,
+    /// The dialect's other header fields (`spec_version` in TUF 1.0).
+    #[serde(flatten)]
+    pub header: D::Header,
+    /// Notary always writes `false`: it fetches by hash, not by versioned name. sigil's
+    /// TUF 1.0 repositories write `true` (`N.ROLE.json` file names).
     pub consistent_snapshot: bool,
     /// Expiry.
     pub expires: Expires,
     /// Every key of every top-level role, by TUF key id.
-    pub keys: BTreeMap<String, TufKey>,
+    pub keys: BTreeMap<String, D::Key>,
     /// `root`, `targets`, `snapshot`, `timestamp` → keys and threshold.
     pub roles: BTreeMap<String, RoleKeys>,
     /// Version.
@@ -53,8 +58,9 @@ pub struct Root {
     pub extra: Extra,
 }
 
-impl Role for Root {
-    const TYPE: &'static str = RootTag::TEXT;
+impl<D: Dialect> RoleBody for Root<D> {
+    type Dialect = D;
+    const TYPE: &'static str = D::ROOT_TYPE;
 
     fn version(&self) -> u64 {
         self.version
@@ -66,11 +72,20 @@ impl Role for Root {
 }
 
 impl Root {
-    /// An empty root (no keys, no roles) at `version`.
+    /// An empty Notary root (no keys, no roles) at `version`.
     pub fn new(version: u64, expires: Expires) -> Self {
+        Self::new_in(Notary, version, expires)
+    }
+}
+
+impl<D: Dialect> Root<D> {
+    /// An empty root (no keys, no roles) at `version` in dialect `D`, with the dialect's
+    /// header and `consistent_snapshot` choice.
+    pub fn new_in(_: D, version: u64, expires: Expires) -> Self {
         Self {
-            type_tag: RootTag,
-            consistent_snapshot: false,
+            type_tag: TypeTag::new(),
+            header: D::Header::default(),
+            consistent_snapshot: D::CONSISTENT_SNAPSHOT,
             expires,
             keys: BTreeMap::new(),
             roles: BTreeMap::new(),
@@ -86,7 +101,7 @@ impl Root {
 
     /// The keys of a top-level role, with their ids, in the order root lists them. Ids listed
     /// without a key are skipped ([`Root::validate`] refuses them).
-    pub fn role_keys(&self, role: RoleType) -> Vec<(&str, &TufKey)> {
+    pub fn role_keys(&self, role: RoleType) -> Vec<(&str, &D::Key)> {
         self.role(role)
             .map(|r| {
                 r.keyids
@@ -99,10 +114,10 @@ impl Root {
 
     /// Replaces the keys of a top-level role, keeping its threshold (1 for a new role), and
     /// drops keys no role uses any more.
-    pub fn set_role_keys(&mut self, role: RoleType, keys: &[TufKey]) {
-        let ids: Vec<String> = keys.iter().map(TufKey::id).collect();
+    pub fn set_role_keys(&mut self, role: RoleType, keys: &[D::Key]) {
+        let ids: Vec<String> = keys.iter().map(MetadataKey::key_id).collect();
         for key in keys {
-            self.keys.insert(key.id(), key.clone());
+            self.keys.insert(key.key_id(), key.clone());
         }
         let entry = self
             .roles
@@ -113,7 +128,9 @@ impl Root {
             self.roles.values().flat_map(|r| r.keyids.iter()).collect();
         self.keys.retain(|id, _| used.contains(id));
     }
+}
 
+impl Root {
     /// Checks Notary's structural rules: version ≥ 1, all four roles present with threshold ≥ 1,
     /// every listed key id present, and every key stored under its own id.
     pub fn validate(&self) -> Result<()> {

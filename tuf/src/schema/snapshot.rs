@@ -5,20 +5,26 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::notary::{self, SnapshotTag};
-use super::{Expires, Extra, FileMeta, Role};
+use super::dialect::{Dialect, Notary, TypeTag, kind};
+use super::notary;
+use super::{Expires, Extra, RoleBody};
 use crate::error::{Error, Result};
 
 /// The body of snapshot.json.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// `"_type": "Snapshot"`.
+#[serde(bound = "")]
+pub struct Snapshot<D: Dialect = Notary> {
+    /// `"_type"`: `Snapshot` or `snapshot`.
     #[serde(rename = "_type")]
-    pub type_tag: SnapshotTag,
+    pub type_tag: TypeTag<D, kind::Snapshot>,
+    /// The dialect's other header fields (`spec_version` in TUF 1.0).
+    #[serde(flatten)]
+    pub header: D::Header,
     /// Expiry.
     pub expires: Expires,
-    /// Role name (`root`, `targets`, `targets/...`) → length and hashes of its file.
-    pub meta: BTreeMap<String, FileMeta>,
+    /// Notary: role name (`root`, `targets`, `targets/...`) → length and hashes of its file.
+    /// TUF 1.0: file name (`targets.json`, `ROLE.json`) → version (and optional length, hashes).
+    pub meta: BTreeMap<String, D::MetaFile>,
     /// Version.
     pub version: u64,
     /// Unknown fields.
@@ -26,8 +32,9 @@ pub struct Snapshot {
     pub extra: Extra,
 }
 
-impl Role for Snapshot {
-    const TYPE: &'static str = SnapshotTag::TEXT;
+impl<D: Dialect> RoleBody for Snapshot<D> {
+    type Dialect = D;
+    const TYPE: &'static str = D::SNAPSHOT_TYPE;
 
     fn version(&self) -> u64 {
         self.version
@@ -39,17 +46,27 @@ impl Role for Snapshot {
 }
 
 impl Snapshot {
-    /// An empty snapshot.
+    /// An empty Notary snapshot.
     pub fn new(version: u64, expires: Expires) -> Self {
+        Self::new_in(Notary, version, expires)
+    }
+}
+
+impl<D: Dialect> Snapshot<D> {
+    /// An empty snapshot in dialect `D`.
+    pub fn new_in(_: D, version: u64, expires: Expires) -> Self {
         Self {
-            type_tag: SnapshotTag,
+            type_tag: TypeTag::new(),
+            header: D::Header::default(),
             expires,
             meta: BTreeMap::new(),
             version,
             extra: Extra::new(),
         }
     }
+}
 
+impl Snapshot {
     /// Checks Notary's rules: version ≥ 1, root and targets listed with a sha256, and every
     /// entry's hashes well formed.
     pub fn validate(&self) -> Result<()> {

@@ -6,9 +6,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::notary::TargetsTag;
-use super::{Expires, Extra, FileMeta, Role, TufKey, is_delegation, parent_role};
+use super::dialect::{Dialect, Notary, TypeTag, kind};
+use super::{Expires, Extra, FileMeta, RoleBody, is_delegation, parent_role};
 use crate::error::{Error, Result};
+
+/// Keys with their TUF ids, as a role lists them.
+pub type KeyRefs<'a, K> = Vec<(&'a str, &'a K)>;
 
 /// One delegation: a child role, its keys and threshold, and the target paths it may sign.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,13 +22,17 @@ pub struct DelegatedRole {
     pub keyids: Vec<String>,
     /// Distinct valid signatures required.
     pub threshold: u64,
+    /// TUF 1.0: whether the search for a target stops at this role when its paths match
+    /// (required there). Notary does not use it; it is kept when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminating: Option<bool>,
     /// Path prefixes the role may sign (Notary semantics: plain prefixes, `""` means all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paths: Option<Vec<String>>,
     /// Hex prefixes of SHA-256(target path) the role may sign (TUF; notary 0.7 ignores them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_hash_prefixes: Option<Vec<String>>,
-    /// Unknown fields (`terminating`, ...).
+    /// Unknown fields.
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -37,6 +44,7 @@ impl DelegatedRole {
             name: name.to_owned(),
             keyids,
             threshold,
+            terminating: None,
             paths: Some(paths),
             path_hash_prefixes: None,
             extra: Extra::new(),
@@ -119,10 +127,11 @@ impl PathRule {
 }
 
 /// The `delegations` object of a targets role.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Delegations {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct Delegations<D: Dialect = Notary> {
     /// Keys of all delegated roles, by TUF key id.
-    pub keys: BTreeMap<String, TufKey>,
+    pub keys: BTreeMap<String, D::Key>,
     /// Delegated roles, in priority order.
     pub roles: Vec<DelegatedRole>,
     /// Unknown fields.
@@ -130,14 +139,24 @@ pub struct Delegations {
     pub extra: Extra,
 }
 
-impl Delegations {
+impl<D: Dialect> Default for Delegations<D> {
+    fn default() -> Self {
+        Self {
+            keys: BTreeMap::new(),
+            roles: Vec::new(),
+            extra: Extra::new(),
+        }
+    }
+}
+
+impl<D: Dialect> Delegations<D> {
     /// The delegation named `name`.
     pub fn role(&self, name: &str) -> Option<&DelegatedRole> {
         self.roles.iter().find(|r| r.name == name)
     }
 
     /// The keys of a delegated role with their ids (ids without a key are skipped).
-    pub fn role_keys<'a>(&'a self, role: &'a DelegatedRole) -> Vec<(&'a str, &'a TufKey)> {
+    pub fn role_keys<'a>(&'a self, role: &'a DelegatedRole) -> Vec<(&'a str, &'a D::Key)> {
         role.keyids
             .iter()
             .filter_map(|id| self.keys.get(id).map(|k| (id.as_str(), k)))
@@ -157,18 +176,23 @@ impl Delegations {
 
 /// The body of targets.json or of a delegated role's file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Targets {
-    /// `"_type": "Targets"`.
+#[serde(bound = "")]
+pub struct Targets<D: Dialect = Notary> {
+    /// `"_type"`: `Targets` or `targets`.
     #[serde(rename = "_type")]
-    pub type_tag: TargetsTag,
-    /// Delegations. Notary always writes the object (empty when there are none); it is
-    /// optional here only so that documents without it re-serialise unchanged.
+    pub type_tag: TypeTag<D, kind::Targets>,
+    /// The dialect's other header fields (`spec_version` in TUF 1.0).
+    #[serde(flatten)]
+    pub header: D::Header,
+    /// Delegations. Notary always writes the object (empty when there are none); TUF 1.0
+    /// writes it only when there are delegations. Optional so that documents without it
+    /// re-serialise unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delegations: Option<Delegations>,
+    pub delegations: Option<Delegations<D>>,
     /// Expiry.
     pub expires: Expires,
     /// Target path → length and hashes.
-    pub targets: BTreeMap<String, FileMeta>,
+    pub targets: BTreeMap<String, FileMeta<D>>,
     /// Version.
     pub version: u64,
     /// Unknown fields.
@@ -176,8 +200,9 @@ pub struct Targets {
     pub extra: Extra,
 }
 
-impl Role for Targets {
-    const TYPE: &'static str = TargetsTag::TEXT;
+impl<D: Dialect> RoleBody for Targets<D> {
+    type Dialect = D;
+    const TYPE: &'static str = D::TARGETS_TYPE;
 
     fn version(&self) -> u64 {
         self.version
@@ -189,11 +214,22 @@ impl Role for Targets {
 }
 
 impl Targets {
-    /// An empty targets role, with the empty `delegations` object Notary writes.
+    /// An empty Notary targets role, with the empty `delegations` object Notary writes.
     pub fn new(version: u64, expires: Expires) -> Self {
         Self {
-            type_tag: TargetsTag,
             delegations: Some(Delegations::default()),
+            ..Self::new_in(Notary, version, expires)
+        }
+    }
+}
+
+impl<D: Dialect> Targets<D> {
+    /// An empty targets role in dialect `D`, without a `delegations` object.
+    pub fn new_in(_: D, version: u64, expires: Expires) -> Self {
+        Self {
+            type_tag: TypeTag::new(),
+            header: D::Header::default(),
+            delegations: None,
             expires,
             targets: BTreeMap::new(),
             version,
@@ -210,12 +246,14 @@ impl Targets {
     }
 
     /// The delegation entry for `name`, with its keys.
-    pub fn delegation(&self, name: &str) -> Option<(&DelegatedRole, Vec<(&str, &TufKey)>)> {
+    pub fn delegation(&self, name: &str) -> Option<(&DelegatedRole, KeyRefs<'_, D::Key>)> {
         let d = self.delegations.as_ref()?;
         let role = d.role(name)?;
         Some((role, d.role_keys(role)))
     }
+}
 
+impl Targets {
     /// Checks Notary's structural rules for the role named `name`: version ≥ 1; each delegation
     /// is a valid name directly under `name`, has threshold ≥ 1 and only known keys; keys are
     /// stored under their own ids; hashes are well formed; hash prefixes are hex.

@@ -5,20 +5,25 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::notary::TimestampTag;
-use super::{Expires, Extra, FileMeta, Role};
+use super::dialect::{Dialect, Notary, TypeTag, kind};
+use super::{Expires, Extra, FileMeta, RoleBody};
 use crate::error::{Error, Result};
 
 /// The body of timestamp.json.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Timestamp {
-    /// `"_type": "Timestamp"`.
+#[serde(bound = "")]
+pub struct Timestamp<D: Dialect = Notary> {
+    /// `"_type"`: `Timestamp` or `timestamp`.
     #[serde(rename = "_type")]
-    pub type_tag: TimestampTag,
+    pub type_tag: TypeTag<D, kind::Timestamp>,
+    /// The dialect's other header fields (`spec_version` in TUF 1.0).
+    #[serde(flatten)]
+    pub header: D::Header,
     /// Expiry.
     pub expires: Expires,
-    /// `snapshot` → length and hashes of snapshot.json.
-    pub meta: BTreeMap<String, FileMeta>,
+    /// Notary: `snapshot` → length and hashes of snapshot.json. TUF 1.0: `snapshot.json` →
+    /// its version (and optional length, hashes).
+    pub meta: BTreeMap<String, D::MetaFile>,
     /// Version.
     pub version: u64,
     /// Unknown fields.
@@ -26,8 +31,9 @@ pub struct Timestamp {
     pub extra: Extra,
 }
 
-impl Role for Timestamp {
-    const TYPE: &'static str = TimestampTag::TEXT;
+impl<D: Dialect> RoleBody for Timestamp<D> {
+    type Dialect = D;
+    const TYPE: &'static str = D::TIMESTAMP_TYPE;
 
     fn version(&self) -> u64 {
         self.version
@@ -38,21 +44,36 @@ impl Role for Timestamp {
     }
 }
 
-impl Timestamp {
-    /// A timestamp pinning the snapshot file `snapshot` (its exact bytes).
-    pub fn for_snapshot(version: u64, expires: Expires, snapshot: &[u8]) -> Self {
-        let mut meta = BTreeMap::new();
-        meta.insert("snapshot".to_owned(), FileMeta::from_bytes(snapshot));
+impl<D: Dialect> Timestamp<D> {
+    /// A timestamp in dialect `D` listing the snapshot file under `name` (Notary: `snapshot`,
+    /// TUF 1.0: `snapshot.json`).
+    pub fn listing_in(_: D, version: u64, expires: Expires, name: &str, meta: D::MetaFile) -> Self {
+        let mut listed = BTreeMap::new();
+        listed.insert(name.to_owned(), meta);
         Self {
-            type_tag: TimestampTag,
+            type_tag: TypeTag::new(),
+            header: D::Header::default(),
             expires,
-            meta,
+            meta: listed,
             version,
             extra: Extra::new(),
         }
     }
+}
 
-    /// The snapshot's listing.
+impl Timestamp {
+    /// A timestamp pinning the snapshot file `snapshot` (its exact bytes).
+    pub fn for_snapshot(version: u64, expires: Expires, snapshot: &[u8]) -> Self {
+        Self::listing_in(
+            Notary,
+            version,
+            expires,
+            "snapshot",
+            FileMeta::from_bytes(snapshot),
+        )
+    }
+
+    /// The Notary snapshot's listing.
     pub fn snapshot(&self) -> Option<&FileMeta> {
         self.meta.get("snapshot")
     }
