@@ -8,7 +8,7 @@ use cryptoki::session::Session;
 use super::super::{BackendKey, Error, KeyLocator, KeyMeta, KeyOwner};
 use super::decode::read_public;
 use super::{Handles, LABEL_PREFIX, NOTARY_LABEL_PREFIX, Token, classify};
-use crate::service::{check_gun, check_role};
+use crate::service::validate::{check_gun, check_role};
 
 /// Every sigil key on the token; also records their handles for this incarnation.
 /// Finds sigil's keys on the token (by label) and the adopted ones (by `CKA_ID`), and records
