@@ -24,6 +24,7 @@
 pub mod bench;
 pub mod cert_files;
 pub mod notary;
+pub mod python;
 pub mod yubikey;
 
 use std::collections::BTreeMap;

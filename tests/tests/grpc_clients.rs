@@ -124,49 +124,14 @@ async fn every_authority_form_gets_an_answer() {
     }
 }
 
-/// A venv with grpcio and grpcio-tools from PyPI, kept under the target directory.
+/// A venv with grpcio, grpcio-tools and grpcio-reflection from PyPI, kept under the target
+/// directory.
 fn python_venv() -> PathBuf {
-    let venv = target_dir().join("py-grpc-venv");
-    let python = venv.join("bin/python");
-    let ready = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import grpc, grpc_tools, grpc_reflection"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if ready(&python) {
-        return python;
-    }
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .output()
-        .expect("python3 missing: apt-get install -y python3 python3-venv");
-    assert!(
-        made.status.success(),
-        "python3 -m venv failed (apt-get install -y python3-venv):\n{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let pip = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "grpcio",
-            "grpcio-tools",
-            "grpcio-reflection",
-        ])
-        .output()
-        .expect("running pip");
-    assert!(
-        pip.status.success(),
-        "pip install grpcio grpcio-tools grpcio-reflection failed (PyPI reachable?):\n{}",
-        String::from_utf8_lossy(&pip.stderr)
-    );
-    assert!(ready(&python), "grpcio not importable after pip install");
-    python
+    sigil_e2e::python::venv(
+        "py-grpc-venv",
+        &["grpcio", "grpcio-tools", "grpcio-reflection"],
+        "import grpc, grpc_tools, grpc_reflection",
+    )
 }
 
 const PYTHON_CLIENT: &str = r#"
