@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use prost::Message as _;
-use sigil_e2e::{DevDir, parse_public, target_dir};
+use sigil_e2e::{DevDir, parse_public};
 use sigil_proto::sigil_v1 as pb;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
