@@ -198,16 +198,17 @@ fn spki_bits(der: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    /// A P-256 public key made with `openssl ecparam -genkey` (base64 of its SPKI DER).
-    const P256_SPKI_B64: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEckdkDnUY0D5EAvhMCjAVFq/gJaglnjzqZfzl7SVdD1sqaYi5gmv4qDkbnCGJshESyRaeooNGYOwsIqFUeOIjPw==";
+    /// A P-256 public key made with `openssl ecparam -genkey`.
+    const P256_SPKI_PEM: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEckdkDnUY0D5EAvhMCjAVFq/gJagl
+njzqZfzl7SVdD1sqaYi5gmv4qDkbnCGJshESyRaeooNGYOwsIqFUeOIjPw==
+-----END PUBLIC KEY-----
+";
 
     fn p256() -> Key {
-        let spki_der = spki::der::pem::decode_vec(
-            format!("-----BEGIN PUBLIC KEY-----\n{P256_SPKI_B64}\n-----END PUBLIC KEY-----\n")
-                .as_bytes(),
-        )
-        .expect("pem")
-        .1;
+        let spki_der = spki::der::pem::decode_vec(P256_SPKI_PEM.as_bytes())
+            .expect("pem")
+            .1;
         Key::from_wire(&pb::PublicKey {
             key_id: "ab".repeat(32),
             backend: "softhsm".into(),
