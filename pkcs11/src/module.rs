@@ -413,7 +413,7 @@ impl Module {
     }
 }
 
-fn attr<'a>(template: &'a Template, kind: CK_ATTRIBUTE_TYPE) -> Option<&'a [u8]> {
+fn attr(template: &Template, kind: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
     template
         .iter()
         .find(|(t, _)| *t == kind)

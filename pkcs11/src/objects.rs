@@ -248,8 +248,8 @@ njzqZfzl7SVdD1sqaYi5gmv4qDkbnCGJshESyRaeooNGYOwsIqFUeOIjPw==
     fn templates_match_on_every_attribute() {
         let key = p256();
         let class = (CKA_CLASS, ulong(CKO_PRIVATE_KEY as CK_ULONG));
-        assert!(key.matches(true, &[class.clone()]));
-        assert!(!key.matches(false, &[class.clone()]));
+        assert!(key.matches(true, std::slice::from_ref(&class)));
+        assert!(!key.matches(false, std::slice::from_ref(&class)));
         assert!(key.matches(true, &[class.clone(), (CKA_ID, vec![0xab; 32])]));
         assert!(!key.matches(true, &[class, (CKA_ID, vec![0xab; 31])]));
         assert!(!key.matches(true, &[(CKA_VALUE, vec![])]));
