@@ -196,6 +196,13 @@ fn the_raw_function_list_refuses_bad_input_and_signs_every_way() {
         CKR_CRYPTOKI_NOT_INITIALIZED
     );
 
+    // Nobody listening on SIGIL_SOCKET yet: C_Initialize fails and leaves nothing behind.
+    assert_eq!(call!(f, C_Initialize(null_mut())), CKR_DEVICE_ERROR);
+    assert_eq!(
+        call!(f, C_GetSlotList(0, null_mut(), &mut count)),
+        CKR_CRYPTOKI_NOT_INITIALIZED
+    );
+
     // The daemon and its keys, made through sigild's own API.
     let daemon = dir.start();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
