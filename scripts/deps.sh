@@ -52,6 +52,13 @@ requirements+=(
     "iproute2          cmd:ip"
 )
 
+# The PKCS#11 module's interop tests (tests/tests/pkcs11_module.rs): OpenSSL's
+# pkcs11 engine (bookworm has no pkcs11-provider) and venv for python-tuf.
+requirements+=(
+    "libengine-pkcs11-openssl file:/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so"
+    "python3-venv      file:/usr/lib/python3.11/ensurepip/__init__.py"
+)
+
 present() {
     local what=$1
     case $what in
