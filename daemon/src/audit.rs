@@ -304,8 +304,42 @@ impl AuditLog {
         let mut line = serde_json::to_vec(&Line { time, event })?;
         line.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        file.write_all(&line)
+        append_whole(&mut file, &line)
     }
+}
+
+/// Appends `line` to `file` (opened for appending, and only appended to under the caller's
+/// lock) or, when that fails part-way (a full disk), cuts the fragment off again: a torn line
+/// would make every later line unreadable to a JSON-lines reader. The error is returned either
+/// way, so the operation the line was for fails closed. The happy path is one `write`.
+fn append_whole(file: &mut File, line: &[u8]) -> std::io::Result<()> {
+    let mut written = 0;
+    while written < line.len() {
+        match file.write(&line[written..]) {
+            Ok(0) => {
+                let e = std::io::Error::new(std::io::ErrorKind::WriteZero, "audit log write");
+                return Err(cut_fragment(file, written, e));
+            }
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(cut_fragment(file, written, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Truncates the `written` bytes of a torn line off the end of `file`; gives back `error`
+/// (with the truncation's own failure logged: the line is then torn for good).
+fn cut_fragment(file: &File, written: usize, error: std::io::Error) -> std::io::Error {
+    if written > 0 {
+        let cut = file
+            .metadata()
+            .and_then(|m| file.set_len(m.len().saturating_sub(written as u64)));
+        if let Err(e) = cut {
+            tracing::error!(error = %e, "could not remove a partly written audit line");
+        }
+    }
+    error
 }
 
 impl Drop for AuditLog {

@@ -398,6 +398,7 @@ impl DevDir {
             module: PathBuf::from(SOFTHSM_MODULE),
             owner_rule: true,
             extra: String::new(),
+            audit_log: None,
         }
     }
 
@@ -457,9 +458,16 @@ pub struct ConfigBuilder {
     module: PathBuf,
     owner_rule: bool,
     extra: String,
+    audit_log: Option<PathBuf>,
 }
 
 impl ConfigBuilder {
+    /// `[server] audit_log` (default: `audit.jsonl` in the dev directory).
+    pub fn audit_log(mut self, path: &Path) -> Self {
+        self.audit_log = Some(path.to_owned());
+        self
+    }
+
     /// `[server] max_message_bytes`.
     pub fn max_message_bytes(mut self, n: usize) -> Self {
         self.max_message_bytes = Some(n);
@@ -510,7 +518,11 @@ impl ConfigBuilder {
              [server]\nsocket = {socket}\nsocket_mode = \"0666\"\naudit_log = {audit}\n\
              state_dir = {state}\n",
             socket = toml_path(&self.socket),
-            audit = toml_path(&self.dir.join("audit.jsonl")),
+            audit = toml_path(
+                self.audit_log
+                    .as_deref()
+                    .unwrap_or(&self.dir.join("audit.jsonl"))
+            ),
             state = toml_path(&self.dir.join("state")),
         );
         if let Some(n) = self.max_message_bytes {

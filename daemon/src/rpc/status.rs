@@ -15,6 +15,10 @@ impl From<Error> for Status {
                 Code::ResourceExhausted
             }
             Error::Unavailable(_) => Code::Unavailable,
+            Error::AuditUnavailable(detail) => {
+                tracing::error!(%detail, "request refused");
+                Code::Unavailable
+            }
             Error::TokenLocked(_) | Error::Precondition(_) => Code::FailedPrecondition,
             Error::Internal(detail) => {
                 tracing::error!(%detail, "request failed");
@@ -38,6 +42,10 @@ mod tests {
             (Error::TooLarge { size: 2, max: 1 }, Code::ResourceExhausted),
             (Error::Busy("b".into()), Code::ResourceExhausted),
             (Error::Exhausted("e".into()), Code::ResourceExhausted),
+            (
+                Error::AuditUnavailable("disk full".into()),
+                Code::Unavailable,
+            ),
             (Error::Unavailable("u".into()), Code::Unavailable),
             (Error::TokenLocked("l".into()), Code::FailedPrecondition),
             (Error::Precondition("p".into()), Code::FailedPrecondition),

@@ -211,9 +211,7 @@ fn capped(reason: &str) -> Cow<'_, str> {
 }
 
 pub(super) fn audit_failed(e: &std::io::Error) -> Error {
-    Error::Internal(format!(
-        "cannot write the audit log, operation refused: {e}"
-    ))
+    Error::AuditUnavailable(format!("cannot write the audit log: {e}"))
 }
 
 fn outcome(error: Option<&Error>) -> &'static str {

@@ -51,6 +51,10 @@ pub enum Error {
     /// The token is absent or unplugged.
     #[error("token unavailable: {0}")]
     Unavailable(String),
+    /// The audit log cannot be written (a full disk, say): nothing is signed until it can be,
+    /// and the caller may retry. The detail is logged, not returned.
+    #[error("the audit log cannot be written; operation refused")]
+    AuditUnavailable(String),
     /// The token is locked or refused the PIN.
     #[error("{0}")]
     TokenLocked(String),
@@ -82,7 +86,10 @@ impl From<backend::Error> for Error {
                 Self::Precondition(e.to_string())
             }
             B::Busy { .. } => Self::Busy(e.to_string()),
-            B::KeyNotFound => Self::Internal("key vanished from the token".into()),
+            // The ring still lists the key, but the token does not show it: the token was
+            // pulled (SoftHSM's store moved away answers this way before the slot goes), or
+            // the key was deleted behind sigild's back. Either way retrying may help.
+            B::KeyNotFound => Self::Unavailable("the key is not on the token right now".into()),
             other => Self::Internal(other.to_string()),
         }
     }
