@@ -409,17 +409,7 @@ impl SigningService {
 
     /// Size and shape checks that need no key: they run before any lookup.
     fn check_payload(&self, payload: &Payload) -> Result<(), Error> {
-        match payload {
-            Payload::Message(m) if m.len() > self.max_message_bytes => Err(Error::TooLarge {
-                size: m.len(),
-                max: self.max_message_bytes,
-            }),
-            Payload::Digest(d) if d.len() != 32 => Err(Error::BadRequest(format!(
-                "sha256_digest must be exactly 32 bytes, got {}",
-                d.len()
-            ))),
-            _ => Ok(()),
-        }
+        check_payload(payload, self.max_message_bytes)
     }
 
     /// The signing core shared by every front door: hash as the algorithm needs, sign on the
@@ -875,7 +865,23 @@ fn view(key: &KeyEntry) -> KeyView<'_> {
     }
 }
 
-fn check_key_id(key_id: &str) -> Result<(), Error> {
+/// Size and shape of a payload, against the configured `max_message_bytes`.
+pub fn check_payload(payload: &Payload, max_message_bytes: usize) -> Result<(), Error> {
+    match payload {
+        Payload::Message(m) if m.len() > max_message_bytes => Err(Error::TooLarge {
+            size: m.len(),
+            max: max_message_bytes,
+        }),
+        Payload::Digest(d) if d.len() != 32 => Err(Error::BadRequest(format!(
+            "sha256_digest must be exactly 32 bytes, got {}",
+            d.len()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Key ids are the SHA-256 of the public key, in lowercase hex.
+pub fn check_key_id(key_id: &str) -> Result<(), Error> {
     if key_id.is_empty() {
         return Err(Error::BadRequest("key_id is required".into()));
     }
@@ -892,7 +898,7 @@ fn check_key_id(key_id: &str) -> Result<(), Error> {
 }
 
 /// Roles are TUF role names: `root`, `targets`, `targets/releases`, …
-fn check_role(role: &str) -> Result<(), Error> {
+pub fn check_role(role: &str) -> Result<(), Error> {
     let ok = !role.is_empty()
         && role.len() <= 255
         && !role.starts_with('/')
@@ -911,7 +917,7 @@ fn check_role(role: &str) -> Result<(), Error> {
 }
 
 /// GUNs are collection names such as `example.com/app` or `localhost:5000/app`.
-fn check_gun(gun: &str) -> Result<(), Error> {
+pub fn check_gun(gun: &str) -> Result<(), Error> {
     if gun.len() > 255 || gun.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(Error::BadRequest(format!(
             "gun {gun:?} is not a valid collection name"
