@@ -298,7 +298,9 @@ impl<T: Role> Signed<T> {
     }
 
     /// The file as Notary writes and serves it: the envelope in struct order (`signed` first),
-    /// `signed` canonical, no whitespace.
+    /// `signed` canonical, no whitespace. Control characters, which canonical JSON leaves raw
+    /// and JSON parsers (serde_json, Go's) refuse, are written as `\u00XX` escapes so that the
+    /// file parses; they decode to the same string, so the signed canonical form is unchanged.
     pub fn to_vec(&self) -> Result<Vec<u8>> {
         let body = self.canonical_signed()?;
         let sigs = cjson::to_vec(&self.signatures)?;
@@ -308,7 +310,7 @@ impl<T: Role> Signed<T> {
         out.extend_from_slice(b",\"signatures\":");
         out.extend_from_slice(&sigs);
         out.push(b'}');
-        Ok(out)
+        Ok(cjson::escape_control_characters(out))
     }
 }
 
@@ -632,6 +634,28 @@ mod tests {
             proptest::prop_assert_eq!(&back, &signed);
             proptest::prop_assert_eq!(back.to_vec().expect("again"), bytes);
         }
+    }
+
+    /// Found by the `notary` fuzz target (fuzz/crashes/notary/): a string with an escaped
+    /// control character parsed, but the file written back carried it raw and did not parse.
+    #[test]
+    fn control_characters_in_strings_survive_the_file_round_trip() {
+        let mut t = Targets::new(1, Expires::parse("2030-01-02T03:04:05Z").expect("time"));
+        t.targets
+            .insert("a\nb\u{1}\"c".to_owned(), FileMeta::from_bytes(b"x"));
+        let signed = Signed {
+            signed: t,
+            signatures: vec![],
+        };
+        let bytes = signed.to_vec().expect("serialise");
+        assert!(!bytes.iter().any(|b| *b < 0x20), "raw control character in the file");
+        let back = Signed::<Targets>::from_slice("targets", &bytes).expect("the file parses");
+        assert_eq!(back, signed);
+        let canonical = back.canonical_signed().expect("canonical");
+        assert!(
+            canonical.windows(3).any(|w| w == b"a\nb"),
+            "the signed canonical form keeps the raw newline"
+        );
     }
 
     #[test]
