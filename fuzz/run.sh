@@ -5,7 +5,8 @@
 #   FUZZ_SECONDS=60       seconds per target
 #   FUZZ_TARGETS="a b"    targets to run (default: all, see `sigil-fuzz-afl --list`)
 #   FUZZ_MINIMIZE=1       afterwards, add what afl-cmin keeps of the queue to fuzz/corpus/<t>/
-#                         (new files only, named by content hash; 0 to leave the corpus alone)
+#                         (new files only, smallest first, named by content hash, while the
+#                         directory stays under FUZZ_CORPUS_KB=48 KiB; 0 leaves it alone)
 #
 # Installs what is missing: gcc and make (apt, root), cargo-afl (crates.io), whose install
 # builds AFL++ from the sources it ships. Findings go to target/fuzz/<target>/; a crash is
@@ -42,7 +43,7 @@ if [[ $(cargo afl --version 2>/dev/null) != *"$CARGO_AFL_VERSION"* ]]; then
     say "installing cargo-afl $CARGO_AFL_VERSION (builds AFL++)"
     cargo install cargo-afl --version "$CARGO_AFL_VERSION" --locked --force
 fi
-if ! cargo afl fuzz -h >/dev/null 2>&1; then
+if cargo afl fuzz -h 2>&1 | grep -q 'was not built'; then
     say "building AFL++ (cargo afl config --build)"
     cargo afl config --build --force
 fi
@@ -60,6 +61,29 @@ export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_FAST_CAL=1
 if [[ $(cat /proc/sys/kernel/core_pattern 2>/dev/null) == '|'* ]]; then
     export AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
 fi
+
+# bytes DIR: total size of the files in DIR.
+bytes() { find "$1" -type f -printf '%s\n' | awk '{ n += $1 } END { print n + 0 }'; }
+
+# merge TARGET DIR: adds DIR's inputs that fuzz/corpus/TARGET lacks (by content), smallest
+# first, named q-<hash>, while the directory stays under FUZZ_CORPUS_KB (default 48) KiB.
+merge() {
+    local t=$1 min=$2 dir=fuzz/corpus/$1 f h size added=0
+    local cap=$((${FUZZ_CORPUS_KB:-48} * 1024)) total
+    total=$(bytes "$dir")
+    declare -A have=()
+    for f in "$dir"/*; do have[$(sha1sum <"$f" | cut -c1-16)]=1; done
+    while read -r size f; do
+        h=$(sha1sum <"$f" | cut -c1-16)
+        [[ -n ${have[$h]:-} ]] && continue
+        ((total + size <= cap)) || break
+        cp "$f" "$dir/q-$h"
+        have[$h]=1
+        total=$((total + size))
+        added=$((added + 1))
+    done < <(find "$min" -type f -printf '%s %p\n' | sort -n)
+    say "$t: afl-cmin kept $(find "$min" -type f | wc -l) inputs; $added added to $dir ($total bytes)"
+}
 
 mapfile -t all < <("$driver" --list)
 read -r -a targets <<<"${FUZZ_TARGETS:-${all[*]}}"
@@ -89,17 +113,7 @@ for t in "${targets[@]}"; do
     if [[ ${FUZZ_MINIMIZE:-1} == 1 ]]; then
         min=$out/cmin
         if cargo afl cmin -i "$out/default/queue" -o "$min" -- "$driver" "$t" >"$out.cmin.log" 2>&1; then
-            added=0
-            declare -A have=()
-            for f in "fuzz/corpus/$t"/*; do have[$(sha1sum <"$f" | cut -c1-16)]=1; done
-            for f in "$min"/*; do
-                h=$(sha1sum <"$f" | cut -c1-16)
-                [[ -n ${have[$h]:-} ]] && continue
-                cp "$f" "fuzz/corpus/$t/q-$h"
-                added=$((added + 1))
-            done
-            unset have
-            say "$t: afl-cmin kept $(find "$min" -type f | wc -l) inputs, $added new in fuzz/corpus/$t ($(du -sh "fuzz/corpus/$t" | cut -f1))"
+            merge "$t" "$min"
         else
             say "$t: afl-cmin failed (log: $out.cmin.log); corpus unchanged"
         fi
