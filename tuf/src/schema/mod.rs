@@ -648,7 +648,10 @@ mod tests {
             signatures: vec![],
         };
         let bytes = signed.to_vec().expect("serialise");
-        assert!(!bytes.iter().any(|b| *b < 0x20), "raw control character in the file");
+        assert!(
+            !bytes.iter().any(|b| *b < 0x20),
+            "raw control character in the file"
+        );
         let back = Signed::<Targets>::from_slice("targets", &bytes).expect("the file parses");
         assert_eq!(back, signed);
         let canonical = back.canonical_signed().expect("canonical");
