@@ -7,6 +7,8 @@
 #                      sigil vs. the notary client, and sigild on the virtual YubiKey vs.
 #                      the yubikey crate in-process (release builds)
 #   make test-vyubikey only the YubiKey suites on the virtual YubiKey (root)
+#   make fuzz          coverage-guided fuzzing with AFL++ (cargo-afl, stable Rust), each
+#                      target for FUZZ_SECONDS (default 60), see fuzz/run.sh
 #   make test-yubikey  the yubikey backend suite on a PHYSICAL YubiKey:
 #                      make test-yubikey YUBIKEY_SERIAL=12345678 [YUBIKEY_PIN=...]
 #                      (explicit only, never part of `make test`)
@@ -27,10 +29,10 @@ banner = @printf '\n==> %s\n' '$(1)'
 # parallel on its own.
 .NOTPARALLEL:
 
-.PHONY: help deps build demo test bench test-vyubikey test-yubikey yubikey-serial fmt fmt-check clippy clean
+.PHONY: help deps build demo test bench fuzz test-vyubikey test-yubikey yubikey-serial fmt fmt-check clippy clean
 
 help:
-	@echo 'targets: demo test bench build deps fmt clippy clean test-vyubikey test-yubikey'
+	@echo 'targets: demo test bench fuzz build deps fmt clippy clean test-vyubikey test-yubikey'
 
 deps:
 	$(call banner,checking dependencies (scripts/deps.sh))
@@ -65,6 +67,12 @@ bench: deps
 	$(CARGO) run --release -p sigil-e2e --bin publish-bench
 	$(call banner,cargo run --release -p sigil-e2e --bin yubikey-bench)
 	$(CARGO) run --release -p sigil-e2e --bin yubikey-bench
+
+# Each fuzz target under AFL++ for FUZZ_SECONDS (default 60) from the committed corpus
+# (fuzz/corpus/, replayed by `make test`); FUZZ_TARGETS picks some. Installs cargo-afl.
+fuzz: deps
+	$(call banner,fuzz/run.sh)
+	fuzz/run.sh
 
 # Only the YubiKey suites on the virtual YubiKey (also part of `make test`; root):
 # the backend suite, the Notary collection with its root on the card, the

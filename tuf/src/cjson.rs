@@ -92,6 +92,24 @@ fn write(out: &mut Vec<u8>, value: &Value, mode: Mode) -> Result<()> {
     Ok(())
 }
 
+/// Canonical JSON made a valid JSON text: each control character (raw in canonical form, only
+/// possible inside strings since there is no whitespace) becomes a `\u00XX` escape, which
+/// decodes to the same string. For files; signatures cover the raw canonical form.
+pub fn escape_control_characters(canonical: Vec<u8>) -> Vec<u8> {
+    if !canonical.iter().any(|b| *b < 0x20) {
+        return canonical;
+    }
+    let mut out = Vec::with_capacity(canonical.len() + 16);
+    for b in canonical {
+        if b < 0x20 {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out
+}
+
 fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>, mode: Mode) -> Result<()> {
     // Sort explicitly: serde_json's map keeps insertion order when another crate in the build
     // turns on its `preserve_order` feature.

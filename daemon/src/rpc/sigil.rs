@@ -59,6 +59,35 @@ fn encoding_from_pb(value: i32) -> Result<SignatureEncoding, service::Error> {
     }
 }
 
+fn payload_from_pb(payload: pb::sign_request::Payload) -> Payload {
+    match payload {
+        pb::sign_request::Payload::Message(m) => Payload::Message(m),
+        pb::sign_request::Payload::Sha256Digest(d) => Payload::Digest(d),
+    }
+}
+
+/// The checks a Sign request passes before any key is looked up (encoding, payload size and
+/// shape, key id), made of the functions the handler and the service call, for the fuzz
+/// harness (fuzz/). A missing payload is refused by the service itself.
+pub fn precheck_sign(
+    req: &pb::SignRequest,
+    max_message_bytes: usize,
+) -> Result<(), service::Error> {
+    encoding_from_pb(req.encoding)?;
+    if let Some(payload) = req.payload.clone().map(payload_from_pb) {
+        service::check_payload(&payload, max_message_bytes)?;
+    }
+    service::check_key_id(&req.key_id)
+}
+
+/// The checks a GenerateKey request passes before policy and backends (algorithm, role,
+/// GUN), as [`precheck_sign`] for Sign.
+pub fn precheck_generate(req: &pb::GenerateKeyRequest) -> Result<(), service::Error> {
+    algorithm_from_pb(req.algorithm)?;
+    service::check_role(&req.role)?;
+    service::check_gun(&req.gun)
+}
+
 fn public_key(key: &KeyEntry) -> pb::PublicKey {
     pb::PublicKey {
         key_id: key.key_id.clone(),
@@ -206,10 +235,7 @@ impl pb::signer_server::Signer for SigilApi {
             self.service
                 .refuse("sign", Who::Unix(&caller), &req.key_id, None, e)
         })?;
-        let payload = req.payload.map(|p| match p {
-            pb::sign_request::Payload::Message(m) => Payload::Message(m),
-            pb::sign_request::Payload::Sha256Digest(d) => Payload::Digest(d),
-        });
+        let payload = req.payload.map(payload_from_pb);
         let signed = self
             .service
             .sign(&caller, &req.key_id, payload, encoding)

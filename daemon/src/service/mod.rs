@@ -22,7 +22,8 @@ mod sign;
 pub mod validate;
 
 pub use notary::NotaryCaps;
-use validate::{check_key_id, shown};
+use validate::shown;
+pub use validate::{check_gun, check_key_id, check_payload, check_role};
 
 /// Why a request was refused or failed. Messages are safe to send to the caller; `Internal`
 /// keeps its detail for the daemon's log only.

@@ -54,17 +54,7 @@ impl SigningService {
 
     /// Size and shape checks that need no key: they run before any lookup.
     pub(super) fn check_payload(&self, payload: &Payload) -> Result<(), Error> {
-        match payload {
-            Payload::Message(m) if m.len() > self.max_message_bytes => Err(Error::TooLarge {
-                size: m.len(),
-                max: self.max_message_bytes,
-            }),
-            Payload::Digest(d) if d.len() != 32 => Err(Error::BadRequest(format!(
-                "sha256_digest must be exactly 32 bytes, got {}",
-                d.len()
-            ))),
-            _ => Ok(()),
-        }
+        super::validate::check_payload(payload, self.max_message_bytes)
     }
 
     /// The signing core shared by every front door: hash as the algorithm needs, sign on the

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use sha2::{Digest as _, Sha256};
 use unicode_general_category::{GeneralCategory, get_general_category};
 
-use super::Error;
+use super::{Error, Payload};
 
 /// Longest request string shown as itself; role and GUN limits are below it.
 pub const MAX_SHOWN: usize = 256;
@@ -101,6 +101,22 @@ pub fn check_gun(gun: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// Size and shape of a Sign payload against `max_message_bytes`: checks that need no key and
+/// run before any lookup.
+pub fn check_payload(payload: &Payload, max_message_bytes: usize) -> Result<(), Error> {
+    match payload {
+        Payload::Message(m) if m.len() > max_message_bytes => Err(Error::TooLarge {
+            size: m.len(),
+            max: max_message_bytes,
+        }),
+        Payload::Digest(d) if d.len() != 32 => Err(Error::BadRequest(format!(
+            "sha256_digest must be exactly 32 bytes, got {}",
+            d.len()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

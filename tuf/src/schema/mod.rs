@@ -507,4 +507,29 @@ mod tests {
             proptest::prop_assert_eq!(back.to_vec().expect("again"), bytes);
         }
     }
+
+    /// Found by the `notary` fuzz target (fuzz/crashes/notary/): a string with an escaped
+    /// control character parsed, but the file written back carried it raw and did not parse.
+    #[test]
+    fn control_characters_in_strings_survive_the_file_round_trip() {
+        let mut t = Targets::new(1, Expires::parse("2030-01-02T03:04:05Z").expect("time"));
+        t.targets
+            .insert("a\nb\u{1}\"c".to_owned(), FileMeta::from_bytes(b"x"));
+        let signed = Signed {
+            signed: t,
+            signatures: vec![],
+        };
+        let bytes = signed.to_vec().expect("serialise");
+        assert!(
+            !bytes.iter().any(|b| *b < 0x20),
+            "raw control character in the file"
+        );
+        let back = Signed::<Targets>::from_slice("targets", &bytes).expect("the file parses");
+        assert_eq!(back, signed);
+        let canonical = back.canonical_signed().expect("canonical");
+        assert!(
+            canonical.windows(3).any(|w| w == b"a\nb"),
+            "the signed canonical form keeps the raw newline"
+        );
+    }
 }

@@ -129,7 +129,9 @@ impl Dialect for Notary {
         out.extend_from_slice(b",\"signatures\":");
         out.extend_from_slice(&signatures);
         out.push(b'}');
-        Ok(out)
+        // Canonical JSON leaves control characters raw, which no JSON parser reads back; the
+        // escapes decode to the same strings, so what the signatures cover is unchanged.
+        Ok(cjson::escape_control_characters(out))
     }
 
     fn verify(key: &TufKey, signature: &Signature, message: &[u8]) -> Result<()> {
