@@ -365,6 +365,73 @@ async fn a_message_beyond_the_frame_limit_is_resource_exhausted_too() {
     }
 }
 
+/// The Keys and Tokens services carry only short strings, so their frames are capped at 64 KiB:
+/// a larger request is refused (RESOURCE_EXHAUSTED) before it is decoded, buffered field by
+/// field or audited, and the daemon is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_tokens_requests_have_a_small_frame_limit() {
+    // The default max_message_bytes (4 MiB), which used to be the Keys limit too.
+    let dir = DevDir::new();
+    let daemon = dir.start();
+    let mut client = daemon.client().await;
+    let ecdsa = client
+        .generate("targets", "example.com/app", pb::Algorithm::EcdsaP256)
+        .await;
+    let baseline = client.list().await;
+    let audit_before = read_audit(daemon.audit_log()).len();
+    let big = "x".repeat(100 * 1024);
+
+    let status = client
+        .keys
+        .get_public_key(pb::GetPublicKeyRequest {
+            key_id: big.clone(),
+        })
+        .await
+        .expect_err("a 100 KiB key id");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let status = client
+        .keys
+        .generate_key(pb::GenerateKeyRequest {
+            backend: String::new(),
+            role: "targets".into(),
+            gun: big.clone(),
+            algorithm: pb::Algorithm::EcdsaP256.into(),
+        })
+        .await
+        .expect_err("a 100 KiB GUN");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let channel = sigil_e2e::unix_channel(sigil_e2e::unix_endpoint(), daemon.socket())
+        .await
+        .expect("a channel");
+    let status = pb::tokens_client::TokensClient::new(channel)
+        .unlock(pb::UnlockRequest {
+            backend: big,
+            pin: b"123456".to_vec(),
+        })
+        .await
+        .expect_err("a 100 KiB backend name");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    assert_eq!(
+        read_audit(daemon.audit_log()).len(),
+        audit_before,
+        "nothing refused before decoding is audited"
+    );
+    assert_unchanged(
+        &mut client,
+        &baseline,
+        &ecdsa,
+        "oversized Keys and Tokens frames",
+    )
+    .await;
+    // A request of ordinary size still gets its own answer (and its audit line).
+    let status = client
+        .public(&"ab".repeat(32))
+        .await
+        .expect_err("an unknown key");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+}
+
 /// Refusals decided while decoding (an encoding or algorithm value the API does not define)
 /// are Sign/GenerateKey refusals like any other and must leave their audit line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,8 +120,8 @@ pub async fn serve(
         .layer(tower::util::MapResponseLayer::new(
             oversize_is_resource_exhausted,
         ))
-        .add_service(KeysServer::new(api.clone()).max_decoding_message_size(decode_limit))
-        .add_service(TokensServer::new(api.clone()))
+        .add_service(KeysServer::new(api.clone()).max_decoding_message_size(SMALL_REQUEST_LIMIT))
+        .add_service(TokensServer::new(api.clone()).max_decoding_message_size(SMALL_REQUEST_LIMIT))
         .add_service(SignerServer::new(api).max_decoding_message_size(decode_limit))
         .add_service(health)
         .add_service(reflection_v1)
@@ -131,6 +131,12 @@ pub async fn serve(
     poll.abort();
     result.map_err(Error::from)
 }
+
+/// Decoding limit of the Keys and Tokens services: their requests carry a key id, a role, a
+/// GUN, a backend name or a PIN, all far below this, so a larger frame is refused by tonic
+/// before it is read (RESOURCE_EXHAUSTED, nothing audited) instead of being buffered and
+/// checked field by field. Sign has its own limit, `max_message_bytes` + 64 KiB.
+pub const SMALL_REQUEST_LIMIT: usize = 64 * 1024;
 
 /// tonic refuses a request frame over the decoding limit with OUT_OF_RANGE before reading it;
 /// the contract says an oversized Sign payload is RESOURCE_EXHAUSTED, whatever its size. sigild
@@ -143,7 +149,7 @@ fn oversize_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::R
         headers.insert(
             "grpc-message",
             http::HeaderValue::from_static(
-                "message%20too%20large%20for%20this%20daemon%20(send%20sha256_digest%20instead)",
+                "request%20too%20large%20for%20this%20daemon%20(to%20sign%20large%20data%2C%20send%20sha256_digest)",
             ),
         );
     }
