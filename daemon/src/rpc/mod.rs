@@ -3,6 +3,48 @@
 //! optional notary-signer endpoint is TCP with mutual TLS ([`notary`]). Both take connections
 //! through [`limits`] and cap HTTP/2 streams and headers per connection ([`http2_bounds`]).
 
+/// `AsyncWrite` for a connection wrapper `$wrapper<Io>` with an `io: Io` field: every call goes
+/// to the wrapped connection unchanged (the wrappers here only look at what clients send).
+macro_rules! forward_async_write {
+    ($wrapper:ident) => {
+        impl<Io: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for $wrapper<Io> {
+            fn poll_write(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.io.is_write_vectored()
+            }
+
+            fn poll_flush(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.io).poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+            }
+        }
+    };
+}
+
 pub mod authority;
 pub mod health;
 pub mod limits;
