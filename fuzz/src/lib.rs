@@ -8,7 +8,7 @@
 //! replays every committed input (`fuzz/corpus/<target>/`, `fuzz/crashes/<target>/`) as an
 //! ordinary test in `cargo test`.
 //!
-//! A new target (the TUF 1.0 metadata dialect, say) is a function here plus a line in
+//! A new target is a function here plus a line in
 //! [`TARGETS`] and a seeded `fuzz/corpus/<name>/` directory; the driver and the replay test
 //! pick it up by name.
 
@@ -17,6 +17,7 @@ pub mod config;
 pub mod notary;
 pub mod policy;
 pub mod request;
+pub mod tuf1;
 
 /// One fuzz target: a name (its corpus directory and the driver's argument) and its harness.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +37,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "notary",
         run: notary::notary,
+    },
+    Target {
+        name: "tuf1",
+        run: tuf1::tuf1,
     },
     Target {
         name: "config",

@@ -49,6 +49,11 @@ fn notary_corpus() {
 }
 
 #[test]
+fn tuf1_corpus() {
+    replay("tuf1");
+}
+
+#[test]
 fn config_corpus() {
     replay("config");
 }
