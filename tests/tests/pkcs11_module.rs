@@ -215,36 +215,19 @@ async fn openssl_signs_through_the_pkcs11_engine() {
     );
 }
 
-/// A venv under the target directory with python-tuf 7 and securesystemslib's HSM extra.
+/// A venv under the target directory with python-tuf 7 and securesystemslib's HSM extra
+/// (shared, flock-guarded creation: `sigil_e2e::python`).
 fn python_venv() -> PathBuf {
-    let venv = target_dir().join("pkcs11-venv");
-    let python = venv.join("bin").join("python3");
-    if python.exists() {
-        return venv;
-    }
-    let created = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        created,
-        "python3 -m venv failed: run `apt-get install -y python3-venv` (or `make deps`)"
+    let python = sigil_e2e::python::venv(
+        "pkcs11-venv",
+        &["tuf>=7,<8", "securesystemslib[hsm]>=1.3"],
+        "import tuf.api.metadata, securesystemslib.signer",
     );
-    let installed = Command::new(venv.join("bin").join("pip"))
-        .args([
-            "install",
-            "--quiet",
-            "tuf>=7,<8",
-            "securesystemslib[hsm]>=1.3",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
-        let _ = std::fs::remove_dir_all(&venv);
-        panic!("pip could not install python-tuf 7 and securesystemslib[hsm] from PyPI");
-    }
-    venv
+    python
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("venv/bin/python")
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
