@@ -1102,6 +1102,45 @@ pub fn run_with_timeout(cmd: &mut Command, dir: &Path, timeout: Duration) -> Com
     }
 }
 
+/// sigild on `dev`'s token serving its notary-signer endpoint on a free loopback port (for
+/// notary-server's client certificate, keys on the dev backend) with `extra_toml` appended to
+/// its config (written as `config_name`), waited for until mutual TLS answers, and the real
+/// notary-server using it as its signer. Returns the daemon, the endpoint's port and the server.
+pub fn sigild_behind_notary_server(
+    dev: &DevDir,
+    pki: &Pki,
+    extra_toml: &str,
+    config_name: &str,
+) -> (crate::Daemon, u16, NotaryServer) {
+    let port = free_port();
+    let config = dev
+        .config()
+        .append(&sigild_notary_toml(
+            port,
+            pki,
+            crate::DEV_BACKEND,
+            &[SERVER_CLIENT_CN],
+        ))
+        .append(extra_toml)
+        .write(config_name);
+    let mut daemon = dev.sigild_config(&config).spawn();
+    let stderr = daemon.stderr_path().to_owned();
+    wait_mtls(
+        port,
+        &pki.ca(),
+        &pki.client(),
+        crate::DAEMON_TIMEOUT,
+        || daemon.is_running(),
+        || read_text(&stderr),
+    );
+    let server = NotaryServer::start(
+        &dev.root().join("notary-server"),
+        pki,
+        &TrustService::remote(port),
+    );
+    (daemon, port, server)
+}
+
 /// sigild's `[notary_signer]` section: listen on 127.0.0.1:`port` with the [`Pki`]'s signer
 /// certificate, client certificates verified against its CA, keys on `backend`, `allowed`
 /// client identities.

@@ -26,14 +26,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sigil_e2e::cert_files::{self, Curve, LEAF_EXTENSIONS};
 use sigil_e2e::notary::{
-    CLIENT_PASSPHRASES, CommandOutput, NotaryClient, NotaryServer, Pki, SERVER_CLIENT_CN,
-    SignedDoc, TrustService, connect_signer, free_port, https_request, read_audit_lines,
-    require_notary, sigild_notary_toml, wait_mtls,
+    CLIENT_PASSPHRASES, CommandOutput, NotaryClient, NotaryServer, Pki, SignedDoc, connect_signer,
+    free_port, https_request, read_audit_lines, require_notary, sigild_behind_notary_server,
 };
-use sigil_e2e::{
-    DAEMON_TIMEOUT, DEV_BACKEND, Daemon, DevDir, OTHER_GID, OTHER_UID, openssl_in, read_text,
-    sha256_hex,
-};
+use sigil_e2e::{Daemon, DevDir, OTHER_GID, OTHER_UID, openssl_in, sha256_hex};
 use sigil_tuf::schema::{Expires, Root, Signature, SignatureMethod, Targets, Timestamp};
 use sigil_tuf::{Metadata, RoleType, Signed, TufKey};
 
@@ -59,32 +55,8 @@ impl Env {
         let dev = DevDir::new();
         dev.init();
         let pki = Pki::new(&dev.root().join("pki"), "sigil-cli-e2e");
-        let signer_port = free_port();
-        let config = dev
-            .config()
-            .append(&sigild_notary_toml(
-                signer_port,
-                &pki,
-                DEV_BACKEND,
-                &[SERVER_CLIENT_CN],
-            ))
-            .append(policy)
-            .write("sigild-cli.toml");
-        let mut daemon = dev.sigild_config(&config).spawn();
-        let stderr = daemon.stderr_path().to_owned();
-        wait_mtls(
-            signer_port,
-            &pki.ca(),
-            &pki.client(),
-            DAEMON_TIMEOUT,
-            || daemon.is_running(),
-            || read_text(&stderr),
-        );
-        let server = NotaryServer::start(
-            &dev.root().join("notary-server"),
-            &pki,
-            &TrustService::remote(signer_port),
-        );
+        let (daemon, signer_port, server) =
+            sigild_behind_notary_server(&dev, &pki, policy, "sigild-cli.toml");
         Self {
             dev,
             pki,

@@ -5,11 +5,8 @@
 
 use std::process::Command;
 
-use sigil_e2e::notary::{
-    NotaryServer, Pki, SERVER_CLIENT_CN, TrustService, free_port, require_notary,
-    sigild_notary_toml, wait_mtls,
-};
-use sigil_e2e::{DAEMON_TIMEOUT, DEV_BACKEND, DevDir, read_text};
+use sigil_e2e::DevDir;
+use sigil_e2e::notary::{Pki, require_notary, sigild_behind_notary_server};
 use sigil_proto::sigil_v1 as pb;
 
 const GUN: &str = "e2e.example/ambiguous";
@@ -20,31 +17,7 @@ async fn init_refuses_to_pick_one_of_several_keys_for_a_role() {
     let dev = DevDir::new();
     dev.init();
     let pki = Pki::new(&dev.root().join("pki"), "sigil-e2e");
-    let port = free_port();
-    let config = dev
-        .config()
-        .append(&sigild_notary_toml(
-            port,
-            &pki,
-            DEV_BACKEND,
-            &[SERVER_CLIENT_CN],
-        ))
-        .write("sigild-cli.toml");
-    let mut daemon = dev.sigild_config(&config).spawn();
-    let stderr = daemon.stderr_path().to_owned();
-    wait_mtls(
-        port,
-        &pki.ca(),
-        &pki.client(),
-        DAEMON_TIMEOUT,
-        || daemon.is_running(),
-        || read_text(&stderr),
-    );
-    let server = NotaryServer::start(
-        &dev.root().join("notary-server"),
-        &pki,
-        &TrustService::remote(port),
-    );
+    let (daemon, _, server) = sigild_behind_notary_server(&dev, &pki, "", "sigild-cli.toml");
     let mut client = daemon.client().await;
     let mut planted = Vec::new();
     for _ in 0..2 {

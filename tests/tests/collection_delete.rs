@@ -6,11 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sigil_e2e::notary::{
-    NotaryServer, Pki, SERVER_CLIENT_CN, TrustService, free_port, require_notary,
-    sigild_notary_toml, wait_mtls,
-};
-use sigil_e2e::{DAEMON_TIMEOUT, DEV_BACKEND, Daemon, DevDir, read_text};
+use sigil_e2e::notary::{NotaryServer, Pki, require_notary, sigild_behind_notary_server};
+use sigil_e2e::{Daemon, DevDir};
 
 /// sigild with its notary-signer endpoint, and notary-server using it.
 struct Env {
@@ -25,31 +22,7 @@ impl Env {
         let dev = DevDir::new();
         dev.init();
         let pki = Pki::new(&dev.root().join("pki"), "sigil-delete-e2e");
-        let signer_port = free_port();
-        let config = dev
-            .config()
-            .append(&sigild_notary_toml(
-                signer_port,
-                &pki,
-                DEV_BACKEND,
-                &[SERVER_CLIENT_CN],
-            ))
-            .write("sigild-delete.toml");
-        let mut daemon = dev.sigild_config(&config).spawn();
-        let stderr = daemon.stderr_path().to_owned();
-        wait_mtls(
-            signer_port,
-            &pki.ca(),
-            &pki.client(),
-            DAEMON_TIMEOUT,
-            || daemon.is_running(),
-            || read_text(&stderr),
-        );
-        let server = NotaryServer::start(
-            &dev.root().join("notary-server"),
-            &pki,
-            &TrustService::remote(signer_port),
-        );
+        let (daemon, _, server) = sigild_behind_notary_server(&dev, &pki, "", "sigild-delete.toml");
         Self {
             dev,
             daemon,
