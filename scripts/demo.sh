@@ -561,7 +561,7 @@ capture LIST "${COLLECTION[@]}" list "$GUN"
 expect_listed "$LIST" 4 v1.0 "$RELEASE_SHA" "$RELEASE_SIZE" targets/releases
 
 # ---------------------------------------------------------------------------
-step 19 "The audit log counts every signature; the trust dirs hold no private key"
+step 19 "The audit log counts every signature and its hash chain holds; the trust dirs hold no private key"
 declare -A tally=()
 signed_ok=0
 while IFS= read -r line; do
@@ -590,6 +590,8 @@ if ((${#AS_NOBODY[@]} > 0)); then
     grep -q '"op":"sign","uid":65534,.*"role":"targets/releases",.*"outcome":"ok"' "$DIR/audit.jsonl" ||
         die "the CI user's delegated signature is not in the audit log"
 fi
+printf '\nEach line carries "prev", the SHA-256 of the line before it; the chain holds:\n'
+run "$SIGIL" audit verify "$DIR/audit.jsonl"
 printf '\nsigil'"'"'s trust dir: metadata and staged changes, never a key:\n'
 show find "$TRUST" -type f
 find "$TRUST" -type f | sed "s|$DIR|\$DIR|g" | sort

@@ -162,6 +162,16 @@ pub(crate) enum Error {
         /// Why the check failed.
         source: KeyError,
     },
+    /// An audit log's hash chain breaks (`sigil audit verify`).
+    #[error("audit chain broken at {file}:{line}: {reason}")]
+    AuditChainBroken {
+        /// The file.
+        file: String,
+        /// The first line that does not follow the one before, from 1.
+        line: u64,
+        /// Why.
+        reason: String,
+    },
     /// The signature is well formed but wrong for this file and key.
     #[error("signature does NOT verify (key {key_id}, {algorithm})")]
     BadSignature {

@@ -23,8 +23,9 @@ const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
     after_help = "\
 The configuration is read from --config, else $SIGIL_CONFIG, else /etc/sigil/sigild.toml.
 See sigild.toml.example for every setting. Signals: SIGTERM/SIGINT stop accepting, finish
-in-flight requests and exit 0; SIGHUP reloads the policy rules (and notary_signer
-allowed_clients) and reopens the tokens; other changed settings are logged as needing a restart.
+in-flight requests and exit 0; SIGHUP reopens the audit log (logrotate: rename, then HUP),
+reloads the policy rules (and notary_signer allowed_clients) and reopens the tokens; other
+changed settings are logged as needing a restart.
 Under systemd, sigild takes the API socket from socket activation (sigild.socket) when one
 is passed, and reports readiness through $NOTIFY_SOCKET (Type=notify)."
 )]
@@ -228,7 +229,8 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-/// SIGHUP: re-read the configuration and swap in its policy — the `[[policy]]` and
+/// SIGHUP: reopen the audit log (logrotate's rename-then-create), re-read the configuration
+/// and swap in its policy — the `[[policy]]` and
 /// `[[require]]` rules and `[notary_signer] allowed_clients` (a bad file keeps the old one) —
 /// then reopen every token with its PIN file read again. Whatever else changed (`[server]`,
 /// the rest of `[notary_signer]`, backends) takes a restart, and the log says so by name.
@@ -241,6 +243,12 @@ async fn reload_on_sighup(
         return;
     };
     while hup.recv().await.is_some() {
+        match service.reopen_audit_log() {
+            Ok(()) => tracing::info!("audit log reopened (SIGHUP)"),
+            Err(e) => {
+                tracing::error!(error = %e, "audit log not reopened (SIGHUP): still writing to the file opened before")
+            }
+        }
         let config = match Config::load(&path) {
             Ok(config) => config,
             Err(e) => {

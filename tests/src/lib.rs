@@ -1031,6 +1031,8 @@ pub fn parse_public(key: &pb::PublicKey) -> sigil_tuf::key::PublicKey {
 pub struct AuditRecord {
     /// RFC 3339 time.
     pub time: String,
+    /// Hex SHA-256 of the previous line (the hash chain).
+    pub prev: String,
     /// `sign`, `generate`, `delete`, or `public` (refused GetPublicKey calls only).
     pub op: String,
     /// Caller uid.

@@ -1,5 +1,6 @@
 //! One module per command, each holding its clap arguments and its `run()`.
 
+pub(crate) mod audit;
 pub(crate) mod collection;
 pub(crate) mod delegation;
 pub(crate) mod key;

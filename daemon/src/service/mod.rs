@@ -247,6 +247,12 @@ impl SigningService {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
     }
 
+    /// SIGHUP: opens the audit log's path again, so that after logrotate renamed the file
+    /// away new lines go to a new file (chained to the last line of the old one).
+    pub fn reopen_audit_log(&self) -> std::io::Result<()> {
+        self.audit.reopen()
+    }
+
     /// SIGHUP: reopens every backend's token — with the PIN read again from its file where
     /// `pins` has one for it — and brings the key ring in line with what each token now holds
     /// (keys made or removed behind sigild's back). Answers, per backend, its key count or why

@@ -3,15 +3,18 @@
 //! `audit_log`. Writing it is part of the operation: if the line cannot be written,
 //! the operation fails (fail closed) and a signature is withheld.
 //!
+//! Lines are hash-chained ([`chain`]): each carries `prev`, the SHA-256 of the line before it,
+//! so `sigil audit verify` finds a line edited, removed, inserted or moved. SIGHUP reopens the
+//! file ([`AuditLog::reopen`]) after logrotate renamed it.
+//!
 //! Refusals are rate-limited per caller (uid, or TLS client name) so that nobody can fill the
 //! disk, and with it stop every signature, by asking for what they may not have: beyond
 //! `limit` refusals in a window, the refusals are still answered but counted instead of written,
 //! and one `suppressed` line per caller and window records how many there were.
 
+mod chain;
+
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,6 +22,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::ser::SerializeMap as _;
 
+use self::chain::ChainedFile;
 use crate::policy::Caller;
 
 /// Who asked: a local process (peer credentials) or a TLS client (certificate identity).
@@ -175,6 +179,8 @@ impl Summary {
 #[derive(Serialize)]
 struct Line<'a> {
     time: String,
+    /// Hex SHA-256 of the previous line ([`chain`]).
+    prev: String,
     #[serde(flatten)]
     event: &'a Event<'a>,
 }
@@ -183,19 +189,16 @@ struct Line<'a> {
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<ChainedFile>,
     limit: RefusalLimit,
     refusals: Mutex<HashMap<Counted, Window>>,
 }
 
 impl AuditLog {
-    /// Opens (creating with mode 0600) the audit log for appending.
+    /// Opens (creating with mode 0600) the audit log for appending, continuing its chain;
+    /// refuses a symbolic link, anything but a regular file, and a file ending in a torn line.
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)?;
+        let file = ChainedFile::open(path)?;
         Ok(Self {
             path: path.to_owned(),
             file: Mutex::new(file),
@@ -213,6 +216,15 @@ impl AuditLog {
     /// The per-caller refusal limit (its window is how often [`Self::flush_suppressed`] is due).
     pub fn refusal_limit(&self) -> RefusalLimit {
         self.limit
+    }
+
+    /// Opens the log's path again (SIGHUP, after logrotate renamed the file away): later lines
+    /// go to the file now at the path, the first of them chained to the last line written.
+    /// On failure the old file stays in use.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        *file = file.reopen(&self.path)?;
+        Ok(())
     }
 
     /// Where the log is.
@@ -296,50 +308,20 @@ impl AuditLog {
         summaries.iter().try_for_each(|s| s.write(self))
     }
 
-    /// Appends one line in a single write, so concurrent lines never interleave.
+    /// Appends one line in a single write, chained to the one before; the lock spans both,
+    /// so concurrent lines never interleave and the chain follows the file's order.
     fn write(&self, event: &Event<'_>) -> std::io::Result<()> {
         let time = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        let mut line = serde_json::to_vec(&Line { time, event })?;
-        line.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        append_whole(&mut file, &line)
+        let line = serde_json::to_vec(&Line {
+            time,
+            prev: file.prev_hex(),
+            event,
+        })?;
+        file.append(&line)
     }
-}
-
-/// Appends `line` to `file` (opened for appending, and only appended to under the caller's
-/// lock) or, when that fails part-way (a full disk), cuts the fragment off again: a torn line
-/// would make every later line unreadable to a JSON-lines reader. The error is returned either
-/// way, so the operation the line was for fails closed. The happy path is one `write`.
-fn append_whole(file: &mut File, line: &[u8]) -> std::io::Result<()> {
-    let mut written = 0;
-    while written < line.len() {
-        match file.write(&line[written..]) {
-            Ok(0) => {
-                let e = std::io::Error::new(std::io::ErrorKind::WriteZero, "audit log write");
-                return Err(cut_fragment(file, written, e));
-            }
-            Ok(n) => written += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(cut_fragment(file, written, e)),
-        }
-    }
-    Ok(())
-}
-
-/// Truncates the `written` bytes of a torn line off the end of `file`; gives back `error`
-/// (with the truncation's own failure logged: the line is then torn for good).
-fn cut_fragment(file: &File, written: usize, error: std::io::Error) -> std::io::Error {
-    if written > 0 {
-        let cut = file
-            .metadata()
-            .and_then(|m| file.set_len(m.len().saturating_sub(written as u64)));
-        if let Err(e) = cut {
-            tracing::error!(error = %e, "could not remove a partly written audit line");
-        }
-    }
-    error
 }
 
 impl Drop for AuditLog {
