@@ -23,6 +23,14 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// Bytes offered for signing are not the canonical `signed` object of one metadata file
+    /// ([`crate::inspect`]).
+    #[error("not TUF metadata: {reason}")]
+    NotMetadata {
+        /// What is wrong with them.
+        reason: String,
+    },
+
     /// A value cannot be written as canonical JSON (a number with a fraction, for instance).
     #[error("not canonical JSON: {reason}")]
     Canonical {

@@ -10,6 +10,7 @@
 //! - [`verify`]: a client's full update walk, producing a [`VerifiedCollection`].
 //! - [`sign`] and [`editor`]: edits signed through the async [`Signer`] trait; only a
 //!   [`SignedCollection`] can be published.
+//! - [`inspect`]: what a signer may learn about metadata before signing it (`sign-metadata`).
 //! - [`changelist`]: staged changes in the notary trust dir layout.
 //! - [`x509`]: root key certificates (built with a remote signer) and certificate parsing.
 #![deny(missing_docs)]
@@ -18,6 +19,7 @@ pub mod changelist;
 pub mod cjson;
 pub mod editor;
 pub mod error;
+pub mod inspect;
 pub mod key;
 pub mod schema;
 pub mod sign;
