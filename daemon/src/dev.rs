@@ -230,6 +230,8 @@ socket = {socket}
 # Dev only: any local user may connect, so the demo can show the policy refusing one.
 socket_mode = "0666"
 audit_log = {audit}
+# Version floors of sign-metadata and the lock that keeps a second sigild out.
+state_dir = {state}
 
 [[backend]]
 name = "softhsm"
@@ -247,6 +249,7 @@ allow = ["sign", "public", "list", "generate", "delete"]
 "#,
         socket = toml_str(&dir.join("sigild.sock")),
         audit = toml_str(&dir.join("audit.jsonl")),
+        state = toml_str(&dir.join("state")),
         module = toml_str(module),
         pin = toml_str(pin_file),
     );

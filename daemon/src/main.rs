@@ -293,6 +293,8 @@ fn needs_restart(running: &Config, reloaded: &Config) -> Vec<&'static str> {
     check(a.socket_group != b.socket_group, "server.socket_group");
     check(a.socket_mode != b.socket_mode, "server.socket_mode");
     check(a.audit_log != b.audit_log, "server.audit_log");
+    check(a.state_dir != b.state_dir, "server.state_dir");
+    check(running.metadata != reloaded.metadata, "[[metadata]]");
     check(
         a.max_message_bytes != b.max_message_bytes,
         "server.max_message_bytes",

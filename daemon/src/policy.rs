@@ -54,6 +54,7 @@ impl Ops {
             Op::Generate => 8,
             Op::Delete => 16,
             Op::Unlock => 32,
+            Op::SignMetadata => 64,
         }
     }
 
@@ -239,7 +240,7 @@ impl std::fmt::Debug for Policy {
     }
 }
 
-fn glob(pattern: &str, rule: &str) -> Result<GlobMatcher, Error> {
+pub(crate) fn glob(pattern: &str, rule: &str) -> Result<GlobMatcher, Error> {
     // A lone `*` is "anything"; elsewhere `*` stays within one `/`-separated part.
     let pattern = if pattern == "*" { "**" } else { pattern };
     GlobBuilder::new(pattern)

@@ -11,7 +11,8 @@ use crate::config::ManagementKeySetting;
 use crate::config::{self, BackendConfig, Config};
 use crate::policy::Policy;
 use crate::secret::{self, read_pin_file};
-use crate::service::{self, SigningService};
+use crate::service::{self, MetadataGuard, SigningService};
+use crate::state_dir::StateDir;
 
 /// Why sigild cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,9 @@ pub enum Error {
         /// What is wrong with it.
         what: String,
     },
+    /// A `[[metadata]]` rule or the version floors file is unusable.
+    #[error("{0}")]
+    Metadata(String),
     /// Rebuilding the key ring failed.
     #[error("building the key ring: {0}")]
     Service(#[from] service::Error),
@@ -108,42 +112,12 @@ pub fn open_backends(config: &Config) -> Result<Vec<Arc<dyn Backend>>, Error> {
     Ok(backends)
 }
 
-/// Makes sure `dir` is a directory only sigild's user can write: created (0700) if missing,
-/// refused if it is a symlink, someone else's, or group/other-writable.
+/// Prepares the state dir ([`crate::state_dir::prepare`]), naming it in the error.
 pub fn prepare_state_dir(dir: &std::path::Path) -> Result<(), Error> {
-    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
-    let fail = |what: String| Error::StateDir {
+    crate::state_dir::prepare(dir).map_err(|what| Error::StateDir {
         path: dir.to_owned(),
         what,
-    };
-    match std::fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| fail(format!("cannot create it: {e}")))?;
-        }
-        Err(e) => return Err(fail(e.to_string())),
-        Ok(_) => {}
-    }
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| fail(e.to_string()))?;
-    if !meta.is_dir() {
-        return Err(fail("not a directory (symlinks are refused)".into()));
-    }
-    if meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(fail(format!(
-            "owned by uid {}, not by sigild's user",
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(fail(format!(
-            "writable by group or others (mode {:o}; chmod 700 it)",
-            meta.mode() & 0o777
-        )));
-    }
-    Ok(())
+    })
 }
 
 /// Builds the signing service from a configuration.
@@ -157,6 +131,15 @@ pub async fn build(config: &Config) -> Result<SigningService, Error> {
         path: config.server.audit_log.clone(),
         source,
     })?;
+    // Locked before any token is opened: a second sigild on this state dir stops here.
+    let state_dir = match &config.server.state_dir {
+        Some(dir) => Some(StateDir::open(dir).map_err(|what| Error::StateDir {
+            path: dir.clone(),
+            what,
+        })?),
+        None => None,
+    };
+    let guard = MetadataGuard::new(config, state_dir).map_err(Error::Metadata)?;
     let backends = open_backends(config)?;
     Ok(SigningService::new(
         backends,
@@ -164,7 +147,8 @@ pub async fn build(config: &Config) -> Result<SigningService, Error> {
         audit,
         service::Limits::from_config(config),
     )
-    .await?)
+    .await?
+    .with_metadata_guard(guard))
 }
 
 /// SIGHUP: each backend's PIN read again from its file, so that a corrected PIN file takes

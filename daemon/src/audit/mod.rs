@@ -85,6 +85,26 @@ pub struct Event<'a> {
     /// On `suppressed` lines only: how many refusals of this caller were not written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<u64>,
+    /// What sign-metadata (or the notary-signer endpoint) read from the metadata it was asked
+    /// to sign, signed or refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<&'a MetadataFacts>,
+}
+
+/// The facts of signed (or refused) metadata an audit line records (DESIGN §9).
+#[derive(Debug, Clone, Serialize)]
+pub struct MetadataFacts {
+    /// `notary` or `tuf-1.0`.
+    pub dialect: &'static str,
+    /// `_type`: root, targets, snapshot or timestamp.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `version`.
+    pub version: u64,
+    /// `expires`, as written in the metadata.
+    pub expires: String,
+    /// Number of targets listed (targets roles).
+    pub targets: usize,
 }
 
 /// Outcomes that are refusals (the caller's fault), which the per-caller limit applies to.
@@ -172,6 +192,7 @@ impl Summary {
             reason: Some(&reason),
             latency_us: 0,
             suppressed: Some(self.count),
+            metadata: None,
         })
     }
 }
@@ -350,6 +371,7 @@ mod tests {
             reason: Some("nope"),
             latency_us: 0,
             suppressed: None,
+            metadata: None,
         }
     }
 

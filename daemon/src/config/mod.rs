@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 mod backend;
 pub mod limits;
+mod metadata;
 mod notary;
 mod policy;
 mod server;
@@ -15,6 +16,7 @@ mod server;
 mod tests;
 
 pub use backend::*;
+pub use metadata::*;
 pub use notary::*;
 pub use policy::*;
 pub use server::*;
@@ -66,6 +68,9 @@ pub struct Config {
     /// What keys of some roles must be (attested, touch), whoever asks.
     #[serde(default, rename = "require")]
     pub requirements: Vec<RequirementConfig>,
+    /// Bounds on what `sign-metadata` (and the notary-signer endpoint) signs.
+    #[serde(default, rename = "metadata")]
+    pub metadata: Vec<MetadataRule>,
 }
 
 impl Config {
@@ -209,6 +214,13 @@ impl Config {
                 )));
             }
         }
+        if self.notary_signer.is_some() && self.server.state_dir.is_none() {
+            return Err(Error::Invalid(
+                "[notary_signer] needs [server] state_dir: sigild keeps there the highest \
+                 timestamp and snapshot version it signed for each GUN"
+                    .into(),
+            ));
+        }
         for rule in &self.policies {
             if rule.users.is_empty()
                 && rule.uids.is_empty()
@@ -229,6 +241,13 @@ impl Config {
             if rule.allow.contains(&Op::Unlock) && rule.tokens.is_empty() {
                 return Err(Error::Invalid(format!(
                     "policy {:?} allows \"unlock\" but names no tokens: add tokens = [\"<backend name>\"]",
+                    rule.name
+                )));
+            }
+            if rule.allow.contains(&Op::SignMetadata) && self.server.state_dir.is_none() {
+                return Err(Error::Invalid(format!(
+                    "policy {:?} allows \"sign-metadata\": set [server] state_dir, where sigild \
+                     keeps the highest version it signed for each GUN and role",
                     rule.name
                 )));
             }

@@ -9,8 +9,12 @@ use super::TouchSetting;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Op {
-    /// Sign with the key.
+    /// Sign anything with the key (blind).
     Sign,
+    /// Sign only TUF metadata that fits the key (DESIGN §9): role type, a rising version, an
+    /// expiry within the `[[metadata]]` bound, target paths within its `paths`.
+    #[serde(rename = "sign-metadata")]
+    SignMetadata,
     /// Read the public key.
     Public,
     /// See the key in ListKeys.
@@ -28,6 +32,7 @@ impl Op {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Sign => "sign",
+            Self::SignMetadata => "sign-metadata",
             Self::Public => "public",
             Self::List => "list",
             Self::Generate => "generate",

@@ -6,6 +6,7 @@ const MINIMAL: &str = r#"
 [server]
 socket = "/tmp/s.sock"
 audit_log = "/tmp/audit.jsonl"
+state_dir = "/tmp/sigil-state"
 
 [[backend]]
 name = "hsm"
@@ -317,4 +318,53 @@ fn the_shipped_example_config_parses() {
     let config = Config::load(&path).expect("daemon/dist/sigild.toml.example must parse");
     assert!(!config.backends.is_empty());
     assert!(!config.policies.is_empty());
+}
+
+#[test]
+fn sign_metadata_and_the_notary_endpoint_need_a_state_dir_and_metadata_rules_parse() {
+    let without = MINIMAL.replace("state_dir = \"/tmp/sigil-state\"\n", "");
+    let metadata_rule = without.replace(
+        "allow = [\"sign\", \"public\", \"list\"]",
+        "allow = [\"sign-metadata\", \"public\"]",
+    );
+    let err = parse(&metadata_rule).expect_err("no state dir").to_string();
+    assert!(
+        err.contains("allows \"sign-metadata\": set [server] state_dir"),
+        "{err}"
+    );
+    let ns = "\n[notary_signer]\nlisten = \"127.0.0.1:1\"\ntls_cert = \"/c\"\ntls_key = \"/k\"\n\
+              client_ca = \"/ca\"\nbackend = \"hsm\"\nallowed_clients = [\"n\"]\n";
+    let err = parse(&format!("{without}{ns}"))
+        .expect_err("no state dir")
+        .to_string();
+    assert!(
+        err.contains("[notary_signer] needs [server] state_dir"),
+        "{err}"
+    );
+
+    let rules = "\n[[metadata]]\nrole = \"timestamp\"\nmax_expires = \"1d\"\n\
+                 \n[[metadata]]\nrole = \"targets/*\"\ngun = \"example.com/*\"\n\
+                 max_expires = \"90d\"\npaths = [\"releases/*\"]\n";
+    let c = parse(&format!("{MINIMAL}{rules}")).expect("rules");
+    assert_eq!(c.metadata.len(), 2);
+    assert_eq!(c.metadata[0].gun, "*");
+    assert_eq!(c.metadata[1].max_expires.0.as_secs(), 90 * 86_400);
+    assert_eq!(
+        c.metadata[1].paths.as_deref(),
+        Some(&["releases/*".to_owned()][..])
+    );
+    for bad in [
+        "max_expires = \"1y\"",
+        "max_expires = \"0d\"",
+        "maxexpires = \"1d\"",
+    ] {
+        let text = format!("{MINIMAL}\n[[metadata]]\nrole = \"root\"\n{bad}\n");
+        assert!(parse(&text).is_err(), "{bad} accepted");
+    }
+    let text = MINIMAL.replace(
+        "allow = [\"sign\", \"public\", \"list\"]",
+        "allow = [\"sign-metadata\"]",
+    );
+    let c = parse(&text).expect("sign-metadata with a state dir");
+    assert_eq!(c.policies[0].allow, vec![Op::SignMetadata]);
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::validate::{MAX_SHOWN, shown};
 use super::{Error, SigningService};
-use crate::audit::{AuditLog, Event, Who};
+use crate::audit::{AuditLog, Event, MetadataFacts, Who};
 use crate::backend::Algorithm;
 use crate::keyring::KeyEntry;
 
@@ -30,6 +30,7 @@ pub(super) struct Scope<'a> {
     algorithm: Option<Algorithm>,
     sha256: Option<String>,
     note: Option<String>,
+    metadata: Option<MetadataFacts>,
 }
 
 impl<'a> Scope<'a> {
@@ -76,6 +77,11 @@ impl<'a> Scope<'a> {
     pub(super) fn note(&mut self, note: String) {
         self.note = Some(note);
     }
+
+    /// What the metadata to sign says (sign-metadata, the notary-signer endpoint).
+    pub(super) fn metadata(&mut self, facts: MetadataFacts) {
+        self.metadata = Some(facts);
+    }
 }
 
 impl SigningService {
@@ -92,6 +98,7 @@ impl SigningService {
             algorithm: None,
             sha256: None,
             note: None,
+            metadata: None,
         }
     }
 
@@ -147,6 +154,7 @@ impl SigningService {
             reason: reason.as_deref(),
             latency_us: u64::try_from(scope.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             suppressed: None,
+            metadata: scope.metadata.as_ref(),
         };
         self.audit.record(&event).map_err(|e| audit_failed(&e))
     }

@@ -13,14 +13,16 @@ use crate::audit::{AuditLog, RefusalLimit};
 use crate::backend::{self, Algorithm, Backend, KeyOwner};
 use crate::config::{Config, Op};
 use crate::keyring::{KeyEntry, KeyRing};
-use crate::policy::{Caller, GroupCache, KeyFacts, KeyView, Policy};
+use crate::policy::{Caller, GroupCache, KeyFacts, KeyView, Ops, Policy};
 
 mod audit_event;
 mod keys;
+mod metadata;
 mod notary;
 mod sign;
 pub mod validate;
 
+pub use metadata::MetadataGuard;
 pub use notary::NotaryCaps;
 use validate::shown;
 pub use validate::{check_gun, check_key_id, check_payload, check_role};
@@ -178,6 +180,7 @@ pub struct SigningService {
     audit: Arc<AuditLog>,
     max_message_bytes: usize,
     notary: notary::Creation,
+    guard: MetadataGuard,
 }
 
 impl std::fmt::Debug for SigningService {
@@ -220,7 +223,15 @@ impl SigningService {
             audit,
             max_message_bytes: limits.max_message_bytes,
             notary: notary::Creation::new(limits.notary),
+            guard: MetadataGuard::default(),
         })
+    }
+
+    /// Sets what `sign-metadata` and the notary-signer endpoint check before signing (without
+    /// it, they refuse: there is no state dir for version floors).
+    pub fn with_metadata_guard(mut self, guard: MetadataGuard) -> Self {
+        self.guard = guard;
+        self
     }
 
     /// Number of keys held.
@@ -313,6 +324,19 @@ impl SigningService {
         key_id: &str,
         op: Op,
     ) -> Result<Arc<KeyEntry>, Error> {
+        self.authorise_any(caller, key_id, &[op])
+            .await
+            .map(|(key, _)| key)
+    }
+
+    /// [`Self::authorise`] for a call that any of `ops` permits; answers which of them the
+    /// caller has.
+    async fn authorise_any(
+        &self,
+        caller: &Caller,
+        key_id: &str,
+        any_of: &[Op],
+    ) -> Result<(Arc<KeyEntry>, Ops), Error> {
         check_key_id(key_id)?;
         // Keys notary-server created through the notary-signer endpoint are its alone: the
         // Unix-socket API can neither see nor use them, whatever the policy says.
@@ -327,14 +351,15 @@ impl SigningService {
         if ops.is_empty() {
             return Err(Error::KeyNotFound(key_id.to_owned()));
         }
-        if !ops.contains(op) {
+        if !any_of.iter().any(|op| ops.contains(*op)) {
+            let names: Vec<&str> = any_of.iter().map(|op| op.as_str()).collect();
             return Err(Error::PermissionDenied(format!(
                 "policy does not allow uid {} to {} with key {key_id}",
                 caller.uid,
-                op.as_str()
+                names.join(" or ")
             )));
         }
-        Ok(key)
+        Ok((key, ops))
     }
 
     fn backend_of(&self, key: &KeyEntry) -> Result<&Arc<dyn Backend>, Error> {

@@ -194,10 +194,7 @@ impl SigningService {
             Ok(key) => {
                 let payload = Payload::Message(content);
                 match self.check_payload(&payload) {
-                    Ok(()) => {
-                        self.sign_with(key, payload, SignatureEncoding::Raw, &mut scope)
-                            .await
-                    }
+                    Ok(()) => self.sign_notary_metadata(key, payload, &mut scope).await,
                     Err(e) => {
                         scope.key(&key);
                         Err(e)
@@ -207,6 +204,22 @@ impl SigningService {
             Err(e) => Err(e),
         };
         self.finish(&scope, result)
+    }
+
+    /// notary-server's keys sign only metadata of their own role, with rising versions and a
+    /// bounded expiry: the implied sign-metadata rule (DESIGN §9), then the shared core.
+    async fn sign_notary_metadata(
+        &self,
+        key: Arc<KeyEntry>,
+        payload: Payload,
+        scope: &mut super::audit_event::Scope<'_>,
+    ) -> Result<Signature, Error> {
+        scope.key(&key);
+        if let Payload::Message(content) = &payload {
+            self.admit_metadata(&key, content, scope).await?;
+        }
+        self.sign_with(key, payload, SignatureEncoding::Raw, scope)
+            .await
     }
 
     /// notary-signer DeleteKey (notary-server 0.7.0 never calls it).

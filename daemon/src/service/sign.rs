@@ -48,8 +48,37 @@ impl SigningService {
             Error::BadRequest("payload is required: set message or sha256_digest".into())
         })?;
         self.check_payload(&payload)?;
-        let key = self.authorise(caller, key_id, Op::Sign).await?;
+        let (key, ops) = self
+            .authorise_any(caller, key_id, &[Op::Sign, Op::SignMetadata])
+            .await?;
+        if !ops.contains(Op::Sign) {
+            // Only sign-metadata: sigild reads what it signs (DESIGN §9).
+            scope.key(&key);
+            let Payload::Message(message) = &payload else {
+                return Err(Error::PermissionDenied(
+                    "sign-metadata: send the metadata's canonical bytes as message, not a digest"
+                        .into(),
+                ));
+            };
+            self.admit_metadata(&key, message, scope).await?;
+        }
         self.sign_with(key, payload, encoding, scope).await
+    }
+
+    /// The sign-metadata checks ([`super::metadata`]), recording what the metadata says in the
+    /// audit scope whatever the verdict.
+    pub(super) async fn admit_metadata(
+        &self,
+        key: &KeyEntry,
+        message: &[u8],
+        scope: &mut Scope<'_>,
+    ) -> Result<(), Error> {
+        let mut seen = None;
+        let verdict = self.guard.admit(key, message, &mut seen).await;
+        if let Some(facts) = seen {
+            scope.metadata(facts);
+        }
+        verdict
     }
 
     /// Size and shape checks that need no key: they run before any lookup.

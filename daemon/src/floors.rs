@@ -1,0 +1,226 @@
+//! Version floors for `sign-metadata` (DESIGN §9): for each (GUN, role), the highest metadata
+//! version sigild has signed and the SHA-256 of those bytes. A request is admitted only above
+//! the floor, or for the very same bytes again (a retry). The floor is raised — and written
+//! durably to `state_dir/metadata-floors.json` — *before* the token signs: a crash between
+//! the two leaves the floor raised with no signature out, which only costs a retry, whereas
+//! the other order could hand out a signature the next start no longer knows about. Two
+//! requests of one version with different bytes cannot both pass: the first raises the floor
+//! under the lock before the second is checked.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// The file in the state dir.
+pub const FILE_NAME: &str = "metadata-floors.json";
+
+/// The floors and their file.
+#[derive(Debug)]
+pub struct Floors {
+    path: PathBuf,
+    floors: Mutex<BTreeMap<(String, String), Floor>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Floor {
+    version: u64,
+    sha256: [u8; 32],
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFormat {
+    floors: Vec<Entry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    gun: String,
+    role: String,
+    version: u64,
+    sha256: String,
+}
+
+/// Why a version is not admitted, or why the floor could not be kept.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Not above the floor.
+    #[error("version {version} is not above version {floor}, the highest signed for {gun} {role}")]
+    NotAbove {
+        /// Asked.
+        version: u64,
+        /// Highest signed.
+        floor: u64,
+        /// GUN.
+        gun: String,
+        /// Role.
+        role: String,
+    },
+    /// The floor's own version, with other bytes: two different documents of one version.
+    #[error("version {version} of {gun} {role} was already signed with other content")]
+    OtherContent {
+        /// The version.
+        version: u64,
+        /// GUN.
+        gun: String,
+        /// Role.
+        role: String,
+    },
+    /// The raised floor could not be written: nothing is signed.
+    #[error("cannot record the version floor: {0}")]
+    Unwritable(String),
+}
+
+impl Floors {
+    /// Reads the floors kept in `dir` (none yet: empty). A file that does not parse stops
+    /// sigild: starting without it would let every old version be signed again.
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        let path = dir.join(FILE_NAME);
+        let mut floors = BTreeMap::new();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let file: FileFormat = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{}: not a floors file ({e})", path.display()))?;
+                for e in file.floors {
+                    let sha256 = hex::decode(&e.sha256)
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .ok_or_else(|| {
+                            format!("{}: {:?} is not a SHA-256", path.display(), e.sha256)
+                        })?;
+                    floors.insert(
+                        (e.gun, e.role),
+                        Floor {
+                            version: e.version,
+                            sha256,
+                        },
+                    );
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+        Ok(Self {
+            path,
+            floors: Mutex::new(floors),
+        })
+    }
+
+    /// The highest version signed for (gun, role), if any.
+    pub fn floor(&self, gun: &str, role: &str) -> Option<u64> {
+        let floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+        floors
+            .get(&(gun.to_owned(), role.to_owned()))
+            .map(|f| f.version)
+    }
+
+    /// Admits `version` with content hash `sha256` for (gun, role): the same bytes as the
+    /// floor pass as they are; a higher version raises the floor and writes it before
+    /// returning. Blocks on the disk: call it off the async runtime's threads.
+    pub fn admit(
+        &self,
+        gun: &str,
+        role: &str,
+        version: u64,
+        sha256: [u8; 32],
+    ) -> Result<(), Refusal> {
+        let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (gun.to_owned(), role.to_owned());
+        let previous = floors.get(&key).cloned();
+        match &previous {
+            Some(f) if f.version == version && f.sha256 == sha256 => return Ok(()),
+            Some(f) if f.version == version => {
+                return Err(Refusal::OtherContent {
+                    version,
+                    gun: gun.to_owned(),
+                    role: role.to_owned(),
+                });
+            }
+            Some(f) if f.version > version => {
+                return Err(Refusal::NotAbove {
+                    version,
+                    floor: f.version,
+                    gun: gun.to_owned(),
+                    role: role.to_owned(),
+                });
+            }
+            _ => {}
+        }
+        floors.insert(key.clone(), Floor { version, sha256 });
+        if let Err(e) = self.write(&floors) {
+            match previous {
+                Some(f) => floors.insert(key, f),
+                None => floors.remove(&key),
+            };
+            return Err(Refusal::Unwritable(e));
+        }
+        Ok(())
+    }
+
+    fn write(&self, floors: &BTreeMap<(String, String), Floor>) -> Result<(), String> {
+        let file = FileFormat {
+            floors: floors
+                .iter()
+                .map(|((gun, role), f)| Entry {
+                    gun: gun.clone(),
+                    role: role.clone(),
+                    version: f.version,
+                    sha256: hex::encode(f.sha256),
+                })
+                .collect(),
+        };
+        let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
+        bytes.push(b'\n');
+        crate::state_dir::write_private(&self.path, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_rise_same_bytes_pass_and_the_floor_survives_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let floors = Floors::open(dir.path()).expect("open");
+        floors.admit("g", "timestamp", 5, [1; 32]).expect("first");
+        floors
+            .admit("g", "timestamp", 5, [1; 32])
+            .expect("same bytes again");
+        let err = floors
+            .admit("g", "timestamp", 5, [2; 32])
+            .expect_err("other bytes");
+        assert!(
+            err.to_string()
+                .contains("already signed with other content"),
+            "{err}"
+        );
+        let err = floors
+            .admit("g", "timestamp", 4, [3; 32])
+            .expect_err("older");
+        assert!(err.to_string().contains("not above version 5"), "{err}");
+        floors
+            .admit("other", "timestamp", 1, [4; 32])
+            .expect("another GUN");
+        floors
+            .admit("g", "snapshot", 1, [5; 32])
+            .expect("another role");
+        floors.admit("g", "timestamp", 9, [6; 32]).expect("higher");
+        drop(floors);
+        let again = Floors::open(dir.path()).expect("reopen");
+        assert_eq!(again.floor("g", "timestamp"), Some(9));
+        assert_eq!(again.floor("other", "timestamp"), Some(1));
+        assert!(again.admit("g", "timestamp", 8, [7; 32]).is_err());
+    }
+
+    #[test]
+    fn a_damaged_file_stops_the_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(FILE_NAME), b"{\"floors\":[{\"gun\":1}]}").expect("write");
+        let err = Floors::open(dir.path()).expect_err("damaged");
+        assert!(err.contains("not a floors file"), "{err}");
+    }
+}

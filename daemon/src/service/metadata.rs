@@ -1,0 +1,201 @@
+//! `sign-metadata` (DESIGN §9): before a key signs for a caller who may only sign metadata —
+//! and before the notary-signer endpoint signs for notary-server — sigild reads what it is
+//! asked to sign ([`sigil_tuf::inspect`], the model the client and editor use) and refuses,
+//! with the reason, metadata that
+//! - is not the canonical `signed` object of Notary or TUF 1.0 metadata;
+//! - is of another type than the key's role (a root key signs root; `targets` and delegation
+//!   keys such as `targets/releases` sign targets);
+//! - is not above the highest version signed for the key's (GUN, role), unless it is the same
+//!   bytes again ([`crate::floors`]);
+//! - expires beyond the bound of the first `[[metadata]]` rule that matches the key (else the
+//!   Notary defaults: root 10 years, targets and snapshot 3, timestamp 14 days), or has
+//!   already expired;
+//! - lists a target outside the rule's `paths`.
+//!
+//! Metadata does not name its repository, so the GUN is the key's: a key without a GUN cannot
+//! sign metadata this way (its floors would be shared by every repository it serves).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use globset::GlobMatcher;
+use sha2::{Digest as _, Sha256};
+use sigil_tuf::RoleType;
+use sigil_tuf::inspect::{Inspected, inspect};
+
+use super::Error;
+use crate::audit::MetadataFacts;
+use crate::config::Config;
+use crate::floors::{Floors, Refusal};
+use crate::keyring::KeyEntry;
+use crate::state_dir::StateDir;
+
+const DAY: u64 = 86_400;
+
+/// The compiled `[[metadata]]` rules and the version floors.
+#[derive(Debug, Default)]
+pub struct MetadataGuard {
+    rules: Vec<Rule>,
+    floors: Option<Arc<Floors>>,
+    /// Held for the life of the service: the state dir's lock.
+    _state_dir: Option<StateDir>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    role: GlobMatcher,
+    gun: GlobMatcher,
+    max_expires: Duration,
+    paths: Option<Vec<GlobMatcher>>,
+}
+
+impl MetadataGuard {
+    /// Compiles the configuration's rules; `state_dir` (locked) holds the floors.
+    pub fn new(config: &Config, state_dir: Option<StateDir>) -> Result<Self, String> {
+        let rules = config
+            .metadata
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let glob = |p: &str| crate::policy::glob(p, &format!("[[metadata]] #{}", i + 1));
+                Ok(Rule {
+                    role: glob(&r.role).map_err(|e| e.to_string())?,
+                    gun: glob(&r.gun).map_err(|e| e.to_string())?,
+                    max_expires: r.max_expires.0,
+                    paths: r
+                        .paths
+                        .as_ref()
+                        .map(|ps| {
+                            ps.iter()
+                                .map(|p| glob(p).map_err(|e| e.to_string()))
+                                .collect()
+                        })
+                        .transpose()?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let floors = match &state_dir {
+            Some(dir) => Some(Arc::new(Floors::open(dir.path())?)),
+            None => None,
+        };
+        Ok(Self {
+            rules,
+            floors,
+            _state_dir: state_dir,
+        })
+    }
+
+    /// Checks `message` for `key` as described above and raises the version floor; `seen`
+    /// receives what the metadata says, for the audit line, as soon as it is known.
+    pub(super) async fn admit(
+        &self,
+        key: &KeyEntry,
+        message: &[u8],
+        seen: &mut Option<MetadataFacts>,
+    ) -> Result<(), Error> {
+        let denied = |why: String| Error::PermissionDenied(format!("sign-metadata: {why}"));
+        let facts = inspect(message).map_err(|e| denied(e.to_string()))?;
+        *seen = Some(audit_facts(&facts));
+        let (gun, role) = (&key.meta.gun, &key.meta.role);
+        let fits = match role.as_str() {
+            "root" => RoleType::Root,
+            "snapshot" => RoleType::Snapshot,
+            "timestamp" => RoleType::Timestamp,
+            _ => RoleType::Targets,
+        };
+        if facts.kind != fits {
+            return Err(denied(format!(
+                "key {} is a {role} key; it signs {fits} metadata, not {}",
+                key.key_id, facts.kind
+            )));
+        }
+        if gun.is_empty() {
+            return Err(denied(format!(
+                "key {} has no GUN, and version floors are kept per GUN: use a key generated \
+                 with --gun",
+                key.key_id
+            )));
+        }
+        let rule = self
+            .rules
+            .iter()
+            .find(|r| r.role.is_match(role) && r.gun.is_match(gun));
+        let bound = rule.map_or_else(|| default_bound(facts.kind), |r| r.max_expires);
+        let expires = facts.expires.to_system_time();
+        let now = SystemTime::now();
+        if expires <= now {
+            return Err(denied(format!(
+                "{} v{} has already expired ({})",
+                facts.kind, facts.version, facts.expires
+            )));
+        }
+        if expires.duration_since(now).unwrap_or_default() > bound {
+            return Err(denied(format!(
+                "{} v{} expires {}, more than {} ahead (the bound for {gun} {role}{})",
+                facts.kind,
+                facts.version,
+                facts.expires,
+                human(bound),
+                if rule.is_some() {
+                    " in [[metadata]]"
+                } else {
+                    ", by default"
+                }
+            )));
+        }
+        if let Some(paths) = rule.and_then(|r| r.paths.as_ref())
+            && let Some(outside) = facts
+                .target_paths
+                .iter()
+                .find(|t| !paths.iter().any(|p| p.is_match(t.as_str())))
+        {
+            return Err(denied(format!(
+                "target {:?} is outside the paths allowed for {gun} {role}",
+                super::validate::shown(outside)
+            )));
+        }
+        let floors = self.floors.clone().ok_or_else(|| {
+            denied("sigild has no [server] state_dir to keep version floors in".into())
+        })?;
+        let sha256: [u8; 32] = Sha256::digest(message).into();
+        let (gun, role, version) = (gun.clone(), role.clone(), facts.version);
+        let admitted =
+            tokio::task::spawn_blocking(move || floors.admit(&gun, &role, version, sha256))
+                .await
+                .map_err(|e| Error::Internal(format!("version floor task: {e}")))?;
+        admitted.map_err(|refusal| match refusal {
+            Refusal::Unwritable(e) => Error::Unavailable(format!(
+                "cannot record the version floor, nothing signed: {e}"
+            )),
+            other => denied(other.to_string()),
+        })
+    }
+}
+
+fn audit_facts(facts: &Inspected) -> MetadataFacts {
+    MetadataFacts {
+        dialect: facts.dialect,
+        kind: facts.kind.as_str(),
+        version: facts.version,
+        expires: super::validate::shown(facts.expires.as_str()).into_owned(),
+        targets: facts.target_paths.len(),
+    }
+}
+
+/// The bound without a `[[metadata]]` rule: what the Notary client and notary-server write.
+fn default_bound(kind: RoleType) -> Duration {
+    Duration::from_secs(match kind {
+        RoleType::Root => 3_650 * DAY,
+        RoleType::Targets | RoleType::Snapshot => 1_095 * DAY,
+        RoleType::Timestamp => 14 * DAY,
+    })
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s.is_multiple_of(DAY) {
+        format!("{} days", s / DAY)
+    } else {
+        format!("{s} s")
+    }
+}
