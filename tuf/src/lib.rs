@@ -10,6 +10,7 @@
 //! - [`verify`]: a client's full update walk, producing a [`VerifiedCollection`].
 //! - [`sign`] and [`editor`]: edits signed through the async [`Signer`] trait; only a
 //!   [`SignedCollection`] can be published.
+//! - [`repository`]: TUF 1.0 repositories on disk (init, edit, sign, publish, verify).
 //! - [`changelist`]: staged changes in the notary trust dir layout.
 //! - [`x509`]: root key certificates (built with a remote signer) and certificate parsing.
 #![deny(missing_docs)]
@@ -19,6 +20,7 @@ pub mod cjson;
 pub mod editor;
 pub mod error;
 pub mod key;
+pub mod repository;
 pub mod schema;
 pub mod sign;
 pub mod verify;
