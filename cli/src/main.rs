@@ -78,6 +78,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
             Command::Publish(args) => args.run(&cli.global).await,
             Command::Delete(args) => args.run(&cli.global).await,
             Command::Delegation(command) => command.run(&cli.global).await,
+            Command::Tuf(command) => command.run(&cli.global).await,
         }
     })
 }
