@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::Repository;
+use super::{Repository, read_metadata};
 use crate::error::{Error, Result};
 use crate::schema::dialect::{Dialect, count_signatures};
 use crate::schema::tuf1::{self, Key, Tuf1};
@@ -69,13 +69,23 @@ impl Repository {
         if let Ok(role) = name.parse::<RoleType>() {
             let root = self.root()?;
             let mut sets = vec![from_root(root, role, format!("root v{}", root.version))];
+            // The root just before the staged one: normally the published root, but after a
+            // publish interrupted once the staged root was written, the one before that.
+            let before = match &self.staged.root {
+                Some(staged) if staged.signed.version > 1 => Some(staged.signed.version - 1),
+                _ => None,
+            };
             if role == RoleType::Root
-                && self.staged.root.is_some()
-                && let Some(previous) = &self.published.root
+                && let Some(before) = before
             {
-                let previous = previous.body();
+                let previous = match &self.published.root {
+                    Some(p) if p.version() == before => p.body().clone(),
+                    _ => read_metadata::<tuf1::Root>(&self.layout, "root", before)?
+                        .body()
+                        .clone(),
+                };
                 sets.push(from_root(
-                    previous,
+                    &previous,
                     RoleType::Root,
                     format!("the previous root v{}", previous.version),
                 ));

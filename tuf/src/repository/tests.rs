@@ -471,3 +471,39 @@ fn expiry_settings_apply_per_role() {
     assert_eq!(s.lifetime("releases"), Duration::from_secs(30 * 86_400));
     assert_eq!(s.lifetime("root"), Duration::from_secs(365 * 86_400));
 }
+
+#[test]
+fn a_publish_interrupted_after_the_root_was_written_still_needs_the_old_root_and_completes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let keys = Keys::new();
+    let dir = tmp.path().join("repo");
+    let mut repo = init(&dir, &keys);
+    let new_root = MemorySigner::p256();
+    repo.rotate(
+        "root",
+        &[new_root.public_key().clone()],
+        &[keys.root.key_id()],
+        now(),
+    )
+    .expect("rotate");
+    block_on(repo.sign_staged("root", &[&new_root])).expect("sign new");
+    repo.save().expect("save");
+    // The crash: 2.root.json is on disk (as publish writes it first), nothing else is.
+    let staged = std::fs::read(dir.join(".sigil/staged/root.json")).expect("staged root");
+    std::fs::write(dir.join("metadata/2.root.json"), &staged).expect("partial publish");
+    let mut repo = Repository::open(&dir).expect("reopen");
+    let err = block_on(repo.publish(&keys.online(), now())).expect_err("old root key missing");
+    assert!(err.to_string().contains("previous root v1"), "{err}");
+    // The real crash: a fully signed 2.root.json written, then nothing else.
+    std::fs::remove_file(dir.join("metadata/2.root.json")).expect("undo");
+    let mut repo = Repository::open(&dir).expect("reopen");
+    block_on(repo.sign_staged("root", &[&keys.root])).expect("sign old");
+    repo.save().expect("save");
+    let staged = std::fs::read(dir.join(".sigil/staged/root.json")).expect("staged root");
+    std::fs::write(dir.join("metadata/2.root.json"), &staged).expect("partial publish");
+    let mut repo = Repository::open(&dir).expect("reopen");
+    let report = block_on(repo.publish(&keys.online(), now())).expect("publish completes");
+    assert_eq!(report.written[0], ("root".to_owned(), 2));
+    let v = repo.verify(now(), &mut |_| {}).expect("verify");
+    assert_eq!(v.root_chain, [1, 2]);
+}
