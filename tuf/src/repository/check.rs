@@ -16,7 +16,7 @@ use super::{MissingSignatures, Repository, read_metadata};
 use crate::error::{Error, Result};
 use crate::schema::dialect::verify_threshold;
 use crate::schema::tuf1::{self, meta_name};
-use crate::schema::{Metadata, RoleBody, RoleType};
+use crate::schema::{DelegatedRole, Metadata, RoleBody, RoleType};
 
 /// One verified (or published) role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -167,45 +167,42 @@ impl Repository {
 
         let mut files_checked = 0;
         let mut not_stored = Vec::new();
-        // (role, keys and threshold it must meet, the delegation chain above it)
         let top = root_body.role_keys(RoleType::Targets);
-        let top_threshold = root_body.role(RoleType::Targets).map_or(1, |r| r.threshold);
-        let mut queue: Vec<(
-            String,
-            Vec<(String, tuf1::Key)>,
-            u64,
-            Vec<crate::schema::DelegatedRole>,
-        )> = vec![(
-            "targets".into(),
-            top.into_iter()
+        let mut queue = vec![Pending {
+            name: "targets".into(),
+            keys: top
+                .into_iter()
                 .map(|(i, k)| (i.to_owned(), k.clone()))
                 .collect(),
-            top_threshold,
-            Vec::new(),
-        )];
+            threshold: root_body.role(RoleType::Targets).map_or(1, |r| r.threshold),
+            chain: Vec::new(),
+        }];
         let mut seen = std::collections::BTreeSet::new();
-        while let Some((name, keys, threshold, chain_above)) = queue.pop() {
-            if !seen.insert(name.clone()) {
+        while let Some(p) = queue.pop() {
+            if !seen.insert(p.name.clone()) {
                 continue;
             }
+            let name = &p.name;
             let listed =
                 snapshot
                     .body()
                     .meta
-                    .get(&meta_name(&name))
+                    .get(&meta_name(name))
                     .ok_or_else(|| Error::NotListed {
                         role: name.clone(),
                         listed_in: "snapshot".into(),
                         version: snapshot.version(),
                     })?;
-            let meta: Metadata<tuf1::Targets> = read_metadata(layout, &name, listed.version)?;
-            listed.check(&name, "snapshot", snapshot.version(), meta.bytes())?;
-            let refs: Vec<(&str, &tuf1::Key)> = keys.iter().map(|(i, k)| (i.as_str(), k)).collect();
-            verify_threshold(&name, meta.signed(), &refs, threshold)?;
-            meta.body().validate(&name)?;
+            let meta: Metadata<tuf1::Targets> = read_metadata(layout, name, listed.version)?;
+            listed.check(name, "snapshot", snapshot.version(), meta.bytes())?;
+            let refs: Vec<(&str, &tuf1::Key)> =
+                p.keys.iter().map(|(i, k)| (i.as_str(), k)).collect();
+            verify_threshold(name, meta.signed(), &refs, p.threshold)?;
+            meta.body().validate(name)?;
             expired(&meta, now)?;
             for (target, file) in &meta.body().targets {
-                if let Some(outside) = chain_above
+                if let Some(outside) = p
+                    .chain
                     .iter()
                     .find(|d| !tuf1::delegation_matches(d, target))
                 {
@@ -221,28 +218,28 @@ impl Repository {
                     continue;
                 }
                 progress(target);
-                check_file(&path, target, &name, meta.version(), file)?;
+                check_file(&path, target, name, meta.version(), file)?;
                 files_checked += 1;
             }
             roles.push(report(&meta, Some(meta.body().targets.len())));
+            // Pushed in reverse so the first delegation is checked first.
             for d in meta.body().delegated_roles().iter().rev() {
-                let (_, keys) =
-                    meta.body()
-                        .delegation(&d.name)
-                        .ok_or_else(|| Error::NoSuchRole {
-                            role: d.name.clone(),
-                            reason: "delegation vanished".into(),
-                        })?;
-                let mut chain = chain_above.clone();
+                let keys = meta
+                    .body()
+                    .delegation(&d.name)
+                    .map(|(_, keys)| keys)
+                    .unwrap_or_default();
+                let mut chain = p.chain.clone();
                 chain.push(d.clone());
-                queue.push((
-                    d.name.clone(),
-                    keys.into_iter()
+                queue.push(Pending {
+                    name: d.name.clone(),
+                    keys: keys
+                        .into_iter()
                         .map(|(i, k)| (i.to_owned(), k.clone()))
                         .collect(),
-                    d.threshold,
+                    threshold: d.threshold,
                     chain,
-                ));
+                });
             }
         }
         Ok(VerifyReport {
@@ -252,6 +249,15 @@ impl Repository {
             not_stored,
         })
     }
+}
+
+/// A targets role still to check: the keys and threshold it must meet and the delegations
+/// above it (a target must match every one of them to be reachable).
+struct Pending {
+    name: String,
+    keys: Vec<(String, tuf1::Key)>,
+    threshold: u64,
+    chain: Vec<DelegatedRole>,
 }
 
 fn report<T: RoleBody>(meta: &Metadata<T>, targets: Option<usize>) -> RoleReport {
