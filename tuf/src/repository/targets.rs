@@ -111,15 +111,21 @@ impl Repository {
             }
         }
         let mut files = Vec::with_capacity(targets.len());
+        let mut dirs = std::collections::BTreeSet::new();
         for t in targets {
             let mut file = match &t.source {
-                TargetSource::File(path) => self.store_file(&t.name, path)?,
+                TargetSource::File(path) => self.store_file(&t.name, path, &mut dirs)?,
                 TargetSource::Hash { length, sha256 } => {
                     TargetFile::from_sha256_in(Tuf1, *length, *sha256)
                 }
             };
             file.custom = t.custom.clone();
             files.push((t.name.clone(), file));
+        }
+        // One fsync per directory for the whole batch (each file was synced itself), so the
+        // renames are durable before anything can reference the files.
+        for dir in &dirs {
+            sync_dir(dir)?;
         }
         let body = self.stage_targets(role, now)?;
         body.targets.extend(files);
@@ -179,8 +185,14 @@ impl Repository {
         Err(no_role(role))
     }
 
-    /// Copies `source` to `targets/<dir>/<sha256>.<name>`, hashing it on the way.
-    fn store_file(&self, name: &str, source: &Path) -> Result<TargetFile> {
+    /// Copies `source` to `targets/<dir>/<sha256>.<name>`, hashing it on the way; the file is
+    /// synced, its directory added to `dirs` for the caller to sync once.
+    fn store_file(
+        &self,
+        name: &str,
+        source: &Path,
+        dirs: &mut std::collections::BTreeSet<PathBuf>,
+    ) -> Result<TargetFile> {
         let tmp_dir = self.layout.targets_dir();
         fs::create_dir_all(&tmp_dir).map_err(io_error(&tmp_dir))?;
         let tmp = tmp_dir.join(format!(".incoming-{}", std::process::id()));
@@ -205,7 +217,7 @@ impl Repository {
             let dir = path.parent().unwrap_or(&tmp_dir).to_owned();
             fs::create_dir_all(&dir).map_err(io_error(&dir))?;
             fs::rename(&tmp, &path).map_err(io_error(&path))?;
-            sync_dir(&dir)?;
+            dirs.insert(dir);
             Ok(TargetFile::from_sha256_in(Tuf1, length, sha256))
         })();
         if result.is_err() {
