@@ -78,8 +78,8 @@ impl PathRule {
 }
 
 impl Repository {
-    /// Creates (or replaces, under the same parent) a delegation; the parent is staged, and a
-    /// new delegated role is staged empty at version 1.
+    /// Creates (or replaces, under the same parent) a delegation; the parent is staged, and the
+    /// delegated role too (a new one empty at version 1, an existing one at its next version).
     pub fn delegate(&mut self, d: &Delegation, now: SystemTime) -> Result<()> {
         check_role_file_name(&d.name)?;
         if d.name.parse::<RoleType>().is_ok() {
@@ -145,6 +145,9 @@ impl Repository {
             let expires = Expires::after_in(Tuf1, now, self.settings.lifetime(&d.name))?;
             let body = tuf1::Targets::new_in(Tuf1, 1, expires);
             self.staged.targets.insert(d.name.clone(), unsigned(body));
+        } else {
+            // Its keys may have changed: staged, so it is re-signed by the ones now delegated.
+            self.stage_targets(&d.name, now)?;
         }
         Ok(())
     }

@@ -38,7 +38,12 @@ impl Repository {
         let names: Vec<String> = self.staged.targets.keys().cloned().collect();
         for name in &names {
             let sets = self.key_sets(name)?;
+            let expires = Expires::after_in(Tuf1, now, self.settings.lifetime(name))?;
             if let Some(role) = self.staged.targets.get_mut(name) {
+                // Not signed by anyone yet: its lifetime starts now, not at the edit.
+                if role.signatures.is_empty() {
+                    role.signed.expires = expires;
+                }
                 add_signatures(name, role, &sets, signers).await?;
             }
         }

@@ -507,3 +507,32 @@ fn a_publish_interrupted_after_the_root_was_written_still_needs_the_old_root_and
     let v = repo.verify(now(), &mut |_| {}).expect("verify");
     assert_eq!(v.root_chain, [1, 2]);
 }
+
+#[test]
+fn re_delegating_with_new_keys_re_signs_the_delegated_role() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let keys = Keys::new();
+    let mut repo = init(&tmp.path().join("repo"), &keys);
+    let (old, new) = (MemorySigner::p256(), MemorySigner::ed25519());
+    let delegation = |key: &MemorySigner| Delegation {
+        name: "releases".into(),
+        parent: "targets".into(),
+        keys: vec![key.public_key().clone()],
+        threshold: 1,
+        rule: PathRule::Paths(vec!["releases/*".into()]),
+        terminating: true,
+    };
+    repo.delegate(&delegation(&old), now()).expect("delegate");
+    let signers: [&dyn Signer; 4] = [&keys.targets, &keys.snapshot, &keys.timestamp, &old];
+    block_on(repo.publish(&signers, now())).expect("publish");
+    repo.delegate(&delegation(&new), now())
+        .expect("re-delegate");
+    let signers: [&dyn Signer; 4] = [&keys.targets, &keys.snapshot, &keys.timestamp, &new];
+    let report = block_on(repo.publish(&signers, now())).expect("publish");
+    assert!(
+        report.written.contains(&("releases".to_owned(), 2)),
+        "{report:?}"
+    );
+    repo.verify(now(), &mut |_| {})
+        .expect("releases v2 verifies with the new key");
+}
