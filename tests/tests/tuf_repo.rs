@@ -527,15 +527,23 @@ async fn ngclient_reads_every_step_of_a_repository_sigil_maintains() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_of_three_root_ceremony_collects_signatures_with_sign() {
     let env = Env::start().await;
-    let (a, _) = env.key("root", pb::Algorithm::EcdsaP256).await;
-    let (b, b_pk) = env.key("root", pb::Algorithm::EcdsaP256).await;
+    // Root key B lives on another machine: its own sigild and token. C stays offline.
+    let other = DevDir::new();
+    other.init();
+    let other_daemon = other.start();
+    let b = other_daemon
+        .client()
+        .await
+        .generate("root", GUN, pb::Algorithm::EcdsaP256)
+        .await;
+    let b_pk = PublicKey::from_spki_der(&b.spki_der).expect("spki");
+    let (b, b_pem) = (b.key_id, env.file("b.pem", b_pk.to_pem().as_bytes()));
+    let (a, a_pk) = env.key("root", pb::Algorithm::EcdsaP256).await;
     let (c, c_pk) = env.key("root", pb::Algorithm::EcdsaP256).await;
+    let c_pem = env.file("c.pem", c_pk.to_pem().as_bytes());
     let (targets, _) = env.key("targets", pb::Algorithm::EcdsaP256).await;
     let (snapshot, _) = env.key("snapshot", pb::Algorithm::EcdsaP256).await;
     let (timestamp, _) = env.key("timestamp", pb::Algorithm::EcdsaP256).await;
-    // B and C stand for keys on other machines: init only has their public keys.
-    let b_pem = env.file("b.pem", b_pk.to_pem().as_bytes());
-    let c_pem = env.file("c.pem", c_pk.to_pem().as_bytes());
     env.tuf(
         "init",
         &[
@@ -570,15 +578,46 @@ async fn a_two_of_three_root_ceremony_collects_signatures_with_sign() {
     let missing = &status["staged"][0]["missing"][0]["missing_keys"];
     assert_eq!(missing.as_array().map(Vec::len), Some(2), "{status}");
 
-    // A key that is not a root key is refused; B signs "on its machine".
+    // A key that is not a root key is refused; B signs on its machine (the staged root is
+    // carried over in the repository directory).
     let wrong = env.tuf_fails("sign", &["root", "--key", &targets]);
     assert!(wrong.contains("not keys of this role"), "{wrong}");
-    env.tuf("sign", &["root", "--key", &b]);
+    let repo = env.repo.to_string_lossy().into_owned();
+    let signed = Command::new(sigil_e2e::sigil_cli())
+        .env("SIGIL_SOCKET", other_daemon.socket())
+        .args(["tuf", "sign", &repo, "root", "--key", &b])
+        .output()
+        .expect("sigil tuf sign on the other machine");
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
     env.tuf("publish", &[]);
     let r = env.ngclient_ok("client", &[]);
-    assert_eq!(
-        r["trusted"]["root"]["keyids"].as_array().map(Vec::len),
-        Some(2)
-    );
+    let (version, mut signers) = trusted(&r, "root");
+    signers.sort();
+    let mut expected = vec![tuf_id(&a_pk), tuf_id(&b_pk)];
+    expected.sort();
+    assert_eq!((version, signers), (1, expected));
     env.tuf("verify", &[]);
+
+    // The other machine's sigild audited exactly that signature: over root v1's signed bytes.
+    let root = sigil_tuf::Metadata::<sigil_tuf::schema::tuf1::Root>::from_bytes(
+        "root",
+        std::fs::read(env.repo.join("metadata/1.root.json")).expect("1.root.json"),
+    )
+    .expect("root v1");
+    let digest = sha256_hex(&root.signed().canonical_signed().expect("canonical"));
+    let lines = sigil_e2e::notary::read_audit_lines(other_daemon.audit_log());
+    let signs: Vec<_> = lines.iter().filter(|l| l.op == "sign").collect();
+    assert_eq!(signs.len(), 1, "{lines:?}");
+    assert_eq!(
+        (
+            signs[0].key_id.as_str(),
+            signs[0].sha256.as_deref(),
+            signs[0].outcome.as_str()
+        ),
+        (b.as_str(), Some(digest.as_str()), "ok")
+    );
 }
