@@ -136,29 +136,72 @@ impl Repository {
     }
 
     /// Writes a fresh timestamp for the published snapshot (for a timer): next version, new
-    /// expiry, signed by the published root's timestamp keys. Returns its version.
+    /// expiry, signed by the published root's timestamp keys. When the snapshot would expire
+    /// before the new timestamp, it is renewed first (same listing, next version, new expiry,
+    /// the published root's snapshot keys), so a timer alone keeps clients going.
     pub async fn refresh_timestamp(
         &mut self,
         signers: &[&dyn Signer],
         now: SystemTime,
-    ) -> Result<u64> {
-        let current = self.published.timestamp.as_ref().ok_or_else(|| {
+    ) -> Result<PublishReport> {
+        let nothing = || {
             Error::repo(
                 self.layout.root(),
                 "nothing published yet (run `sigil tuf publish`)",
             )
-        })?;
-        let listing = current.body().snapshot_meta().cloned().ok_or_else(|| {
+        };
+        let current = self.published.timestamp.as_ref().ok_or_else(nothing)?;
+        let snapshot = self.published.snapshot.as_ref().ok_or_else(nothing)?;
+        let mut listing = current.body().snapshot_meta().cloned().ok_or_else(|| {
             Error::invalid(
                 "timestamp",
                 current.version(),
                 "snapshot.json is not listed",
             )
         })?;
+        let timestamp_expires = Expires::after_in(Tuf1, now, self.settings.lifetime("timestamp"))?;
+        let mut report = PublishReport::default();
+        let mut renewed = None;
+        if snapshot.body().expires.to_system_time() < timestamp_expires.to_system_time() {
+            let mut body = snapshot.body().clone();
+            body.version = next_version("snapshot", body.version)?;
+            body.expires = Expires::after_in(Tuf1, now, self.settings.lifetime("snapshot"))?;
+            let set = self.published_key_set(RoleType::Snapshot)?;
+            let signed = sign_with("snapshot", body, &[set], signers).await?;
+            let bytes = signed.to_vec()?;
+            listing = MetaFile::with_bytes(signed.signed.version, &bytes);
+            renewed = Some((signed.signed.version, bytes));
+        }
         let timestamp = self.new_timestamp(listing, signers, now, true).await?;
+        if let Some((version, bytes)) = renewed {
+            write_atomic(&self.layout.versioned("snapshot", version)?, &bytes)?;
+            report.written.push(("snapshot".into(), version));
+        }
         write_atomic(&self.layout.timestamp(), &timestamp.to_vec()?)?;
+        report
+            .written
+            .push(("timestamp".into(), timestamp.signed.version));
         self.published = load_published(&self.layout)?;
-        Ok(timestamp.signed.version)
+        Ok(report)
+    }
+
+    /// The keys the published root names for `role`.
+    fn published_key_set(&self, role: RoleType) -> Result<KeySet> {
+        let root = self
+            .published
+            .root
+            .as_ref()
+            .ok_or_else(|| Error::repo(self.layout.root(), "no published root"))?
+            .body();
+        Ok(KeySet {
+            label: format!("root v{}", root.version),
+            keys: root
+                .role_keys(role)
+                .into_iter()
+                .map(|(id, k)| (id.to_owned(), k.clone()))
+                .collect(),
+            threshold: root.role(role).map_or(1, |r| r.threshold),
+        })
     }
 
     async fn new_timestamp(
@@ -178,21 +221,7 @@ impl Repository {
             body.extra = old.body().extra.clone();
         }
         if published_root {
-            let root = self
-                .published
-                .root
-                .as_ref()
-                .ok_or_else(|| Error::repo(self.layout.root(), "no published root"))?
-                .body();
-            let set = KeySet {
-                label: format!("root v{}", root.version),
-                keys: root
-                    .role_keys(RoleType::Timestamp)
-                    .into_iter()
-                    .map(|(id, k)| (id.to_owned(), k.clone()))
-                    .collect(),
-                threshold: root.role(RoleType::Timestamp).map_or(1, |r| r.threshold),
-            };
+            let set = self.published_key_set(RoleType::Timestamp)?;
             return sign_with("timestamp", body, &[set], signers).await;
         }
         self.sign_new("timestamp", body, signers).await

@@ -223,9 +223,20 @@ fn only_changed_roles_get_new_versions_and_timestamp_refreshes_alone() {
     assert!(matches!(err, Error::PathNotDelegated { .. }), "{err}");
     assert!(repo.staged().is_empty());
 
-    let v = block_on(repo.refresh_timestamp(&[&keys.timestamp], now())).expect("timestamp");
-    assert_eq!(v, 4);
+    let report = block_on(repo.refresh_timestamp(&[&keys.timestamp], now())).expect("timestamp");
+    assert_eq!(report.written, [("timestamp".to_owned(), 4)]);
     assert_eq!(versions(&repo)[2], ("snapshot".into(), 3));
+    // Ten days on, the snapshot (7 days) would expire before a new timestamp: renewed too.
+    let later = now() + Duration::from_secs(10 * 86_400);
+    let signers2: [&dyn Signer; 2] = [&keys.snapshot, &keys.timestamp];
+    let report = block_on(repo.refresh_timestamp(&signers2, later)).expect("timestamp");
+    assert_eq!(
+        report.written,
+        [("snapshot".to_owned(), 4), ("timestamp".to_owned(), 5)]
+    );
+    // (Targets, 90 days, is still valid then; verify at that time sees fresh snapshot and
+    // timestamp.)
+    repo.verify(later, &mut |_| {}).expect("valid ten days on");
     // Nothing staged: publish writes nothing.
     assert!(
         block_on(repo.publish(&signers, now()))

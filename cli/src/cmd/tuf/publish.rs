@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use clap::Args;
-use sigil_tuf::repository::Repository;
+use sigil_tuf::repository::{PublishReport, Repository};
 
 use super::keys::{as_signers, online_signers};
 use super::open;
@@ -52,12 +52,17 @@ pub(crate) async fn publish_and_report(
         .publish(&as_signers(&signers), SystemTime::now())
         .await
         .map_err(|e| Error::tuf(&context, e))?;
-    let written: Vec<serde_json::Value> = report
-        .written
-        .iter()
-        .map(|(role, version)| serde_json::json!({ "role": role, "version": version }))
-        .collect();
+    print_report(global, &report)
+}
+
+/// Prints what was written: one line per file, or `{"written": [{role, version}]}`.
+fn print_report(global: &GlobalArgs, report: &PublishReport) -> Result<(), Error> {
     if global.json {
+        let written: Vec<serde_json::Value> = report
+            .written
+            .iter()
+            .map(|(role, version)| serde_json::json!({ "role": role, "version": version }))
+            .collect();
         return print_json(&serde_json::json!({ "written": written }));
     }
     for (role, version) in &report.written {
@@ -69,8 +74,9 @@ pub(crate) async fn publish_and_report(
 /// Write a fresh timestamp for the published snapshot (run it from a timer).
 ///
 /// The timestamp's version goes up by one and its expiry is renewed (lifetime from
-/// --expires timestamp=DAYS at init, 1 day by default); nothing else changes. Signed by the
-/// published root's timestamp keys through sigild.
+/// --expires timestamp=DAYS at init, 1 day by default). When the snapshot would expire before
+/// the new timestamp, it is renewed too (same content, next version). Signed by the published
+/// root's timestamp (and snapshot) keys through sigild; staged changes are left alone.
 #[derive(Debug, Args)]
 pub(crate) struct TimestampArgs {
     /// The repository directory.
@@ -83,7 +89,7 @@ impl TimestampArgs {
     pub(crate) async fn run(&self, global: &GlobalArgs) -> Result<(), Error> {
         let mut repo = open(&self.repo)?;
         let signers = online_signers(global).await?;
-        let version = repo
+        let report = repo
             .refresh_timestamp(&as_signers(&signers), SystemTime::now())
             .await
             .map_err(|e| {
@@ -92,9 +98,6 @@ impl TimestampArgs {
                     e,
                 )
             })?;
-        if global.json {
-            return print_json(&serde_json::json!({ "role": "timestamp", "version": version }));
-        }
-        print_line(&format!("published timestamp v{version}"))
+        print_report(global, &report)
     }
 }
