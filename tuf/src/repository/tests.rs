@@ -10,7 +10,7 @@ use sha2::Digest as _;
 
 use super::*;
 use crate::Signer;
-use crate::schema::tuf1::Tuf1;
+use crate::schema::tuf1::{self, Tuf1};
 use crate::sign::testing::{MemorySigner, block_on};
 
 struct Keys {
@@ -546,4 +546,77 @@ fn re_delegating_with_new_keys_re_signs_the_delegated_role() {
     );
     repo.verify(now(), &mut |_| {})
         .expect("releases v2 verifies with the new key");
+}
+
+#[test]
+fn hostile_published_metadata_is_refused_with_a_clear_error() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let keys = Keys::new();
+    let dir = tmp.path().join("repo");
+    let repo = init(&dir, &keys);
+    let timestamp = dir.join("metadata/timestamp.json");
+    let good = std::fs::read(&timestamp).expect("timestamp");
+    let text = String::from_utf8(good.clone()).expect("utf-8");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        // Duplicate keys: readers disagree on which one counts.
+        (
+            "duplicate",
+            text.replacen("{\"signatures\"", "{\"signatures\":[],\"signatures\"", 1)
+                .into_bytes(),
+        ),
+        // A version no implementation can hold.
+        (
+            "2^63",
+            text.replace("\"version\":1", "\"version\":9223372036854775808")
+                .into_bytes(),
+        ),
+        (
+            "wrong type",
+            text.replace("\"version\":1", "\"version\":\"1\"")
+                .into_bytes(),
+        ),
+        ("not json", b"\x00\x01".to_vec()),
+    ];
+    for (what, bytes) in cases {
+        std::fs::write(&timestamp, &bytes).expect("write");
+        let err = Repository::open(&dir).expect_err(what);
+        assert!(err.to_string().contains("timestamp"), "{what}: {err}");
+    }
+    std::fs::write(&timestamp, &good).expect("restore");
+
+    // A snapshot listing a role whose file name would leave metadata/.
+    let mut snapshot = repo
+        .published()
+        .snapshot
+        .as_ref()
+        .expect("snapshot")
+        .body()
+        .clone();
+    snapshot
+        .meta
+        .insert("../../escape.json".into(), tuf1::MetaFile::new(1));
+    let signed = block_on(crate::sign::sign_role(
+        "snapshot",
+        snapshot,
+        &repo
+            .root()
+            .expect("root")
+            .role_keys(crate::RoleType::Snapshot),
+        1,
+        &[&keys.snapshot],
+    ))
+    .expect("sign");
+    std::fs::write(
+        dir.join("metadata/1.snapshot.json"),
+        signed.to_vec().expect("bytes"),
+    )
+    .expect("write");
+    let err = Repository::open(&dir).expect_err("escape");
+    assert!(matches!(err, Error::InvalidRoleName { .. }), "{err}");
+
+    // A metadata file above the size cap is not read into memory.
+    let file = std::fs::File::create(dir.join("metadata/1.snapshot.json")).expect("create");
+    file.set_len(MAX_METADATA_BYTES + 10).expect("sparse");
+    let err = Repository::open(&dir).expect_err("huge");
+    assert!(matches!(err, Error::LimitExceeded { .. }), "{err}");
 }
