@@ -308,6 +308,17 @@ pub enum Error {
     #[error("not enough signatures: {}", list(.0))]
     Unsigned(Vec<crate::repository::MissingSignatures>),
 
+    /// A role would get a threshold its keys cannot meet (0, or above its key count).
+    #[error("{role}: a threshold of {threshold} cannot be met by {keys} distinct key(s)")]
+    BadThreshold {
+        /// The role.
+        role: String,
+        /// Its distinct keys.
+        keys: usize,
+        /// The threshold asked for.
+        threshold: u64,
+    },
+
     /// A TUF 1.0 repository directory is not in the state the operation needs.
     #[error("repository {}: {reason}", .path.display())]
     Repository {

@@ -125,7 +125,12 @@ impl Repository {
         thresholds.push((RoleType::Snapshot, &keys.snapshot, 1));
         thresholds.push((RoleType::Timestamp, &keys.timestamp, 1));
         for (role, public, threshold) in thresholds {
-            let tuf_keys: Vec<tuf1::Key> = public.iter().map(tuf1::Key::from_public_key).collect();
+            let mut seen = std::collections::BTreeSet::new();
+            let tuf_keys: Vec<tuf1::Key> = public
+                .iter()
+                .map(tuf1::Key::from_public_key)
+                .filter(|k| seen.insert(k.id()))
+                .collect();
             check_threshold(role.as_str(), tuf_keys.len(), threshold)?;
             root.set_role_keys(role, &tuf_keys);
             if let Some(r) = root.roles.get_mut(role.as_str()) {
@@ -293,11 +298,11 @@ pub(crate) fn next_version(role: &str, version: u64) -> Result<u64> {
 
 pub(crate) fn check_threshold(role: &str, keys: usize, threshold: u64) -> Result<()> {
     if keys == 0 || threshold == 0 || threshold > keys as u64 {
-        return Err(Error::invalid(
-            role,
-            0,
-            format!("threshold {threshold} needs 1..={keys} distinct keys, and at least one key"),
-        ));
+        return Err(Error::BadThreshold {
+            role: role.to_owned(),
+            keys,
+            threshold,
+        });
     }
     Ok(())
 }
