@@ -585,7 +585,7 @@ async fn a_two_of_three_root_ceremony_collects_signatures_with_sign() {
     let repo = env.repo.to_string_lossy().into_owned();
     let signed = Command::new(sigil_e2e::sigil_cli())
         .env("SIGIL_SOCKET", other_daemon.socket())
-        .args(["tuf", "sign", &repo, "root", "--key", &b])
+        .args(["--json", "tuf", "sign", &repo, "root", "--key", &b])
         .output()
         .expect("sigil tuf sign on the other machine");
     assert!(
@@ -593,6 +593,9 @@ async fn a_two_of_three_root_ceremony_collects_signatures_with_sign() {
         "{}",
         String::from_utf8_lossy(&signed.stderr)
     );
+    let signed: Value = serde_json::from_slice(&signed.stdout).expect("sign --json");
+    assert_eq!(signed["signed_by"], serde_json::json!([b]), "{signed}");
+    assert_eq!(signed["missing"], serde_json::json!([]), "{signed}");
     env.tuf("publish", &[]);
     let r = env.ngclient_ok("client", &[]);
     let (version, mut signers) = trusted(&r, "root");

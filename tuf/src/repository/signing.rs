@@ -112,8 +112,9 @@ impl Repository {
     }
 
     /// Adds signatures to staged role `name` with every signer whose key the role (or, for
-    /// root, the previous root) names and that has not signed yet. Returns the TUF key ids that
-    /// signed; refuses when none of the signers is a key of the role.
+    /// root, the previous root) names and that has not signed yet. Returns the keys that
+    /// signed, as sigild key ids ([`Signer::key_id`]); refuses when none of the signers is a
+    /// key of the role that has not signed yet.
     pub async fn sign_staged(
         &mut self,
         name: &str,
@@ -148,7 +149,14 @@ impl Repository {
                 source: reason.into(),
             });
         }
-        Ok(signed)
+        let by_tuf_id = |id: &String| {
+            sets.iter()
+                .flat_map(|s| &s.keys)
+                .find(|(k, _)| k == id)
+                .and_then(|(_, key)| key.to_public_key().ok())
+                .map_or_else(|| id.clone(), |p| p.key_id())
+        };
+        Ok(signed.iter().map(by_tuf_id).collect())
     }
 
     /// What staged role `name` still lacks (empty when every threshold is met).

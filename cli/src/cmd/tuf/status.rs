@@ -50,8 +50,14 @@ impl StatusArgs {
                 "  {} v{} ({} signature(s))",
                 s.role, s.version, s.signatures
             ))?;
+            // Root is signed only by `sign` (and init/rotate); the others at publish.
+            let when = if s.role == "root" {
+                "needs (sigil tuf sign)"
+            } else {
+                "signed at publish by sigild's keys"
+            };
             for m in &s.missing {
-                print_line(&format!("    needs: {m}"))?;
+                print_line(&format!("    {when}: {m}"))?;
             }
         }
         Ok(())
