@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::cmd::{audit, collection, delegation, key, sign, token, verify};
+use crate::cmd::{audit, collection, delegation, key, sign, token, tuf, verify};
 use crate::error::EXIT_CODES_HELP;
 
 /// Default socket of a system-wide sigild.
@@ -103,6 +103,9 @@ pub(crate) enum Command {
     /// Check sigild's audit log (its hash chain), offline.
     #[command(subcommand)]
     Audit(audit::Command),
+    /// Make and maintain TUF 1.0 repositories (static files any web server serves).
+    #[command(subcommand)]
+    Tuf(tuf::Command),
 }
 
 #[cfg(test)]

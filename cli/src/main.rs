@@ -79,6 +79,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
             Command::Delete(args) => args.run(&cli.global).await,
             Command::Delegation(command) => command.run(&cli.global).await,
             Command::Audit(command) => command.run(&cli.global).await,
+            Command::Tuf(command) => command.run(&cli.global).await,
         }
     })
 }

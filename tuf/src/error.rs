@@ -312,6 +312,30 @@ pub enum Error {
         reason: String,
     },
 
+    /// Staged roles lack signatures: `publish` refuses and names the keys that can still sign.
+    #[error("not enough signatures: {}", list(.0))]
+    Unsigned(Vec<crate::repository::MissingSignatures>),
+
+    /// A role would get a threshold its keys cannot meet (0, or above its key count).
+    #[error("{role}: a threshold of {threshold} cannot be met by {keys} distinct key(s)")]
+    BadThreshold {
+        /// The role.
+        role: String,
+        /// Its distinct keys.
+        keys: usize,
+        /// The threshold asked for.
+        threshold: u64,
+    },
+
+    /// A TUF 1.0 repository directory is not in the state the operation needs.
+    #[error("repository {}: {reason}", .path.display())]
+    Repository {
+        /// The repository (or the file in it).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// File IO on the trust directory failed.
     #[error("{}: {source}", .path.display())]
     Io {
@@ -321,6 +345,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn list<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn detail(reason: &str) -> String {
@@ -336,6 +368,13 @@ impl Error {
         Self::Invalid {
             role: role.to_owned(),
             version,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn repo(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Self::Repository {
+            path: path.into(),
             reason: reason.into(),
         }
     }

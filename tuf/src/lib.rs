@@ -11,6 +11,7 @@
 //! - [`sign`] and [`editor`]: edits signed through the async [`Signer`] trait; only a
 //!   [`SignedCollection`] can be published.
 //! - [`inspect`]: what a signer may learn about metadata before signing it (`sign-metadata`).
+//! - [`repository`]: TUF 1.0 repositories on disk (init, edit, sign, publish, verify).
 //! - [`changelist`]: staged changes in the notary trust dir layout.
 //! - [`x509`]: root key certificates (built with a remote signer) and certificate parsing.
 #![deny(missing_docs)]
@@ -21,6 +22,7 @@ pub mod editor;
 pub mod error;
 pub mod inspect;
 pub mod key;
+pub mod repository;
 pub mod schema;
 pub mod sign;
 pub mod verify;
