@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::cmd::{collection, delegation, key, sign, token, verify};
+use crate::cmd::{collection, delegation, key, sign, token, tuf, verify};
 use crate::error::EXIT_CODES_HELP;
 
 /// Default socket of a system-wide sigild.
@@ -100,6 +100,9 @@ pub(crate) enum Command {
     /// Add, list and remove delegations of a trusted collection.
     #[command(subcommand)]
     Delegation(delegation::Command),
+    /// TUF 1.0 specification repositories: the client (`sigil tuf client`).
+    #[command(subcommand)]
+    Tuf(tuf::Command),
 }
 
 #[cfg(test)]

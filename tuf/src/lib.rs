@@ -16,6 +16,7 @@
 
 pub mod changelist;
 pub mod cjson;
+pub mod client;
 pub mod editor;
 pub mod error;
 pub mod key;

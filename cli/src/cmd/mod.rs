@@ -5,4 +5,5 @@ pub(crate) mod delegation;
 pub(crate) mod key;
 pub(crate) mod sign;
 pub(crate) mod token;
+pub(crate) mod tuf;
 pub(crate) mod verify;
