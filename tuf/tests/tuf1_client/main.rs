@@ -186,22 +186,11 @@ fn rollbacks_of_timestamp_snapshot_and_targets_are_refused() {
     let client = Client::new(&repo);
     repo.publish(&["targets", "snapshot", "timestamp"]);
     client.refresh(&repo).expect("refresh");
-    let good = repo.served.clone();
 
     // Timestamp v1 served again.
-    let mut old = Repo::new();
-    old.served = good.clone();
+    let mut old = repo.clone();
     old.timestamp.version = 0;
-    let ts = sign(
-        "timestamp",
-        {
-            let mut t = repo.timestamp.clone();
-            t.version = 1;
-            t
-        },
-        &repo.signers["timestamp"],
-    );
-    old.served.insert("metadata/timestamp.json".into(), ts);
+    old.publish(&["timestamp"]);
     let err = client.refresh(&old).expect_err("timestamp rollback");
     assert!(
         matches!(err, Error::Rollback { ref role, .. } if role == "timestamp"),
@@ -210,15 +199,12 @@ fn rollbacks_of_timestamp_snapshot_and_targets_are_refused() {
     assert_eq!(client.version("timestamp"), Some(2));
 
     // A newer timestamp listing an older snapshot.
-    let mut rolled = repo.timestamp.clone();
-    rolled.version = 3;
-    rolled.meta.insert("snapshot.json".into(), MetaFile::new(1));
-    let mut attack = Repo::new();
-    attack.served = good.clone();
-    attack.served.insert(
-        "metadata/timestamp.json".into(),
-        sign("timestamp", rolled, &repo.signers["timestamp"]),
-    );
+    let mut attack = repo.clone();
+    attack
+        .timestamp
+        .meta
+        .insert("snapshot.json".into(), MetaFile::new(1));
+    attack.publish(&["timestamp"]);
     let err = client.refresh(&attack).expect_err("snapshot rollback");
     assert!(
         matches!(err, Error::Rollback { ref role, .. } if role == "snapshot"),
@@ -229,17 +215,13 @@ fn rollbacks_of_timestamp_snapshot_and_targets_are_refused() {
     for change in [Some(MetaFile::new(1)), None] {
         let client = Client::new(&repo);
         client.refresh(&repo).expect("refresh");
-        let mut repo2 = Repo::new();
-        std::mem::swap(&mut repo2.served, &mut good.clone());
-        repo2.signers = repo.signers.clone();
-        repo2.snapshot = repo.snapshot.clone();
-        repo2.timestamp = repo.timestamp.clone();
+        let mut attack = repo.clone();
         match change {
-            Some(meta) => repo2.snapshot.meta.insert("targets.json".into(), meta),
-            None => repo2.snapshot.meta.remove("targets.json"),
+            Some(meta) => attack.snapshot.meta.insert("targets.json".into(), meta),
+            None => attack.snapshot.meta.remove("targets.json"),
         };
-        repo2.publish(&["snapshot", "timestamp"]);
-        let err = client.refresh(&repo2).expect_err("targets rollback");
+        attack.publish(&["snapshot", "timestamp"]);
+        let err = client.refresh(&attack).expect_err("targets rollback");
         assert!(
             matches!(err, Error::Rollback { .. } | Error::Invalid { .. }),
             "{err}"

@@ -40,6 +40,7 @@ pub(crate) fn sign<T: RoleBody<Dialect = Tuf1>>(
 }
 
 /// The repository: role bodies, who signs them, and the files served.
+#[derive(Clone)]
 pub(crate) struct Repo {
     pub(crate) signers: BTreeMap<String, Signers>,
     pub(crate) root: tuf1::Root,

@@ -171,3 +171,68 @@ impl ClientArgs {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn parse(args: &[&str]) -> ClientArgs {
+        let cli = Cli::try_parse_from(["sigil", "tuf", "client"].iter().chain(args))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        match cli.command {
+            Command::Tuf(super::super::Command::Client(args)) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn options_come_in_any_order_before_the_command() {
+        let args = parse(&[
+            "--target-name",
+            "a",
+            "--metadata-url",
+            "http://h/m",
+            "--metadata-dir",
+            "/d",
+            "--target-name",
+            "b/c",
+            "--target-dir",
+            "/t",
+            "--target-base-url",
+            "http://h/t",
+            "download",
+        ]);
+        assert_eq!(args.target_names, ["a", "b/c"]);
+        assert_eq!(args.metadata_dir, PathBuf::from("/d"));
+        assert!(matches!(args.action, Action::Download));
+        let args = parse(&["--metadata-dir", "/d", "init", "/r.json"]);
+        assert!(matches!(args.action, Action::Init { root } if root == Path::new("/r.json")));
+    }
+
+    #[test]
+    fn client_invocations_are_recognised_for_their_exit_code() {
+        let words = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        assert!(is_client_invocation(&words(
+            "tuf client --metadata-dir d bogus"
+        )));
+        assert!(is_client_invocation(&words("-v tuf client")));
+        assert!(!is_client_invocation(&words("key list")));
+        assert!(!is_client_invocation(&words("client tuf")));
+    }
+
+    #[test]
+    fn base_urls_must_be_http_and_end_in_a_slash() {
+        assert_eq!(
+            base_url("--metadata-url", "http://h:1/repo/metadata")
+                .expect("ok")
+                .as_str(),
+            "http://h:1/repo/metadata/"
+        );
+        assert!(base_url("--metadata-url", "file:///etc").is_err());
+        assert!(base_url("--metadata-url", "http://h/m?x=1").is_err());
+        assert!(base_url("--metadata-url", "not a url").is_err());
+    }
+}
