@@ -42,7 +42,7 @@ pub(crate) struct ClientArgs {
     /// Base URL of the repository's targets.
     #[arg(long, value_name = "URL")]
     target_base_url: Option<String>,
-    /// Directory the verified targets are stored in.
+    /// Directory the verified targets are stored in (created if missing).
     #[arg(long, value_name = "DIR")]
     target_dir: Option<PathBuf>,
     /// What to do.
@@ -153,6 +153,10 @@ impl ClientArgs {
         if self.target_names.is_empty() {
             return Err(Error::Usage("download needs --target-name".into()));
         }
+        std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
         let mut updater = self.updater("download")?;
         for name in &self.target_names {
             let info = updater
