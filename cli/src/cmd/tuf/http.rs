@@ -113,3 +113,93 @@ impl Fetcher for HttpFetcher {
         Ok(Some(body))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A one-connection loopback server: answers with `head`, then writes `body_chunks`
+    /// chunks of 8 KiB (or until the client hangs up).
+    fn serve_once(head: &'static str, body_chunks: usize) -> (Url, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url =
+            Url::parse(&format!("http://{}/", listener.local_addr().expect("addr"))).expect("url");
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            // Ends the thread even if the client kept the connection open without reading.
+            conn.set_write_timeout(Some(Duration::from_secs(10)))
+                .expect("write timeout");
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).expect("read");
+                assert!(n > 0, "client closed before sending a request");
+                request.extend_from_slice(&buf[..n]);
+            }
+            if conn.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            for _ in 0..body_chunks {
+                if conn.write_all(&[b'x'; 8192]).is_err() {
+                    return;
+                }
+            }
+        });
+        (url, server)
+    }
+
+    /// Joins the server thread without blocking the runtime, whose connection task must run
+    /// to close the socket the server writes to.
+    async fn join(server: std::thread::JoinHandle<()>) {
+        tokio::task::spawn_blocking(move || server.join().expect("server thread"))
+            .await
+            .expect("join");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn endless_bodies_stop_at_the_cap() {
+        // No Content-Length: only the streaming count can stop it (about 80 MiB offered).
+        let (url, server) = serve_once("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", 10_000);
+        let mut fetcher = HttpFetcher::new(Some(url), None).expect("fetcher");
+        let err = match fetcher.fetch("timestamp.json", false, 16_384).await {
+            Ok(body) => panic!("accepted {} bytes", body.map_or(0, |b| b.len())),
+            Err(e) => e,
+        };
+        assert!(
+            err.to_string().contains("longer than the 16384 bytes"),
+            "{err}"
+        );
+        drop(fetcher);
+        join(server).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_declared_length_above_the_cap_is_refused_and_404_is_absent() {
+        let (url, server) = serve_once(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\nConnection: close\r\n\r\n",
+            0,
+        );
+        let mut fetcher = HttpFetcher::new(Some(url), None).expect("fetcher");
+        let err = match fetcher.fetch("1.snapshot.json", false, 100).await {
+            Ok(body) => panic!("accepted {} bytes", body.map_or(0, |b| b.len())),
+            Err(e) => e,
+        };
+        assert!(
+            err.to_string().contains("longer than the 100 bytes"),
+            "{err}"
+        );
+        join(server).await;
+
+        let (url, server) = serve_once(
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            0,
+        );
+        let mut fetcher = HttpFetcher::new(Some(url), None).expect("fetcher");
+        let got = fetcher.fetch("2.root.json", false, 100).await.expect("404");
+        assert_eq!(got, None);
+        join(server).await;
+    }
+}
