@@ -314,6 +314,10 @@ pub(crate) enum Error {
         /// The GUN.
         gun: String,
     },
+    /// `sigil tuf client` failed: exit 1 whatever the cause, as the TUF conformance suite's
+    /// CLIENT-CLI protocol requires.
+    #[error("{0}")]
+    TufClient(Box<Error>),
     /// Target content does not match the collection (`sigil verify GUN NAME`).
     #[error("{0}")]
     TargetMismatch(String),
@@ -385,6 +389,7 @@ impl Error {
     /// The process exit code for this error (see [`exit`]).
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
+            Self::TufClient(_) => exit::FAILURE,
             Self::Usage(_) => exit::USAGE,
             Self::KeyNotFound { .. } | Self::NotFound { .. } => exit::NOT_FOUND,
             Self::PermissionDenied { .. } => exit::PERMISSION_DENIED,

@@ -50,6 +50,11 @@ fn usage_error(err: &clap::Error) -> ExitCode {
         }
         _ => {
             eprintln!("sigil: error: {}", error::usage_line(err));
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            if cmd::tuf::client::is_client_invocation(&args) {
+                // The TUF conformance protocol: every failure of the client exits 1.
+                return ExitCode::from(exit::FAILURE);
+            }
             ExitCode::from(exit::USAGE)
         }
     }

@@ -336,6 +336,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A file could not be fetched from the repository (network failure, HTTP error, a
+    /// response longer than the cap for that file).
+    #[error("fetching {what}: {reason}")]
+    Fetch {
+        /// The file (role or target) being fetched.
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// File IO on the trust directory failed.
     #[error("{}: {source}", .path.display())]
     Io {

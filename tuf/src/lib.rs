@@ -18,6 +18,7 @@
 
 pub mod changelist;
 pub mod cjson;
+pub mod client;
 pub mod editor;
 pub mod error;
 pub mod inspect;

@@ -2,7 +2,9 @@
 //! Each verb's arguments and `run()` live in the file named after it; `keys.rs` turns key
 //! arguments into public keys and sigild signers.
 
+pub(crate) mod client;
 mod delegate;
+mod http;
 mod init;
 mod keys;
 mod publish;
@@ -30,12 +32,14 @@ pub(crate) enum Command {
     Timestamp(publish::TimestampArgs),
     Status(status::StatusArgs),
     Verify(status::VerifyArgs),
+    Client(client::ClientArgs),
 }
 
 impl Command {
     /// Runs the verb.
     pub(crate) async fn run(&self, global: &GlobalArgs) -> Result<(), Error> {
         match self {
+            Self::Client(args) => args.run(global).await,
             Self::Init(args) => args.run(global).await,
             Self::Add(args) => args.run(global).await,
             Self::Addhash(args) => args.run(global).await,
