@@ -1,7 +1,8 @@
 //! sigild as a [`sigil_tuf::Signer`]: the tuf crate signs metadata through it and never sees a
-//! private key. ECDSA and RSA keys get only the SHA-256 digest of the canonical bytes (so a
-//! targets file of any size fits sigild's message limit); Ed25519 gets the message, as the
-//! scheme needs. Signatures come back RAW: `r || s` for ECDSA (Notary's `ecdsa` method), PSS
+//! private key. sigild gets the whole canonical bytes, so that a caller whose policy allows
+//! only `sign-metadata` can sign too (sigild reads what it signs, DESIGN §9); only for ECDSA
+//! and RSA keys, bytes over sigild's default message limit — or over a lower limit sigild
+//! answers with — go as their SHA-256 digest (which only a blind `sign` right accepts). Signatures come back RAW: `r || s` for ECDSA (Notary's `ecdsa` method), PSS
 //! for RSA (`rsapss`), Ed25519 (`eddsa`). The tuf crate checks each one before using it.
 //!
 //! Also here: finding the daemon key that serves a (gun, role), or generating it on a token.
@@ -14,6 +15,10 @@ use sigil_tuf::{Algorithm, PublicKey, SignError, Signer};
 use crate::daemon_client::{DaemonClient, KeyFilter, KeyInfo, NewKey, touch_prompt};
 use crate::error::Error;
 use crate::key_ref::KeyId;
+
+/// Largest message sent whole: sigild's default `max_message_bytes` (4 MiB) less room for the
+/// rest of the request.
+const WHOLE_MESSAGE_LIMIT: usize = 4 * 1024 * 1024 - 16 * 1024;
 
 /// One key held by sigild, usable as a metadata signer.
 #[derive(Debug, Clone)]
@@ -53,17 +58,28 @@ impl Signer for DaemonSigner {
     }
 
     async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
-        let payload = if self.key.algorithm().signs_digest() {
-            pb::sign_request::Payload::Sha256Digest(Sha256::digest(message).to_vec())
+        let digest = || pb::sign_request::Payload::Sha256Digest(Sha256::digest(message).to_vec());
+        let by_digest = self.key.algorithm().signs_digest();
+        let payload = if by_digest && message.len() > WHOLE_MESSAGE_LIMIT {
+            digest()
         } else {
             pb::sign_request::Payload::Message(message.to_vec())
         };
         touch_prompt(&self.key, || describe_metadata(&self.key, message));
         let mut client = self.client.clone();
-        let response = client
+        let response = match client
             .sign(&self.id, payload, pb::SignatureEncoding::Raw)
             .await
-            .map_err(|e| Box::new(e) as SignError)?;
+        {
+            // sigild's max_message_bytes is lower than the default: the digest fits.
+            Err(Error::TooLarge { .. }) if by_digest && message.len() <= WHOLE_MESSAGE_LIMIT => {
+                client
+                    .sign(&self.id, digest(), pb::SignatureEncoding::Raw)
+                    .await
+            }
+            other => other,
+        }
+        .map_err(|e| Box::new(e) as SignError)?;
         if response.key_id != self.key.key_id {
             return Err(Box::new(Error::UnexpectedResponse {
                 key_id: self.key.key_id.clone(),

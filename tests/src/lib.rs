@@ -23,6 +23,7 @@
 
 pub mod bench;
 pub mod cert_files;
+pub mod metadata;
 pub mod notary;
 pub mod python;
 pub mod yubikey;
@@ -1062,6 +1063,26 @@ pub struct AuditRecord {
     /// On `suppressed` lines: how many refusals were counted instead of written.
     #[serde(default)]
     pub suppressed: Option<u64>,
+    /// What sign-metadata (or the notary-signer endpoint) read from the bytes to sign.
+    #[serde(default)]
+    pub metadata: Option<AuditMetadata>,
+}
+
+/// The `metadata` object of an audit line (DESIGN §9).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditMetadata {
+    /// `notary`, `tuf-1.0` or `x509`.
+    pub dialect: String,
+    /// `_type`, or `root-certificate`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Version (0 for a certificate).
+    pub version: u64,
+    /// Expiry as written.
+    pub expires: String,
+    /// Targets listed.
+    pub targets: usize,
 }
 
 /// Every line of an audit log, parsed strictly (panics on a malformed line).
@@ -1104,6 +1125,13 @@ pub enum Rpc {
         key_id: String,
         /// Message, hex.
         message_hex: String,
+    },
+    /// Sign a precomputed SHA-256 digest, RAW encoding.
+    SignDigest {
+        /// Key id.
+        key_id: String,
+        /// The digest, hex.
+        digest_hex: String,
     },
     /// GenerateKey (ECDSA P-256).
     Generate {
@@ -1184,6 +1212,17 @@ pub async fn perform(client: &mut Client, rpc: &Rpc) -> RpcOutcome {
             let message = hex::decode(message_hex).unwrap_or_default();
             client
                 .sign_message(key_id, &message, pb::SignatureEncoding::Raw)
+                .await
+                .map(|r| outcome.signature_hex = hex::encode(r.signature))
+        }
+        Rpc::SignDigest { key_id, digest_hex } => {
+            let digest = hex::decode(digest_hex).unwrap_or_default();
+            client
+                .sign_request(pb::SignRequest {
+                    key_id: key_id.clone(),
+                    payload: Some(pb::sign_request::Payload::Sha256Digest(digest)),
+                    encoding: pb::SignatureEncoding::Raw.into(),
+                })
                 .await
                 .map(|r| outcome.signature_hex = hex::encode(r.signature))
         }

@@ -1493,6 +1493,8 @@ impl SignedDoc {
 pub struct AuditLine {
     /// RFC 3339 time.
     pub time: String,
+    /// Hex SHA-256 of the previous line (the hash chain).
+    pub prev: String,
     /// `sign`, `generate`, `delete` or `public`.
     pub op: String,
     /// The TLS client's certificate identity (notary-signer endpoint).
@@ -1524,6 +1526,9 @@ pub struct AuditLine {
     /// On `suppressed` lines: how many refusals were counted instead of written.
     #[serde(default)]
     pub suppressed: Option<u64>,
+    /// What the signed (or refused) metadata said.
+    #[serde(default)]
+    pub metadata: Option<crate::AuditMetadata>,
 }
 
 /// Every line of an audit log as [`AuditLine`]s (panics on a malformed line).

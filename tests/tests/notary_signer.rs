@@ -15,7 +15,9 @@ use sigil_e2e::notary::{
     connect_signer, daemon_key_id, free_port, notary_key_id, read_audit_lines, require_notary,
     verify_notary_signature, wait_mtls, write_sigild_config,
 };
-use sigil_e2e::{DAEMON_TIMEOUT, Daemon, DevDir, read_text, sha256_hex, token_inspect_exe};
+use sigil_e2e::{
+    DAEMON_TIMEOUT, Daemon, DevDir, metadata, read_text, sha256_hex, token_inspect_exe,
+};
 use sigil_proto::sigil_v1 as v1;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -627,7 +629,19 @@ fn strangers_are_refused_and_no_other_key_is_reachable() {
 fn create_key_and_sign_follow_notary_signers_contract() {
     let signer = Signer::start(&[SERVER_CLIENT_CN, SAN_CLIENT]);
     let who = strangers(&signer);
-    let content = br#"{"_type":"Timestamp","expires":"2030-01-01T00:00:00Z","meta":{"snapshot":{"hashes":{"sha256":"AA=="},"length":1}},"version":1}"#;
+    // What notary-server sends: canonical metadata of the key's role (sigild refuses other
+    // bytes on this endpoint, DESIGN §9).
+    let week = Duration::from_secs(7 * 86_400);
+    let timestamp = metadata::notary("Timestamp", 1, week, &[]);
+    let snapshot = metadata::notary("Snapshot", 1, week, &[]);
+    let content_of = |role: &str| {
+        if role == "timestamp" {
+            &timestamp
+        } else {
+            &snapshot
+        }
+    };
+    let content = timestamp.as_slice();
     let rt = runtime();
     let expected_signs = rt.block_on(async {
         let mut api = signer.api().await;
@@ -656,6 +670,7 @@ fn create_key_and_sign_follow_notary_signers_contract() {
             assert_eq!(got.public_key, created.public_key);
             assert_eq!(got.role, role);
 
+            let content = content_of(role).as_slice();
             for (endpoint, caller) in [(&mut api, SERVER_CLIENT_CN), (&mut san, SAN_CLIENT)] {
                 let signature = endpoint
                     .sign(&id, content)
@@ -726,8 +741,8 @@ fn create_key_and_sign_follow_notary_signers_contract() {
         .map(|(c, k, o)| (*c, k.as_str(), *o))
         .collect();
     assert_eq!(signs, expected, "one audit line per Sign, in order");
-    let digest = sha256_hex(content);
     for line in audit.iter().filter(|l| l.op == "sign" && l.outcome == "ok") {
+        let digest = sha256_hex(content_of(&line.role));
         assert_eq!(line.sha256.as_deref(), Some(digest.as_str()), "{line:?}");
         assert_eq!(line.gun, GUN, "{line:?}");
     }
@@ -830,7 +845,7 @@ fn health_follows_the_token_without_restarting_sigild() {
         .decode(key["keyval"]["public"].as_str().expect("keyval.public"))
         .expect("base64 public key");
     let id = notary_key_id("ecdsa", &public);
-    let content = br#"{"_type":"Timestamp","version":7}"#;
+    let content = &metadata::notary("Timestamp", 7, Duration::from_secs(86_400), &[]);
     let pid = signer.daemon().pid();
     let rt = runtime();
     let mut api = rt.block_on(signer.api());

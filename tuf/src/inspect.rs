@@ -37,6 +37,27 @@ pub struct Inspected {
     pub target_paths: Vec<String>,
 }
 
+/// What a message to be signed is: metadata, or the TBSCertificate of a root key's
+/// certificate (the Notary root key signs its own certificate at `init` and rotation).
+#[derive(Debug)]
+pub enum Signable {
+    /// The canonical `signed` object of a metadata file.
+    Metadata(Inspected),
+    /// A certificate about to be signed, as an unsigned view.
+    RootCertificate(Box<crate::x509::Certificate>),
+}
+
+/// Reads `message` as a DER TBSCertificate (it starts with a DER SEQUENCE, which no JSON text
+/// does) or else as metadata ([`inspect`]).
+pub fn inspect_signable(message: &[u8]) -> Result<Signable> {
+    if message.first() == Some(&0x30) {
+        return crate::x509::Certificate::unsigned_from_tbs_der(message)
+            .map(|c| Signable::RootCertificate(Box::new(c)))
+            .map_err(|e| not_metadata(e.to_string()));
+    }
+    inspect(message).map(Signable::Metadata)
+}
+
 /// Reads `message` as the canonical `signed` object of one metadata file.
 pub fn inspect(message: &[u8]) -> Result<Inspected> {
     let value = cjson::parse_strict(message).map_err(|e| not_metadata(format!("{e}")))?;

@@ -108,6 +108,32 @@ impl Certificate {
             .map_err(|e| Error::cert(format!("cannot encode: {e}")))
     }
 
+    /// A view of a DER TBSCertificate that is about to be signed (sign-metadata inspects
+    /// what a root key's certificate will say before signing it). The view has no signature:
+    /// it never verifies and must not be written out. Non-canonical DER is refused, so what
+    /// was inspected is byte for byte what gets signed.
+    pub fn unsigned_from_tbs_der(der: &[u8]) -> Result<Self> {
+        let tbs = TbsCertificate::from_der(der)
+            .map_err(|e| Error::cert(format!("not a DER TBSCertificate: {e}")))?;
+        if tbs.to_der().ok().as_deref() != Some(der) {
+            return Err(Error::cert("the TBSCertificate is not canonical DER"));
+        }
+        let signature_algorithm = tbs.signature.clone();
+        Ok(Self {
+            inner: x509_cert::Certificate {
+                tbs_certificate: tbs,
+                signature_algorithm,
+                signature: BitString::from_bytes(&[])
+                    .map_err(|e| Error::cert(format!("empty signature: {e}")))?,
+            },
+        })
+    }
+
+    /// Whether issuer and subject are the same name (a self-issued certificate).
+    pub fn is_self_issued(&self) -> bool {
+        self.inner.tbs_certificate.issuer == self.inner.tbs_certificate.subject
+    }
+
     /// The subject's common name, if it has one in a string type we read.
     pub fn common_name(&self) -> Option<String> {
         self.inner

@@ -14,6 +14,10 @@
 //!
 //! Metadata does not name its repository, so the GUN is the key's: a key without a GUN cannot
 //! sign metadata this way (its floors would be shared by every repository it serves).
+//!
+//! A root key may also sign its own Notary root certificate (what `sigil init` and a root
+//! rotation make): a self-issued TBSCertificate for exactly this key, `CN` = the key's GUN,
+//! not a CA, valid no longer than the root bound.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,7 +25,8 @@ use std::time::{Duration, SystemTime};
 use globset::GlobMatcher;
 use sha2::{Digest as _, Sha256};
 use sigil_tuf::RoleType;
-use sigil_tuf::inspect::{Inspected, inspect};
+use sigil_tuf::inspect::{Inspected, Signable, inspect_signable};
+use sigil_tuf::x509::Certificate;
 
 use super::Error;
 use crate::audit::MetadataFacts;
@@ -93,8 +98,13 @@ impl MetadataGuard {
         message: &[u8],
         seen: &mut Option<MetadataFacts>,
     ) -> Result<(), Error> {
-        let denied = |why: String| Error::PermissionDenied(format!("sign-metadata: {why}"));
-        let facts = inspect(message).map_err(|e| denied(e.to_string()))?;
+        let facts = match inspect_signable(message).map_err(|e| denied(e.to_string()))? {
+            Signable::Metadata(facts) => facts,
+            Signable::RootCertificate(cert) => {
+                *seen = Some(certificate_facts(&cert));
+                return self.admit_root_certificate(key, &cert);
+            }
+        };
         *seen = Some(audit_facts(&facts));
         let (gun, role) = (&key.meta.gun, &key.meta.role);
         let fits = match role.as_str() {
@@ -109,40 +119,16 @@ impl MetadataGuard {
                 key.key_id, facts.kind
             )));
         }
-        if gun.is_empty() {
-            return Err(denied(format!(
-                "key {} has no GUN, and version floors are kept per GUN: use a key generated \
-                 with --gun",
-                key.key_id
-            )));
-        }
-        let rule = self
-            .rules
-            .iter()
-            .find(|r| r.role.is_match(role) && r.gun.is_match(gun));
-        let bound = rule.map_or_else(|| default_bound(facts.kind), |r| r.max_expires);
-        let expires = facts.expires.to_system_time();
-        let now = SystemTime::now();
-        if expires <= now {
-            return Err(denied(format!(
-                "{} v{} has already expired ({})",
-                facts.kind, facts.version, facts.expires
-            )));
-        }
-        if expires.duration_since(now).unwrap_or_default() > bound {
-            return Err(denied(format!(
-                "{} v{} expires {}, more than {} ahead (the bound for {gun} {role}{})",
-                facts.kind,
-                facts.version,
-                facts.expires,
-                human(bound),
-                if rule.is_some() {
-                    " in [[metadata]]"
-                } else {
-                    ", by default"
-                }
-            )));
-        }
+        need_gun(key)?;
+        let rule = self.rule(key);
+        let what = format!("{} v{}", facts.kind, facts.version);
+        self.check_expiry(
+            key,
+            facts.kind,
+            &what,
+            facts.expires.to_system_time(),
+            facts.expires.as_str(),
+        )?;
         if let Some(paths) = rule.and_then(|r| r.paths.as_ref())
             && let Some(outside) = facts
                 .target_paths
@@ -172,6 +158,102 @@ impl MetadataGuard {
     }
 }
 
+impl MetadataGuard {
+    /// The first `[[metadata]]` rule for the key's role and GUN.
+    fn rule(&self, key: &KeyEntry) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .find(|r| r.role.is_match(&key.meta.role) && r.gun.is_match(&key.meta.gun))
+    }
+
+    /// Refuses an expiry in the past or beyond the bound for the key.
+    fn check_expiry(
+        &self,
+        key: &KeyEntry,
+        kind: RoleType,
+        what: &str,
+        expires: SystemTime,
+        shown_expires: &str,
+    ) -> Result<(), Error> {
+        let rule = self.rule(key);
+        let bound = rule.map_or_else(|| default_bound(kind), |r| r.max_expires);
+        let now = SystemTime::now();
+        if expires <= now {
+            return Err(denied(format!(
+                "{what} has already expired ({shown_expires})"
+            )));
+        }
+        if expires.duration_since(now).unwrap_or_default() > bound {
+            return Err(denied(format!(
+                "{what} expires {shown_expires}, more than {} ahead (the bound for {} {}{})",
+                human(bound),
+                key.meta.gun,
+                key.meta.role,
+                if rule.is_some() {
+                    " in [[metadata]]"
+                } else {
+                    ", by default"
+                }
+            )));
+        }
+        Ok(())
+    }
+
+    /// A root key signing its own Notary root certificate (see the module docs).
+    fn admit_root_certificate(&self, key: &KeyEntry, cert: &Certificate) -> Result<(), Error> {
+        if key.meta.role != "root" {
+            return Err(denied(format!(
+                "key {} is a {} key; only a root key signs a certificate (its own)",
+                key.key_id, key.meta.role
+            )));
+        }
+        need_gun(key)?;
+        if !cert.is_self_issued() || cert.public_key().ok().as_ref() != Some(&key.public) {
+            return Err(denied(
+                "the certificate is not a self-issued certificate of this key".into(),
+            ));
+        }
+        cert.check_root_leaf(&key.meta.gun, None)
+            .map_err(|why| denied(format!("not a root certificate for this GUN: {why}")))?;
+        self.check_expiry(
+            key,
+            RoleType::Root,
+            "the root certificate",
+            cert.not_after(),
+            &rfc3339(cert.not_after()),
+        )
+    }
+}
+
+fn denied(why: String) -> Error {
+    Error::PermissionDenied(format!("sign-metadata: {why}"))
+}
+
+fn need_gun(key: &KeyEntry) -> Result<(), Error> {
+    if key.meta.gun.is_empty() {
+        return Err(denied(format!(
+            "key {} has no GUN, and version floors are kept per GUN: use a key generated with --gun",
+            key.key_id
+        )));
+    }
+    Ok(())
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn certificate_facts(cert: &Certificate) -> MetadataFacts {
+    MetadataFacts {
+        dialect: "x509",
+        kind: "root-certificate",
+        version: 0,
+        expires: rfc3339(cert.not_after()),
+        targets: 0,
+    }
+}
 fn audit_facts(facts: &Inspected) -> MetadataFacts {
     MetadataFacts {
         dialect: facts.dialect,

@@ -152,18 +152,23 @@ fn locate_sigild(explicit: Option<&Path>) -> Result<PathBuf, BoxError> {
     Ok(path)
 }
 
-/// The 1 KiB payload: a canonical-JSON timestamp (keys sorted, no whitespace), padded with an
-/// extra field to exactly [`PAYLOAD_BYTES`] (the signer treats content as opaque bytes).
+/// The 1 KiB payload: a canonical-JSON timestamp (keys sorted, no whitespace) expiring in a
+/// week, padded with an extra field to exactly [`PAYLOAD_BYTES`]. notary-signer treats content
+/// as opaque bytes; sigild checks that it is a timestamp within its expiry bound (DESIGN §9),
+/// and the same bytes again pass its version floor without a write.
 fn payload() -> Vec<u8> {
-    let head = concat!(
-        r#"{"_type":"Timestamp","expires":"2036-11-18T22:43:35.105129333Z","#,
-        r#""meta":{"snapshot":{"hashes":{"#,
-        r#""sha256":"tqi+/r3ikvvCjwDP5C8LAJzL3gT9I3wx2MMzRNbJzYc=","#,
-        r#""sha512":"NFHxyc82rAQCHFDNJ4JqAQRPKh6Cq5s/P7YjOYn/E5GTkAVLIFXWLuAFElUdjPSZM3VGqR9rwRawSl3BOP3SIA=="#,
-        r#""},"length":683}},"version":42,"x-padding":""#
+    let head = format!(
+        concat!(
+            r#"{{"_type":"Timestamp","expires":"{}","#,
+            r#""meta":{{"snapshot":{{"hashes":{{"#,
+            r#""sha256":"tqi+/r3ikvvCjwDP5C8LAJzL3gT9I3wx2MMzRNbJzYc=","#,
+            r#""sha512":"NFHxyc82rAQCHFDNJ4JqAQRPKh6Cq5s/P7YjOYn/E5GTkAVLIFXWLuAFElUdjPSZM3VGqR9rwRawSl3BOP3SIA=="#,
+            r#""}},"length":683}}}},"version":42,"x-padding":""#
+        ),
+        sigil_e2e::metadata::expires_in(std::time::Duration::from_secs(7 * 86_400))
     );
     let tail = "\"}";
-    let mut text = head.to_owned();
+    let mut text = head.clone();
     text.push_str(&"p".repeat(PAYLOAD_BYTES - head.len() - tail.len()));
     text.push_str(tail);
     text.into_bytes()
