@@ -482,13 +482,18 @@ else
     printf 'A policy rule for the CI user, added to $DIR/sigild.toml and loaded with SIGHUP:\n'
     cat >>"$DIR/sigild.toml" <<EOF
 
-# Added by the demo: the CI user may sign with the targets/releases key of
-# $GUN, and do nothing else.
+# Added by the demo: the CI user may sign targets/releases metadata of $GUN
+# with its key (sigild reads it first: role, rising version, expiry, paths),
+# and do nothing else.
 [[policy]]
 name = "ci-releases"
 uids = [$NOBODY]
 keys = [{ gun = "$GUN", role = "targets/releases" }]
-allow = ["sign", "public", "list"]
+allow = ["sign-metadata", "public", "list"]
+
+[[metadata]]
+role = "targets/releases"
+max_expires = "1095d"
 EOF
     show cat '>>' "$DIR/sigild.toml"
     sed -n '/^# Added by the demo/,$p' "$DIR/sigild.toml"

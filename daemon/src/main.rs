@@ -24,8 +24,8 @@ const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 The configuration is read from --config, else $SIGIL_CONFIG, else /etc/sigil/sigild.toml.
 See sigild.toml.example for every setting. Signals: SIGTERM/SIGINT stop accepting, finish
 in-flight requests and exit 0; SIGHUP reopens the audit log (logrotate: rename, then HUP),
-reloads the policy rules (and notary_signer allowed_clients) and reopens the tokens; other
-changed settings are logged as needing a restart.
+reloads the [[policy]] and [[metadata]] rules (and notary_signer allowed_clients) and reopens
+the tokens; other changed settings are logged as needing a restart.
 Under systemd, sigild takes the API socket from socket activation (sigild.socket) when one
 is passed, and reports readiness through $NOTIFY_SOCKET (Type=notify)."
 )]
@@ -230,7 +230,7 @@ async fn shutdown_signal() {
 }
 
 /// SIGHUP: reopen the audit log (logrotate's rename-then-create), re-read the configuration
-/// and swap in its policy — the `[[policy]]` and
+/// and swap in its policy and `[[metadata]]` rules — the `[[policy]]` and
 /// `[[require]]` rules and `[notary_signer] allowed_clients` (a bad file keeps the old one) —
 /// then reopen every token with its PIN file read again. Whatever else changed (`[server]`,
 /// the rest of `[notary_signer]`, backends) takes a restart, and the log says so by name.
@@ -263,6 +263,12 @@ async fn reload_on_sighup(
             }
             Err(e) => tracing::error!(error = %e, "policy not reloaded; keeping the old one"),
         }
+        match service.replace_metadata_rules(&config) {
+            Ok(()) => tracing::info!(rules = config.metadata.len(), "[[metadata]] rules reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "[[metadata]] rules not reloaded; keeping the old ones")
+            }
+        }
         for setting in needs_restart(&running, &config) {
             tracing::warn!(
                 setting,
@@ -294,7 +300,6 @@ fn needs_restart(running: &Config, reloaded: &Config) -> Vec<&'static str> {
     check(a.socket_mode != b.socket_mode, "server.socket_mode");
     check(a.audit_log != b.audit_log, "server.audit_log");
     check(a.state_dir != b.state_dir, "server.state_dir");
-    check(running.metadata != reloaded.metadata, "[[metadata]]");
     check(
         a.max_message_bytes != b.max_message_bytes,
         "server.max_message_bytes",

@@ -220,6 +220,18 @@ async fn a_metadata_only_caller_gets_signatures_only_for_what_fits_its_key() {
         },
     );
     refused(&digest, "send the metadata's canonical bytes as message");
+    // SIGHUP swaps in tighter [[metadata]] rules.
+    let tighter = dir.path().join("sign-metadata.toml");
+    let text = std::fs::read_to_string(&tighter)
+        .expect("config")
+        .replace("max_expires = \"1d\"", "max_expires = \"2h\"");
+    std::fs::write(&tighter, text).expect("rewrite config");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_for_log("[[metadata]] rules reloaded", 1);
+    refused(
+        &sign(&ci, socket, &keys.timestamp, &tuf1("timestamp", 9, 3 * HOUR, &[])),
+        "more than 7200 s ahead",
+    );
     // The owner, allowed to sign blind, still can.
     let mut owner = daemon.client().await;
     owner
@@ -234,7 +246,7 @@ async fn a_metadata_only_caller_gets_signatures_only_for_what_fits_its_key() {
         .iter()
         .filter(|l| l.op == "sign" && l.uid == OTHER_UID)
         .collect();
-    assert_eq!(ci_signs.len(), 14, "{ci_signs:#?}");
+    assert_eq!(ci_signs.len(), 15, "{ci_signs:#?}");
     let first = ci_signs[0];
     assert_eq!(first.outcome, "ok");
     let facts = first

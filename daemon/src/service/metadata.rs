@@ -19,7 +19,7 @@
 //! rotation make): a self-issued TBSCertificate for exactly this key, `CN` = the key's GUN,
 //! not a CA, valid no longer than the root bound.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use globset::GlobMatcher;
@@ -40,7 +40,7 @@ const DAY: u64 = 86_400;
 /// The compiled `[[metadata]]` rules and the version floors.
 #[derive(Debug, Default)]
 pub struct MetadataGuard {
-    rules: Vec<Rule>,
+    rules: RwLock<Arc<Vec<Rule>>>,
     floors: Option<Arc<Floors>>,
     /// Held for the life of the service: the state dir's lock.
     _state_dir: Option<StateDir>,
@@ -57,28 +57,7 @@ struct Rule {
 impl MetadataGuard {
     /// Compiles the configuration's rules; `state_dir` (locked) holds the floors.
     pub fn new(config: &Config, state_dir: Option<StateDir>) -> Result<Self, String> {
-        let rules = config
-            .metadata
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let glob = |p: &str| crate::policy::glob(p, &format!("[[metadata]] #{}", i + 1));
-                Ok(Rule {
-                    role: glob(&r.role).map_err(|e| e.to_string())?,
-                    gun: glob(&r.gun).map_err(|e| e.to_string())?,
-                    max_expires: r.max_expires.0,
-                    paths: r
-                        .paths
-                        .as_ref()
-                        .map(|ps| {
-                            ps.iter()
-                                .map(|p| glob(p).map_err(|e| e.to_string()))
-                                .collect()
-                        })
-                        .transpose()?,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+        let rules = RwLock::new(Arc::new(compile(config)?));
         let floors = match &state_dir {
             Some(dir) => Some(Arc::new(Floors::open(dir.path())?)),
             None => None,
@@ -88,6 +67,18 @@ impl MetadataGuard {
             floors,
             _state_dir: state_dir,
         })
+    }
+
+    /// SIGHUP: the `[[metadata]]` rules of a reloaded configuration (an invalid one keeps the
+    /// rules in force).
+    pub fn replace_rules(&self, config: &Config) -> Result<(), String> {
+        let rules = Arc::new(compile(config)?);
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
+        Ok(())
+    }
+
+    fn rules(&self) -> Arc<Vec<Rule>> {
+        Arc::clone(&self.rules.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Checks `message` for `key` as described above and raises the version floor; `seen`
@@ -120,9 +111,11 @@ impl MetadataGuard {
             )));
         }
         need_gun(key)?;
-        let rule = self.rule(key);
+        let rules = self.rules();
+        let rule = first_rule(&rules, key);
         let what = format!("{} v{}", facts.kind, facts.version);
-        self.check_expiry(
+        check_expiry(
+            rule,
             key,
             facts.kind,
             &what,
@@ -158,47 +151,46 @@ impl MetadataGuard {
     }
 }
 
+/// The first `[[metadata]]` rule for the key's role and GUN.
+fn first_rule<'r>(rules: &'r [Rule], key: &KeyEntry) -> Option<&'r Rule> {
+    rules
+        .iter()
+        .find(|r| r.role.is_match(&key.meta.role) && r.gun.is_match(&key.meta.gun))
+}
+
+/// Refuses an expiry in the past or beyond the bound `rule` (or the default) sets for the key.
+fn check_expiry(
+    rule: Option<&Rule>,
+    key: &KeyEntry,
+    kind: RoleType,
+    what: &str,
+    expires: SystemTime,
+    shown_expires: &str,
+) -> Result<(), Error> {
+    let bound = rule.map_or_else(|| default_bound(kind), |r| r.max_expires);
+    let now = SystemTime::now();
+    if expires <= now {
+        return Err(denied(format!(
+            "{what} has already expired ({shown_expires})"
+        )));
+    }
+    if expires.duration_since(now).unwrap_or_default() > bound {
+        return Err(denied(format!(
+            "{what} expires {shown_expires}, more than {} ahead (the bound for {} {}{})",
+            human(bound),
+            key.meta.gun,
+            key.meta.role,
+            if rule.is_some() {
+                " in [[metadata]]"
+            } else {
+                ", by default"
+            }
+        )));
+    }
+    Ok(())
+}
+
 impl MetadataGuard {
-    /// The first `[[metadata]]` rule for the key's role and GUN.
-    fn rule(&self, key: &KeyEntry) -> Option<&Rule> {
-        self.rules
-            .iter()
-            .find(|r| r.role.is_match(&key.meta.role) && r.gun.is_match(&key.meta.gun))
-    }
-
-    /// Refuses an expiry in the past or beyond the bound for the key.
-    fn check_expiry(
-        &self,
-        key: &KeyEntry,
-        kind: RoleType,
-        what: &str,
-        expires: SystemTime,
-        shown_expires: &str,
-    ) -> Result<(), Error> {
-        let rule = self.rule(key);
-        let bound = rule.map_or_else(|| default_bound(kind), |r| r.max_expires);
-        let now = SystemTime::now();
-        if expires <= now {
-            return Err(denied(format!(
-                "{what} has already expired ({shown_expires})"
-            )));
-        }
-        if expires.duration_since(now).unwrap_or_default() > bound {
-            return Err(denied(format!(
-                "{what} expires {shown_expires}, more than {} ahead (the bound for {} {}{})",
-                human(bound),
-                key.meta.gun,
-                key.meta.role,
-                if rule.is_some() {
-                    " in [[metadata]]"
-                } else {
-                    ", by default"
-                }
-            )));
-        }
-        Ok(())
-    }
-
     /// A root key signing its own Notary root certificate (see the module docs).
     fn admit_root_certificate(&self, key: &KeyEntry, cert: &Certificate) -> Result<(), Error> {
         if key.meta.role != "root" {
@@ -215,7 +207,8 @@ impl MetadataGuard {
         }
         cert.check_root_leaf(&key.meta.gun, None)
             .map_err(|why| denied(format!("not a root certificate for this GUN: {why}")))?;
-        self.check_expiry(
+        check_expiry(
+            first_rule(&self.rules(), key),
             key,
             RoleType::Root,
             "the root certificate",
@@ -254,6 +247,33 @@ fn certificate_facts(cert: &Certificate) -> MetadataFacts {
         targets: 0,
     }
 }
+
+/// Compiles `[[metadata]]` rules; a bad glob names the rule.
+fn compile(config: &Config) -> Result<Vec<Rule>, String> {
+    config
+        .metadata
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let glob = |p: &str| crate::policy::glob(p, &format!("[[metadata]] #{}", i + 1));
+            Ok(Rule {
+                role: glob(&r.role).map_err(|e| e.to_string())?,
+                gun: glob(&r.gun).map_err(|e| e.to_string())?,
+                max_expires: r.max_expires.0,
+                paths: r
+                    .paths
+                    .as_ref()
+                    .map(|ps| {
+                        ps.iter()
+                            .map(|p| glob(p).map_err(|e| e.to_string()))
+                            .collect()
+                    })
+                    .transpose()?,
+            })
+        })
+        .collect()
+}
+
 fn audit_facts(facts: &Inspected) -> MetadataFacts {
     MetadataFacts {
         dialect: facts.dialect,

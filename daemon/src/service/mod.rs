@@ -258,6 +258,11 @@ impl SigningService {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
     }
 
+    /// SIGHUP: the `[[metadata]]` rules of a reloaded configuration.
+    pub fn replace_metadata_rules(&self, config: &crate::config::Config) -> Result<(), String> {
+        self.guard.replace_rules(config)
+    }
+
     /// SIGHUP: opens the audit log's path again, so that after logrotate renamed the file
     /// away new lines go to a new file (chained to the last line of the old one).
     pub fn reopen_audit_log(&self) -> std::io::Result<()> {
