@@ -72,3 +72,15 @@ pub fn venv(name: &str, packages: &[&str], import_check: &str) -> PathBuf {
     );
     python
 }
+
+/// The venv with python-tuf 7 (ngclient and the Metadata API) that every TUF 1.0 test shares.
+/// `securesystemslib[crypto]` brings pyca/cryptography, without which securesystemslib can
+/// neither check an ECDSA or Ed25519 signature (ngclient then refuses every one of them) nor
+/// sign with an in-memory key.
+pub fn tuf_venv() -> PathBuf {
+    venv(
+        "tuf-venv",
+        &["tuf==7.0.0", "securesystemslib[crypto]"],
+        "import tuf.api.metadata, tuf.ngclient, cryptography",
+    )
+}

@@ -229,7 +229,12 @@ async fn a_metadata_only_caller_gets_signatures_only_for_what_fits_its_key() {
     daemon.signal(Signal::SIGHUP);
     daemon.wait_for_log("[[metadata]] rules reloaded", 1);
     refused(
-        &sign(&ci, socket, &keys.timestamp, &tuf1("timestamp", 9, 3 * HOUR, &[])),
+        &sign(
+            &ci,
+            socket,
+            &keys.timestamp,
+            &tuf1("timestamp", 9, 3 * HOUR, &[]),
+        ),
         "more than 7200 s ahead",
     );
     // The owner, allowed to sign blind, still can.

@@ -14,11 +14,7 @@ use sigil_e2e::notary::{Process, free_port};
 use sigil_e2e::{sigil_cli, workspace_root};
 
 fn python() -> PathBuf {
-    sigil_e2e::python::venv(
-        "tuf-venv",
-        &["tuf==7.0.0"],
-        "import tuf.api.metadata, tuf.ngclient",
-    )
+    sigil_e2e::python::tuf_venv()
 }
 
 /// Builds the repository in `dir`; returns the targets and their contents.

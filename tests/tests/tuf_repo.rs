@@ -73,17 +73,7 @@ struct Env {
 
 impl Env {
     async fn start() -> Self {
-        // python-tuf 7.0.0 alone cannot check an ECDSA or Ed25519 signature: securesystemslib
-        // needs `cryptography` (its `crypto` extra), which tuf does not pull in; without it
-        // ngclient refuses every such signature ("Unknown failure to verify signature"). The
-        // venv is shared with other tests by name; `venv` installs only when the import check
-        // fails, so a venv made by a call without the extra is completed here, and one made
-        // here satisfies that call.
-        let python = sigil_e2e::python::venv(
-            "tuf-venv",
-            &["tuf==7.0.0", "securesystemslib[crypto]"],
-            "import tuf.api.metadata, tuf.ngclient, cryptography",
-        );
+        let python = sigil_e2e::python::tuf_venv();
         let dev = DevDir::new();
         dev.init();
         let daemon = dev.start();
