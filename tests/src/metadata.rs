@@ -59,6 +59,26 @@ pub fn tuf1(kind: &str, version: u64, lifetime: Duration, targets: &[&str]) -> V
     sigil_tuf::schema::tuf1::Tuf1::canonical(&body).expect("canonical TUF 1.0 JSON")
 }
 
+/// A canonical Notary timestamp of exactly `size` bytes (padded with an extra field), expiring
+/// in a week, as notary-server sends for signing: the benchmarks' realistic payload. The same
+/// bytes again pass sigild's version floor without a write, so a run measures the parse.
+pub fn timestamp_payload(version: u64, size: usize) -> Vec<u8> {
+    let head = format!(
+        concat!(
+            r#"{{"_type":"Timestamp","expires":"{}","#,
+            r#""meta":{{"snapshot":{{"hashes":{{"#,
+            r#""sha256":"tqi+/r3ikvvCjwDP5C8LAJzL3gT9I3wx2MMzRNbJzYc=","#,
+            r#""sha512":"NFHxyc82rAQCHFDNJ4JqAQRPKh6Cq5s/P7YjOYn/E5GTkAVLIFXWLuAFElUdjPSZM3VGqR9rwRawSl3BOP3SIA=="#,
+            r#""}},"length":683}}}},"version":{},"x-padding":""#
+        ),
+        expires_in(Duration::from_secs(7 * 86_400)),
+        version
+    );
+    let tail = "\"}";
+    let pad = size.saturating_sub(head.len() + tail.len());
+    format!("{head}{}{tail}", "p".repeat(pad)).into_bytes()
+}
+
 fn body(kind: &str, version: u64, lifetime: Duration) -> Value {
     json!({"_type": kind, "version": version, "expires": expires_in(lifetime)})
 }

@@ -152,28 +152,6 @@ fn locate_sigild(explicit: Option<&Path>) -> Result<PathBuf, BoxError> {
     Ok(path)
 }
 
-/// The 1 KiB payload: a canonical-JSON timestamp (keys sorted, no whitespace) expiring in a
-/// week, padded with an extra field to exactly [`PAYLOAD_BYTES`]. notary-signer treats content
-/// as opaque bytes; sigild checks that it is a timestamp within its expiry bound (DESIGN §9),
-/// and the same bytes again pass its version floor without a write.
-fn payload() -> Vec<u8> {
-    let head = format!(
-        concat!(
-            r#"{{"_type":"Timestamp","expires":"{}","#,
-            r#""meta":{{"snapshot":{{"hashes":{{"#,
-            r#""sha256":"tqi+/r3ikvvCjwDP5C8LAJzL3gT9I3wx2MMzRNbJzYc=","#,
-            r#""sha512":"NFHxyc82rAQCHFDNJ4JqAQRPKh6Cq5s/P7YjOYn/E5GTkAVLIFXWLuAFElUdjPSZM3VGqR9rwRawSl3BOP3SIA=="#,
-            r#""}},"length":683}}}},"version":42,"x-padding":""#
-        ),
-        sigil_e2e::metadata::expires_in(std::time::Duration::from_secs(7 * 86_400))
-    );
-    let tail = "\"}";
-    let mut text = head.clone();
-    text.push_str(&"p".repeat(PAYLOAD_BYTES - head.len() - tail.len()));
-    text.push_str(tail);
-    text.into_bytes()
-}
-
 /// The release sigild with `[notary_signer]`, on a fresh `--dev` token.
 struct Sigild {
     process: Process,
@@ -404,7 +382,7 @@ fn run(o: &Options) -> Result<(), BoxError> {
         sigild.port,
         binary.display()
     );
-    let content = payload();
+    let content = sigil_e2e::metadata::timestamp_payload(42, PAYLOAD_BYTES);
     let rt = if o.client_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -11,7 +11,9 @@
 //!   the bench re-executes itself with `SOFTHSM2_CONF` set and a hidden flag, and reads the
 //!   result as JSON from the child's stdout.
 //! * `sigild`: N concurrent clients, each on its own Unix-socket connection, calling
-//!   `Signer/Sign` with `sha256_digest`.
+//!   `Signer/Sign` with `sha256_digest`;
+//! * `sign-metadata`: the same with a 1 KiB canonical Notary timestamp sent whole, for a key
+//!   the bench's uid may only `sign-metadata` with: the cost of sigild reading what it signs.
 //!
 //! and prints throughput, p50 and p99 for both, their ratio and the latency sigild adds.
 //! Run it with `cargo run --release -p sigil-e2e --bin sigil-bench -- --help`.
@@ -67,7 +69,8 @@ usage: sigil-bench [options]
   --warmup SECS         unmeasured time before each run        (default 0.5)
   --client-threads N    tokio worker threads for the gRPC clients; 1 = current-thread
                         runtime, the lightest on a small machine (default 1)
-  --only MODE           run only `in-process` or `sigild`
+  --only MODE           run only `in-process`, or only `sigild` (its `sign-metadata` rows too:
+                        a 1 KiB canonical timestamp signed by a metadata-only caller)
   --rpc-only            also measure Keys/GetPublicKey through sigild (`rpc-only`): the
                         request path without token, worker hand-off or audit line
   --repeat K            K rounds of everything, alternating; report the median round of
@@ -104,6 +107,10 @@ enum Mode {
     /// `Keys/GetPublicKey` through sigild: the same socket, HTTP/2 and policy check, but no
     /// token call, no worker hand-off and no audit line. The floor of the request path.
     RpcOnly,
+    /// `Signer/Sign` of a 1 KiB canonical timestamp (the same bytes each time) by a caller
+    /// allowed only `sign-metadata`: the `sigild` row plus sending the message, hashing it and
+    /// sigild's parse and checks (DESIGN §9).
+    SignMetadata,
 }
 
 impl Mode {
@@ -112,6 +119,7 @@ impl Mode {
             Mode::InProcess => "in-process",
             Mode::Sigild => "sigild",
             Mode::RpcOnly => "rpc-only",
+            Mode::SignMetadata => "sign-metadata",
         }
     }
 }
@@ -247,6 +255,7 @@ fn run(o: &Options) -> Result<(), BoxError> {
     let sigild = locate_sigild(o.sigild.as_deref())?;
     let dir = tempfile::Builder::new().prefix("sigil-bench.").tempdir()?;
     let dir_path = dir.path().to_owned();
+    metadata_policy(&sigild, &dir_path)?;
     let daemon = Daemon::start(&sigild, &dir_path)?;
     eprintln!(
         "sigil-bench: sigild pid {} serving {} ({})",
@@ -255,8 +264,12 @@ fn run(o: &Options) -> Result<(), BoxError> {
         sigild.display()
     );
     let client_rt = client_runtime(o.client_threads)?;
-    let key_id = client_rt.block_on(generate_key(&daemon.socket))?;
+    let key_id = client_rt.block_on(generate_key(&daemon.socket, ROLE))?;
     eprintln!("sigil-bench: key {key_id} (ECDSA P-256, role {ROLE}, gun {GUN})");
+    let metadata_key = client_rt.block_on(generate_key(&daemon.socket, "timestamp"))?;
+    eprintln!(
+        "sigil-bench: key {metadata_key} (ECDSA P-256, role timestamp, gun {GUN}; sign-metadata only)"
+    );
     if !o.pause.is_zero() {
         eprintln!(
             "sigil-bench: pausing {:.1} s (sigild pid {})",
@@ -278,16 +291,21 @@ fn run(o: &Options) -> Result<(), BoxError> {
                 all.push(r);
             }
             if o.only != Some(Mode::InProcess) {
-                let mut modes = vec![Mode::Sigild];
+                let mut modes = vec![Mode::Sigild, Mode::SignMetadata];
                 if o.rpc_only {
                     modes.push(Mode::RpcOnly);
                 }
                 for mode in modes {
+                    let key = if mode == Mode::SignMetadata {
+                        &metadata_key
+                    } else {
+                        &key_id
+                    };
                     let r = client_rt.block_on(sigild_run(
                         mode,
                         &daemon.socket,
                         daemon.pid(),
-                        &key_id,
+                        key,
                         n,
                         o,
                     ))?;
@@ -430,7 +448,7 @@ fn print_table(report: &Report) {
         }
     );
     println!(
-        "| {:<10} | {:>7} | {:>21} | {:>7} | {:>7} | {:>5} | {:>13} | {:>13} | {:>8} |",
+        "| {:<13} | {:>7} | {:>21} | {:>7} | {:>7} | {:>5} | {:>13} | {:>13} | {:>8} |",
         "mode",
         "clients",
         "calls/s",
@@ -442,7 +460,7 @@ fn print_table(report: &Report) {
         "others %"
     );
     println!(
-        "|{:-<12}|{:->9}|{:->23}|{:->9}|{:->9}|{:->7}|{:->15}|{:->15}|{:->10}|",
+        "|{:-<15}|{:->9}|{:->23}|{:->9}|{:->9}|{:->7}|{:->15}|{:->15}|{:->10}|",
         "", ":", ":", ":", ":", ":", ":", ":", ":"
     );
     for r in &report.runs {
@@ -452,6 +470,13 @@ fn print_table(report: &Report) {
                 .iter()
                 .find(|x| x.clients == r.clients)
                 .map_or_else(String::new, |x| format!("{:.2}", x.throughput_ratio)),
+            Mode::SignMetadata => report
+                .runs
+                .iter()
+                .find(|x| x.mode == Mode::Sigild && x.clients == r.clients)
+                .map_or_else(String::new, |x| {
+                    format!("{:.2}", r.per_second / x.per_second)
+                }),
             Mode::InProcess | Mode::RpcOnly => String::new(),
         };
         let rate = if r.rounds > 1 {
@@ -463,7 +488,7 @@ fn print_table(report: &Report) {
             format!("{:.0}", r.per_second)
         };
         println!(
-            "| {:<10} | {:>7} | {:>21} | {:>7.0} | {:>7.0} | {:>5} | {:>13} | {:>13} | {:>8} |",
+            "| {:<13} | {:>7} | {:>21} | {:>7.0} | {:>7.0} | {:>5} | {:>13} | {:>13} | {:>8} |",
             r.mode.as_str(),
             r.clients,
             rate,
@@ -476,7 +501,8 @@ fn print_table(report: &Report) {
         );
     }
     println!(
-        "calls: signatures (rpc-only: GetPublicKey calls, no token, hand-off or audit). \
+        "b/a: sigild / in-process; sign-metadata / sigild (the cost of reading what is signed).\n\
+         calls: signatures (rpc-only: GetPublicKey calls, no token, hand-off or audit). \
          CPU µs: CPU time per call in the\nmeasured window (\"client\" is the signing \
          process in-process, the gRPC clients otherwise). others %: CPU used\nby other \
          processes then, in % of all CPUs.\n"
@@ -671,12 +697,12 @@ async fn connect(socket: &Path) -> Result<Channel, BoxError> {
     .map_err(|e| fail(format!("connecting to {}: {e}", socket.display())))
 }
 
-async fn generate_key(socket: &Path) -> Result<String, BoxError> {
+async fn generate_key(socket: &Path, role: &str) -> Result<String, BoxError> {
     let mut keys = KeysClient::new(connect(socket).await?);
     let key = keys
         .generate_key(pb::GenerateKeyRequest {
             backend: String::new(),
-            role: ROLE.into(),
+            role: role.into(),
             gun: GUN.into(),
             algorithm: pb::Algorithm::EcdsaP256.into(),
         })
@@ -684,6 +710,49 @@ async fn generate_key(socket: &Path) -> Result<String, BoxError> {
         .map_err(|s| fail(format!("GenerateKey: {s}")))?
         .into_inner();
     Ok(key.key_id)
+}
+
+thread_local! {
+    /// The [`Mode::SignMetadata`] message: one canonical 1 KiB Notary timestamp.
+    static METADATA_PAYLOAD: Vec<u8> = sigil_e2e::metadata::timestamp_payload(42, 1024);
+}
+
+/// Lets the bench's own uid sign blind with the `targets` key (the `sigild` rows) but only
+/// metadata with the `timestamp` key (the `sign-metadata` rows): `sigild --dev DIR --check`
+/// writes the dev config, whose owner rule is narrowed to role `targets`, and a second rule
+/// is added; `sigild --dev DIR` then reuses it.
+fn metadata_policy(sigild: &Path, dir: &Path) -> Result<(), BoxError> {
+    let out = Command::new(sigild)
+        .arg("--dev")
+        .arg(dir)
+        .arg("--check")
+        .env_remove("SOFTHSM2_CONF")
+        .env_remove("SIGIL_CONFIG")
+        .output()?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "sigild --dev --check: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let path = dir.join("sigild.toml");
+    let text = std::fs::read_to_string(&path)?;
+    let owner = "keys = [{ gun = \"*\", role = \"*\" }]";
+    if !text.contains(owner) {
+        return Err(fail("the dev config has no owner rule to narrow"));
+    }
+    let uid = nix::unistd::getuid().as_raw();
+    let text = text.replacen(
+        owner,
+        &format!("keys = [{{ gun = \"{GUN}\", role = \"{ROLE}\" }}]"),
+        1,
+    ) + &format!(
+        "\n[[policy]]\nname = \"bench-metadata\"\nuids = [{uid}]\n\
+             keys = [{{ gun = \"{GUN}\", role = \"timestamp\" }}]\n\
+             allow = [\"sign-metadata\", \"generate\", \"list\", \"public\"]\n"
+    );
+    std::fs::write(&path, text)?;
+    Ok(())
 }
 
 /// A digest that differs per call, made outside the timed region.
@@ -712,6 +781,16 @@ impl Caller {
             };
             let t0 = Instant::now();
             (t0, self.keys.get_public_key(request).await.map(drop))
+        } else if self.mode == Mode::SignMetadata {
+            let request = pb::SignRequest {
+                key_id: self.key_id.clone(),
+                payload: Some(pb::sign_request::Payload::Message(
+                    METADATA_PAYLOAD.with(Clone::clone),
+                )),
+                encoding: pb::SignatureEncoding::Raw.into(),
+            };
+            let t0 = Instant::now();
+            (t0, self.signer.sign(request).await.map(drop))
         } else {
             let request = sign_request(&self.key_id, digest(client, i));
             let t0 = Instant::now();
