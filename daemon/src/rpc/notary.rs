@@ -76,9 +76,9 @@ impl NotarySignerApi {
         }
     }
 
-    /// The client's identity: the first certificate name (CN, then DNS/IP/URI/email SANs)
-    /// that is in `allowed_clients`. The handshake already proved the chain to `client_ca`.
-    /// A refusal is audited under the certificate's first name, as the call `op` on `key_id`.
+    /// The client's identity: its certificate's names (CN, then DNS/IP/URI/email SANs; the
+    /// handshake already proved the chain to `client_ca`), of which the service and its policy
+    /// pick the one `allowed_clients` lists, or refuse and audit the call `op` on `key_id`.
     fn client<T>(
         &self,
         request: &Request<T>,
@@ -93,20 +93,7 @@ impl NotarySignerApi {
             Some(Err(_)) => return Err(Status::unauthenticated("unreadable client certificate")),
             None => return Err(Status::unauthenticated("a client certificate is required")),
         };
-        if let Some(name) = self.service.notary_client(&names) {
-            return Ok(name);
-        }
-        let shown = names
-            .first()
-            .map_or("<unnamed certificate>", String::as_str);
-        let refusal = service::Error::PermissionDenied(format!(
-            "client certificate ({}) is not in notary_signer.allowed_clients",
-            names.join(", ")
-        ));
-        Err(self
-            .service
-            .refuse(op, Who::TlsClient(shown), key_id, None, refusal)
-            .into())
+        Ok(self.service.notary_client(&names, op, key_id)?)
     }
 }
 

@@ -167,9 +167,26 @@ impl SigningService {
     }
 
     /// The identity a notary-signer client is known by: the first of its certificate's names
-    /// that `allowed_clients` lists (as of the last SIGHUP), or `None`.
-    pub fn notary_client(&self, names: &[String]) -> Option<String> {
-        self.policy().notary_client(names).cloned()
+    /// (CN, then SANs, as the handshake proved them) that the policy's `allowed_clients` lists
+    /// (as of the last SIGHUP). Any other client is refused here, and the refusal of the call
+    /// `op` on `key_id` audited under the certificate's first name.
+    pub fn notary_client(
+        &self,
+        names: &[String],
+        op: &'static str,
+        key_id: &str,
+    ) -> Result<String, Error> {
+        if let Some(name) = self.policy().notary_client(names) {
+            return Ok(name.clone());
+        }
+        let shown = names
+            .first()
+            .map_or("<unnamed certificate>", String::as_str);
+        let refusal = Error::PermissionDenied(format!(
+            "client certificate ({}) is not in notary_signer.allowed_clients",
+            names.join(", ")
+        ));
+        Err(self.refuse(op, Who::TlsClient(shown), key_id, None, refusal))
     }
 
     /// notary-signer GetKeyInfo: only keys created through that endpoint exist for it.
