@@ -409,6 +409,18 @@ fn a_notary_collection_moves_to_tuf1_with_the_same_targets_keys_and_tag_digests(
         .unwrap_or_else(|| panic!("no releases role in {summary}"));
     assert_eq!(releases["role"], "releases");
     assert_eq!(releases["keys"][0]["sigild_key_id"], releases_key.as_str());
+    // Snapshot and timestamp keys were generated on the token for the GUN.
+    let keys = admin.json(&["key", "list"]);
+    for role in ["snapshot", "timestamp"] {
+        let id = &summary[format!("{role}_key")]["sigild_key_id"];
+        assert!(
+            keys.as_array()
+                .expect("keys")
+                .iter()
+                .any(|k| &k["key_id"] == id && k["role"] == role && k["gun"] == GUN),
+            "{role} key {id} not on the token: {keys}"
+        );
+    }
     // Importing again into the same directory is refused, and changes nothing.
     let before = fs::read(repo.join("metadata/timestamp.json")).expect("timestamp");
     let (code, err) = admin.fails(&["tuf", "import-notary", GUN, repo.to_str().expect("utf8")]);
@@ -568,7 +580,44 @@ fn a_releases_key_allowed_to_a_ci_uid_signs_that_role_in_both_dialects_and_nothi
     // TUF 1.0 dialect: the owner imports; the CI user stages and signs the releases role.
     let repo = env.dev.root().join("tuf-repo");
     let repo_arg = repo.to_str().expect("utf8").to_owned();
-    admin.ok(&["tuf", "import-notary", GUN, &repo_arg]);
+    // With snapshot and timestamp keys named instead of generated.
+    let online: Vec<String> = ["snapshot", "timestamp"]
+        .iter()
+        .map(|role| {
+            admin
+                .ok(&[
+                    "key",
+                    "generate",
+                    "--role",
+                    role,
+                    "--gun",
+                    "tuf.example/online",
+                ])
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    admin.ok(&[
+        "tuf",
+        "import-notary",
+        GUN,
+        &repo_arg,
+        "--snapshot-key",
+        &online[0],
+        "--timestamp-key",
+        &online[1],
+    ]);
+    let root: Metadata<tuf1::Root> = read_tuf1(&repo, "1.root.json");
+    for (role, id) in [
+        (RoleType::Snapshot, &online[0]),
+        (RoleType::Timestamp, &online[1]),
+    ] {
+        let listed: Vec<String> = tuf1_publics(root.body().role_keys(role))
+            .iter()
+            .map(PublicKey::key_id)
+            .collect();
+        assert_eq!(listed, vec![id.clone()], "{role:?}");
+    }
     chown_tree(&repo);
     let content = b"release v2 by CI\n";
     ci.ok(&[
