@@ -25,6 +25,7 @@ pub mod bench;
 pub mod cert_files;
 pub mod notary;
 pub mod python;
+pub mod tuf_lab;
 pub mod yubikey;
 
 use std::collections::BTreeMap;

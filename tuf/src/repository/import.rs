@@ -477,4 +477,31 @@ mod tests {
             Some(PathRule::HashPrefixes(vec!["ab".into()]))
         );
     }
+
+    #[test]
+    fn unsafe_names_are_refused_and_names_outside_the_rule_left_out_with_a_note() {
+        let meta = crate::FileMeta::from_bytes(b"x");
+        let rule = NotaryRule {
+            paths: vec!["releases/".into()],
+            hash_prefixes: vec![],
+        };
+        let mut notes = Vec::new();
+        let mut targets = BTreeMap::new();
+        targets.insert("releases/v1".to_owned(), meta.clone());
+        targets.insert("nightly/v1".to_owned(), meta.clone());
+        let out = convert_targets("targets/releases", &rule, &targets, &mut notes).expect("ok");
+        assert_eq!(out.keys().collect::<Vec<_>>(), ["releases/v1"]);
+        assert_eq!(
+            hex::encode(&out["releases/v1"].hashes["sha512"].0),
+            hex::encode(&meta.hashes["sha512"].0)
+        );
+        assert!(notes[0].contains("1 target(s) outside"), "{notes:?}");
+        targets.insert("releases/../../etc/passwd".to_owned(), meta);
+        let err = convert_targets("targets/releases", &rule, &targets, &mut notes)
+            .expect_err("unsafe name");
+        assert!(
+            matches!(err, Error::InvalidTargetName { ref name, .. } if name.contains("..")),
+            "{err}"
+        );
+    }
 }
