@@ -12,7 +12,10 @@
 # the real notary-signer and notary-server on loopback, then `sigil init`,
 # `add`, `addhash`, `publish`, `list`, `key rotate`, `delegation add`, a
 # delegated `add -r targets/releases` by a CI user, the real `notary list`
-# reading what sigil published, a tampered cache refused, the audit log.
+# reading what sigil published, a tampered cache refused. Steps 19-20: the
+# collection imported into a TUF 1.0 repository (`sigil tuf import-notary`),
+# served on loopback and read by python-tuf. Steps 21-22: the audit log, and
+# everything stopped.
 #
 # Nothing outside a fresh temporary directory is touched (HOME points into it
 # for the notary part); every daemon started here listens on 127.0.0.1 or the
@@ -29,7 +32,7 @@ SIGIL=$ROOT_DIR/target/debug/sigil
 SOFTHSM_MODULE=${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 NOBODY=65534
 GUN=example.com/demo
-STEPS=20
+STEPS=22
 
 die() {
     printf '\ndemo: FAILED: %s\n' "$*" >&2
@@ -212,7 +215,7 @@ cleanup() {
     # Stop everything, whatever fails on the way.
     set +e
     trap - INT TERM
-    for pid in "$SERVER_PID" "$SIGNER_PID" "$DAEMON_PID"; do
+    for pid in "${HTTP_PID:-}" "$SERVER_PID" "$SIGNER_PID" "$DAEMON_PID"; do
         [[ -n $pid ]] && stop_pid "$pid"
     done
     if ((rc != 0)); then
@@ -566,7 +569,52 @@ capture LIST "${COLLECTION[@]}" list "$GUN"
 expect_listed "$LIST" 4 v1.0 "$RELEASE_SHA" "$RELEASE_SIZE" targets/releases
 
 # ---------------------------------------------------------------------------
-step 19 "The audit log counts every signature and its hash chain holds; the trust dirs hold no private key"
+# shellcheck source=scripts/demo-tuf.sh
+source "$ROOT_DIR/scripts/demo-tuf.sh"
+TUF_REPO=$DIR/tuf-repo
+
+step 19 "TUF 1.0: the collection imported into a TUF 1.0 repository, signed by the same token keys"
+printf '(Docker Content Trust is retired; TUF 1.0 clients such as python-tuf, go-tuf and tough\n'
+printf ' read this format. The verified collection is read from notary-server, as sigil list does.)\n'
+capture_all IMPORT "${COLLECTION[@]}" tuf import-notary "$GUN" "$TUF_REPO"
+[[ $IMPORT == *"root -> root (threshold 1), signed with sigild key(s) $ROOT_KEY"* ]] ||
+    die "the TUF 1.0 root should be signed with the collection's root key $ROOT_KEY"
+[[ $IMPORT == *"targets/releases -> releases (threshold 1), signed with sigild key(s) $RELEASES_KEY"* ]] ||
+    die "the releases delegation should keep its key $RELEASES_KEY"
+printf 'The content of the files goes where TUF 1.0 clients fetch it (Notary holds only metadata):\n'
+store_target "$TUF_REPO" install.sh "$INSTALL"
+store_target "$TUF_REPO" release-notes.txt "$FILE"
+store_target "$TUF_REPO" v1.0 "$RELEASE"
+show find "$TUF_REPO/metadata" "$TUF_REPO/targets" -type f
+find "$TUF_REPO/metadata" "$TUF_REPO/targets" -type f | sed "s|$DIR|\$DIR|g" | sort
+run "$SIGIL" tuf verify "$TUF_REPO"
+
+# ---------------------------------------------------------------------------
+step 20 "python-tuf downloads from the TUF 1.0 repository, served on loopback; the tag's digest matches Notary's"
+tuf_venv
+serve_repo "$TUF_REPO"
+capture NGCLIENT "$TUF_PY" "$ROOT_DIR/tests/py/ngclient_download.py" \
+    --metadata-dir "$DIR/tuf-client" --metadata-url "$HTTP_URL/metadata/" \
+    --targets-url "$HTTP_URL/targets/" --download-dir "$DIR/tuf-downloads" \
+    --root "$TUF_REPO/metadata/1.root.json" install.sh v1.0
+[[ $NGCLIENT == *"\"install.sh\": {"*"\"sha256\": \"$INSTALL_SHA\""* ]] ||
+    die "python-tuf should have downloaded install.sh with sha256 $INSTALL_SHA"
+[[ $NGCLIENT == *"\"v1.0\": {"*"\"sha256\": \"$RELEASE_SHA\""* ]] ||
+    die "python-tuf should have downloaded v1.0 (from the releases delegation) with sha256 $RELEASE_SHA"
+cmp -s "$INSTALL" "$DIR/tuf-downloads/install.sh" || die "the downloaded install.sh differs from the file"
+printf '(python-tuf verified root, timestamp, snapshot, targets and releases, then each file)\n'
+capture TAGINFO "$TUF_PY" "$ROOT_DIR/tests/py/ngclient_targetinfo.py" \
+    --metadata-dir "$DIR/tuf-client" --metadata-url "$HTTP_URL/metadata/" \
+    --root "$TUF_REPO/metadata/1.root.json" latest
+[[ $TAGINFO == *"\"sha256\": \"$MANIFEST_SHA\""* ]] ||
+    die "python-tuf should resolve latest to sha256:$MANIFEST_SHA, as sigil lookup did"
+printf 'tag "latest": sigil lookup (Notary) and python-tuf (TUF 1.0) both give sha256:%s\n' "$MANIFEST_SHA"
+show kill -TERM "$HTTP_PID"
+stop_pid "$HTTP_PID"
+HTTP_PID=
+
+# ---------------------------------------------------------------------------
+step 21 "The audit log counts every signature and its hash chain holds; the trust dirs hold no private key"
 declare -A tally=()
 signed_ok=0
 while IFS= read -r line; do
@@ -619,7 +667,7 @@ token_private_keys 5
 printf 'the token now holds %s private keys, all sensitive and never extractable (pkcs11-tool)\n' "$TOKEN_KEYS"
 
 # ---------------------------------------------------------------------------
-step 20 "Stopping notary-server, notary-signer and sigild, each by the pid started here"
+step 22 "Stopping notary-server, notary-signer and sigild, each by the pid started here"
 for name in notary-server notary-signer; do
     if [[ $name == notary-server ]]; then pid=$SERVER_PID; else pid=$SIGNER_PID; fi
     show kill -TERM "$pid"

@@ -26,6 +26,7 @@ pub mod cert_files;
 pub mod metadata;
 pub mod notary;
 pub mod python;
+pub mod tuf_lab;
 pub mod yubikey;
 
 use std::collections::BTreeMap;

@@ -17,6 +17,7 @@
 
 mod check;
 mod delegate;
+mod import;
 mod layout;
 mod publish;
 mod rotate;
@@ -35,6 +36,9 @@ use crate::schema::{Expires, Metadata, RoleType, Signed};
 
 pub use check::{RoleReport, StagedReport, Status, VerifyReport};
 pub use delegate::{Delegation, PathRule};
+pub use import::{
+    ImportedKeys, ImportedRole, NotaryImport, PREFIX_DEPTH, prefix_patterns, tuf1_role_name,
+};
 pub use layout::{Layout, MAX_METADATA_BYTES};
 pub use publish::PublishReport;
 pub use signing::MissingSignatures;

@@ -157,7 +157,7 @@ impl Repository {
     }
 
     /// A target name must be a safe path and, in a delegated role, inside its delegation.
-    fn check_target_name(&self, role: &str, name: &str) -> Result<()> {
+    pub(crate) fn check_target_name(&self, role: &str, name: &str) -> Result<()> {
         if !is_safe_target_path(name) {
             return Err(Error::InvalidTargetName {
                 name: name.to_owned(),

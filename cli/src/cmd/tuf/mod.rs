@@ -5,6 +5,7 @@
 pub(crate) mod client;
 mod delegate;
 mod http;
+mod import;
 mod init;
 mod keys;
 mod publish;
@@ -32,6 +33,7 @@ pub(crate) enum Command {
     Timestamp(publish::TimestampArgs),
     Status(status::StatusArgs),
     Verify(status::VerifyArgs),
+    ImportNotary(import::ImportNotaryArgs),
     Client(client::ClientArgs),
 }
 
@@ -51,6 +53,7 @@ impl Command {
             Self::Timestamp(args) => args.run(global).await,
             Self::Status(args) => args.run(global).await,
             Self::Verify(args) => args.run(global).await,
+            Self::ImportNotary(args) => args.run(global).await,
         }
     }
 }
