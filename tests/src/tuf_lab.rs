@@ -77,13 +77,7 @@ impl Lab {
     /// Starts sigild (with `policy`, extra TOML, appended to its config) and notary-server.
     pub fn start(policy: &str) -> Self {
         require_notary();
-        // The same venv (name and packages) as tests/tests/tuf_repo.rs: `cryptography` lets
-        // securesystemslib check ECDSA signatures.
-        let python = crate::python::venv(
-            "tuf-venv",
-            &["tuf==7.0.0", "securesystemslib[crypto]"],
-            "import tuf.api.metadata, tuf.ngclient, cryptography",
-        );
+        let python = crate::python::tuf_venv();
         let dev = DevDir::new();
         dev.init();
         let pki = Pki::new(&dev.root().join("pki"), "sigil-import-e2e");

@@ -1552,16 +1552,19 @@ fn tampered_expired_and_replayed_metadata_is_refused_naming_the_role() {
     );
     proxy.clear();
 
-    // 4. An expired timestamp, properly signed by the server's timestamp key.
+    // 4. An expired timestamp, properly signed by the server's timestamp key. sigild signs
+    //    nothing already expired (DESIGN §9), so it is signed to expire in two seconds and
+    //    served once it has.
     let current = env.server.metadata(gun, "timestamp");
     let snapshot = env.server.metadata(gun, "snapshot");
     let expired = timestamp(
         &env,
         gun,
         version_of(&current) + 1,
-        SystemTime::now() - Duration::from_secs(3600),
+        SystemTime::now() + Duration::from_secs(2),
         &snapshot,
     );
+    std::thread::sleep(Duration::from_secs(3));
     proxy.set("/timestamp.json", expired);
     let err = client.fails(&["list", gun]);
     assert!(
@@ -1571,11 +1574,12 @@ fn tampered_expired_and_replayed_metadata_is_refused_naming_the_role() {
     proxy.clear();
 
     // 5. A fresh, validly signed timestamp pointing at an older snapshot (which the server
-    //    still has by its hash): the snapshot rollback is caught.
+    //    still has by its hash): the snapshot rollback is caught. (Version + 2: sigild's
+    //    version floor refuses a second, different + 1.)
     let replay = timestamp(
         &env,
         gun,
-        version_of(&current) + 1,
+        version_of(&current) + 2,
         SystemTime::now() + Duration::from_secs(3600),
         &old_snapshot,
     );
