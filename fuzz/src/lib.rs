@@ -17,6 +17,7 @@ pub mod config;
 pub mod notary;
 pub mod policy;
 pub mod request;
+pub mod signable;
 pub mod tuf1;
 
 /// One fuzz target: a name (its corpus directory and the driver's argument) and its harness.
@@ -53,6 +54,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "request",
         run: request::request,
+    },
+    Target {
+        name: "signable",
+        run: signable::signable,
     },
 ];
 

@@ -68,6 +68,11 @@ fn request_corpus() {
     replay("request");
 }
 
+#[test]
+fn signable_corpus() {
+    replay("signable");
+}
+
 /// Each registered target has a corpus (and a test above), and no directory is orphaned.
 #[test]
 fn corpus_directories_match_the_targets() {
