@@ -19,7 +19,10 @@ pub fn signable(data: &[u8]) {
     match first {
         Ok(Signable::Metadata(facts)) => {
             assert!((1..=MAX_VERSION).contains(&facts.version), "{facts:?}");
-            assert!(cjson::parse_strict(data).is_ok(), "accepted non-strict JSON");
+            assert!(
+                cjson::parse_strict(data).is_ok(),
+                "accepted non-strict JSON"
+            );
             let mut spaced = data.to_vec();
             spaced.push(b' ');
             assert!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sigil_e2e::{
     Client, Daemon, DevDir, OTHER_UID, SOFTHSM_MODULE, parse_public, pkcs11_spy_path,
     pseudo_random_bytes, read_audit, read_text, read_until_closed, sign_message_request,
-    token_inspect_exe, write_file,
+    token_inspect_exe, toml_path, write_file,
 };
 use sigil_proto::sigil_v1 as pb;
 use tonic::Code;
@@ -785,9 +785,26 @@ fn unsafe_or_taken_socket_paths_are_refused() {
     assert!(line.contains("not a socket"), "{line}");
     assert_eq!(read_text(&file), "precious");
 
-    // A second daemon on a live socket refuses and leaves the first one serving.
+    // A second daemon on a live socket refuses and leaves the first one serving: with the
+    // same config its state dir's lock stops it; with a state dir of its own, the socket.
     let daemon = dir.start();
     let line = dir.sigild_dev().run_to_exit().error_line().to_owned();
+    assert!(line.contains("in use by another sigild"), "{line}");
+    let own_state = read_text(&dir.dev_config()).replace(
+        &toml_path(&dir.path().join("state")),
+        &toml_path(&dir.path().join("state-2")),
+    );
+    assert!(
+        own_state.contains("state-2"),
+        "the dev config names its state dir"
+    );
+    let second = dir.path().join("second.toml");
+    write_file(&second, own_state, 0o600);
+    let line = dir
+        .sigild_config(&second)
+        .run_to_exit()
+        .error_line()
+        .to_owned();
     assert!(line.contains("another process is serving"), "{line}");
     let mut first = daemon;
     assert!(first.is_running(), "the first daemon must keep running");
