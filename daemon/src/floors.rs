@@ -1,5 +1,8 @@
-//! Version floors for `sign-metadata` (DESIGN §9): for each (GUN, role), the highest metadata
-//! version sigild has signed and the SHA-256 of those bytes. A request is admitted only above
+//! Version floors for `sign-metadata` (DESIGN §9): for each key — which has one GUN and one
+//! role — the highest metadata version sigild has signed with it and the SHA-256 of those
+//! bytes. Per key rather than per (GUN, role): a collection deleted and made again on
+//! notary-server starts at version 1 with a new timestamp key, and a rotated key starts
+//! fresh, while the key a client trusts can still never sign an older version. A request is admitted only above
 //! the floor, or for the very same bytes again (a retry). The floor is raised — and written
 //! durably to `state_dir/metadata-floors.json` — *before* the token signs: a crash between
 //! the two leaves the floor raised with no signature out, which only costs a retry, whereas
@@ -20,11 +23,13 @@ pub const FILE_NAME: &str = "metadata-floors.json";
 #[derive(Debug)]
 pub struct Floors {
     path: PathBuf,
-    floors: Mutex<BTreeMap<(String, String), Floor>>,
+    floors: Mutex<BTreeMap<String, Floor>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Floor {
+    gun: String,
+    role: String,
     version: u64,
     sha256: [u8; 32],
 }
@@ -38,6 +43,7 @@ struct FileFormat {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Entry {
+    key_id: String,
     gun: String,
     role: String,
     version: u64,
@@ -92,8 +98,10 @@ impl Floors {
                             format!("{}: {:?} is not a SHA-256", path.display(), e.sha256)
                         })?;
                     floors.insert(
-                        (e.gun, e.role),
+                        e.key_id,
                         Floor {
+                            gun: e.gun,
+                            role: e.role,
                             version: e.version,
                             sha256,
                         },
@@ -109,26 +117,26 @@ impl Floors {
         })
     }
 
-    /// The highest version signed for (gun, role), if any.
-    pub fn floor(&self, gun: &str, role: &str) -> Option<u64> {
+    /// The highest version signed with `key_id`, if any.
+    pub fn floor(&self, key_id: &str) -> Option<u64> {
         let floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
-        floors
-            .get(&(gun.to_owned(), role.to_owned()))
-            .map(|f| f.version)
+        floors.get(key_id).map(|f| f.version)
     }
 
-    /// Admits `version` with content hash `sha256` for (gun, role): the same bytes as the
-    /// floor pass as they are; a higher version raises the floor and writes it before
-    /// returning. Blocks on the disk: call it off the async runtime's threads.
+    /// Admits `version` with content hash `sha256` for the key `key_id` (of `gun` and `role`,
+    /// named in messages and the file): the same bytes as the floor pass as they are; a higher
+    /// version raises the floor and writes it before returning. Blocks on the disk: call it
+    /// off the async runtime's threads.
     pub fn admit(
         &self,
+        key_id: &str,
         gun: &str,
         role: &str,
         version: u64,
         sha256: [u8; 32],
     ) -> Result<(), Refusal> {
         let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (gun.to_owned(), role.to_owned());
+        let key = key_id.to_owned();
         let previous = floors.get(&key).cloned();
         match &previous {
             Some(f) if f.version == version && f.sha256 == sha256 => return Ok(()),
@@ -149,7 +157,15 @@ impl Floors {
             }
             _ => {}
         }
-        floors.insert(key.clone(), Floor { version, sha256 });
+        floors.insert(
+            key.clone(),
+            Floor {
+                gun: gun.to_owned(),
+                role: role.to_owned(),
+                version,
+                sha256,
+            },
+        );
         if let Err(e) = self.write(&floors) {
             match previous {
                 Some(f) => floors.insert(key, f),
@@ -160,13 +176,14 @@ impl Floors {
         Ok(())
     }
 
-    fn write(&self, floors: &BTreeMap<(String, String), Floor>) -> Result<(), String> {
+    fn write(&self, floors: &BTreeMap<String, Floor>) -> Result<(), String> {
         let file = FileFormat {
             floors: floors
                 .iter()
-                .map(|((gun, role), f)| Entry {
-                    gun: gun.clone(),
-                    role: role.clone(),
+                .map(|(key_id, f)| Entry {
+                    key_id: key_id.clone(),
+                    gun: f.gun.clone(),
+                    role: f.role.clone(),
                     version: f.version,
                     sha256: hex::encode(f.sha256),
                 })
@@ -186,34 +203,24 @@ mod tests {
     fn versions_rise_same_bytes_pass_and_the_floor_survives_a_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let floors = Floors::open(dir.path()).expect("open");
-        floors.admit("g", "timestamp", 5, [1; 32]).expect("first");
-        floors
-            .admit("g", "timestamp", 5, [1; 32])
-            .expect("same bytes again");
-        let err = floors
-            .admit("g", "timestamp", 5, [2; 32])
-            .expect_err("other bytes");
+        let admit = |key: &str, version, sha| floors.admit(key, "g", "timestamp", version, sha);
+        admit("k1", 5, [1; 32]).expect("first");
+        admit("k1", 5, [1; 32]).expect("same bytes again");
+        let err = admit("k1", 5, [2; 32]).expect_err("other bytes");
         assert!(
             err.to_string()
-                .contains("already signed with other content"),
+                .contains("version 5 of g timestamp was already signed with other content"),
             "{err}"
         );
-        let err = floors
-            .admit("g", "timestamp", 4, [3; 32])
-            .expect_err("older");
+        let err = admit("k1", 4, [3; 32]).expect_err("older");
         assert!(err.to_string().contains("not above version 5"), "{err}");
-        floors
-            .admit("other", "timestamp", 1, [4; 32])
-            .expect("another GUN");
-        floors
-            .admit("g", "snapshot", 1, [5; 32])
-            .expect("another role");
-        floors.admit("g", "timestamp", 9, [6; 32]).expect("higher");
+        admit("k2", 1, [4; 32]).expect("a new key starts fresh");
+        admit("k1", 9, [6; 32]).expect("higher");
         drop(floors);
         let again = Floors::open(dir.path()).expect("reopen");
-        assert_eq!(again.floor("g", "timestamp"), Some(9));
-        assert_eq!(again.floor("other", "timestamp"), Some(1));
-        assert!(again.admit("g", "timestamp", 8, [7; 32]).is_err());
+        assert_eq!(again.floor("k1"), Some(9));
+        assert_eq!(again.floor("k2"), Some(1));
+        assert!(again.admit("k1", "g", "timestamp", 8, [7; 32]).is_err());
     }
 
     #[test]

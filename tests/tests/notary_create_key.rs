@@ -15,7 +15,10 @@ use sigil_e2e::{DEV_BACKEND, Daemon, DevDir, read_text, token_inspect_exe, write
 use tonic::Code;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-const CONTENT: &[u8] = br#"{"_type":"Timestamp","version":1}"#;
+/// What notary-server sends for signing: a canonical timestamp (sigild refuses anything else).
+fn content() -> Vec<u8> {
+    sigil_e2e::metadata::notary("Timestamp", 1, std::time::Duration::from_secs(86_400), &[])
+}
 
 /// sigild with `[notary_signer]` (plus `extra` settings in that section) on a fresh token.
 struct Endpoint {
@@ -119,7 +122,7 @@ fn create_key_hands_out_a_key_that_has_not_signed_again() {
             1,
             "repeated CreateKey made several keys: {ids:?}"
         );
-        api.sign(&ids[0], CONTENT).await.expect("Sign");
+        api.sign(&ids[0], &content()).await.expect("Sign");
         let next = key_id(
             &api.create_key("ecdsa", "timestamp", "e2e.example/missing")
                 .await
@@ -174,7 +177,7 @@ fn create_key_reuses_an_unused_key_and_the_caps_hold() {
         );
         assert_ne!(snapshot, first);
         // Once the key has signed (it may be published), CreateKey makes a new one...
-        api.sign(&first, CONTENT).await.expect("Sign");
+        api.sign(&first, &content()).await.expect("Sign");
         // ...but not beyond max_keys_per_gun (two keys held for the GUN now).
         let status = api
             .create_key("ecdsa", "timestamp", "e2e.example/one")

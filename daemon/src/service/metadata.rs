@@ -5,8 +5,8 @@
 //! - is not the canonical `signed` object of Notary or TUF 1.0 metadata;
 //! - is of another type than the key's role (a root key signs root; `targets` and delegation
 //!   keys such as `targets/releases` sign targets);
-//! - is not above the highest version signed for the key's (GUN, role), unless it is the same
-//!   bytes again ([`crate::floors`]);
+//! - is not above the highest version signed with the key (one GUN, one role), unless it is
+//!   the same bytes again ([`crate::floors`]);
 //! - expires beyond the bound of the first `[[metadata]]` rule that matches the key (else the
 //!   Notary defaults: root 10 years, targets and snapshot 3, timestamp 14 days), or has
 //!   already expired;
@@ -137,11 +137,13 @@ impl MetadataGuard {
             denied("sigild has no [server] state_dir to keep version floors in".into())
         })?;
         let sha256: [u8; 32] = Sha256::digest(message).into();
-        let (gun, role, version) = (gun.clone(), role.clone(), facts.version);
-        let admitted =
-            tokio::task::spawn_blocking(move || floors.admit(&gun, &role, version, sha256))
-                .await
-                .map_err(|e| Error::Internal(format!("version floor task: {e}")))?;
+        let (key_id, gun, role, version) =
+            (key.key_id.clone(), gun.clone(), role.clone(), facts.version);
+        let admitted = tokio::task::spawn_blocking(move || {
+            floors.admit(&key_id, &gun, &role, version, sha256)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("version floor task: {e}")))?;
         admitted.map_err(|refusal| match refusal {
             Refusal::Unwritable(e) => Error::Unavailable(format!(
                 "cannot record the version floor, nothing signed: {e}"
