@@ -6,8 +6,8 @@
 //! in published metadata is refused by tough. The verdicts come from tough, not from sigil.
 //!
 //! tough builds a consistent-snapshot target's file name as `HASH.NAME` with the whole target
-//! name (`HASH.dir/file`), where the specification and python-tuf use `dir/HASH.file`, which
-//! is what sigil stores; so tough downloads targets without a directory part here, and targets
+//! name (`HASH.dir/file`), where python-tuf's ngclient uses `dir/HASH.file`, which is what
+//! sigil stores (DESIGN §8); so tough downloads targets without a directory part here, and targets
 //! with one are checked through the metadata tough verified (length and SHA-256).
 
 use std::path::{Path, PathBuf};
