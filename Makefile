@@ -4,7 +4,8 @@
 #   make test          install what is missing, fmt + clippy + the whole suite
 #   make bench         sigild over the socket vs. in-process PKCS#11, the notary-signer
 #                      endpoint vs. the real notary-signer, publishing 10,000 targets with
-#                      sigil vs. the notary client, and sigild on the virtual YubiKey vs.
+#                      sigil vs. the notary client, 10,000 targets into a TUF 1.0 repository
+#                      with sigil tuf vs. python-tuf, and sigild on the virtual YubiKey vs.
 #                      the yubikey crate in-process (release builds)
 #   make test-vyubikey only the YubiKey suites on the virtual YubiKey (root)
 #   make fuzz          coverage-guided fuzzing with AFL++ (cargo-afl, stable Rust), each
@@ -65,6 +66,8 @@ bench: deps
 	$(CARGO) run --release -p sigil-e2e --bin notary-signer-bench
 	$(call banner,cargo run --release -p sigil-e2e --bin publish-bench)
 	$(CARGO) run --release -p sigil-e2e --bin publish-bench
+	$(call banner,cargo run --release -p sigil-e2e --bin tuf-publish-bench)
+	$(CARGO) run --release -p sigil-e2e --bin tuf-publish-bench
 	$(call banner,cargo run --release -p sigil-e2e --bin yubikey-bench)
 	$(CARGO) run --release -p sigil-e2e --bin yubikey-bench
 

@@ -1,10 +1,17 @@
 //! What the benchmark binaries (`src/bin/*-bench.rs`) share: the command-line frame, building
-//! the binaries they measure, CPU accounting from `/proc`, and the machine facts a report
+//! the binaries they measure, timing commands, starting the release sigild, CPU accounting from `/proc`, and the machine facts a report
 //! prints so that numbers from a loaded or different machine are recognisable as such.
 
-use std::path::PathBuf;
-use std::process::{Command, ExitCode};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::DevDir;
+use crate::notary::Process;
 
 /// Errors of a benchmark run: printed once, then the process exits non-zero.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -244,6 +251,88 @@ pub fn seconds(flag: &str, s: &str) -> Result<Duration, BoxError> {
         .filter(|v| v.is_finite() && *v >= 0.0)
         .map(Duration::from_secs_f64)
         .ok_or_else(|| fail(format!("{flag} wants seconds, e.g. 3 or 0.5; got {s:?}")))
+}
+
+/// Longest any one command a benchmark times may run before it is killed (by its pid) and the
+/// bench fails.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long sigild may take to serve its socket.
+pub const SIGILD_START: Duration = Duration::from_secs(20);
+
+/// Runs `cmd` to completion, output captured, and returns it with its wall time (spawn to
+/// exit). The wait blocks in a helper thread rather than polling, so the time is not rounded
+/// up to a poll interval; after [`COMMAND_TIMEOUT`] the child is killed by its pid.
+pub fn timed(cmd: &mut Command) -> Result<(Output, Duration), BoxError> {
+    let started = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("spawning {cmd:?}: {e}")))?;
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let output = child.wait_with_output();
+        let elapsed = started.elapsed();
+        let _ = tx.send(output.map(|o| (o, elapsed)));
+    });
+    match rx.recv_timeout(COMMAND_TIMEOUT) {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            Err(fail(format!(
+                "{cmd:?} still ran after {COMMAND_TIMEOUT:?}; killed pid {pid}"
+            )))
+        }
+    }
+}
+
+/// [`timed`], failing with the command's output unless it succeeded; returns the time.
+pub fn timed_ok(what: &str, cmd: &mut Command) -> Result<Duration, BoxError> {
+    let (output, elapsed) = timed(cmd)?;
+    if !output.status.success() {
+        return Err(fail(format!(
+            "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    Ok(elapsed)
+}
+
+/// The release `sigild --dev DIR` on a fresh token, serving its Unix socket.
+pub fn start_sigild(binary: &Path, dev: &DevDir) -> Result<Process, BoxError> {
+    let mut cmd = Command::new(binary);
+    cmd.arg("--dev")
+        .arg(dev.path())
+        .env_remove("SOFTHSM2_CONF")
+        .env_remove("SIGIL_CONFIG")
+        .env_remove("SIGIL_LOG");
+    let mut process = Process::spawn("sigild", &mut cmd, &dev.logs().join("sigild.log"));
+    let started = Instant::now();
+    loop {
+        if let Some(status) = process.exited() {
+            return Err(fail(format!(
+                "sigild exited ({status}) before serving:\n{}",
+                process.log()
+            )));
+        }
+        if std::os::unix::net::UnixStream::connect(dev.socket()).is_ok() {
+            return Ok(process);
+        }
+        if started.elapsed() > SIGILD_START {
+            return Err(fail(format!(
+                "sigild did not serve {} within {SIGILD_START:?}:\n{}",
+                dev.socket().display(),
+                process.log()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Builds `packages`' binaries with the release profile from the current sources (a no-op

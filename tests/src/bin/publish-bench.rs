@@ -20,19 +20,15 @@
 //! Run it with `cargo run --release -p sigil-e2e --bin publish-bench -- --help`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Output, Stdio};
-use std::sync::mpsc;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde::Serialize;
 use sigil_e2e::DevDir;
-use sigil_e2e::bench::{self, BoxError, Flags, fail};
+use sigil_e2e::bench::{self, BoxError, Flags, fail, start_sigild, timed, timed_ok};
 use sigil_e2e::notary::{
-    NotaryClient, NotaryServer, NotarySigner, Pki, Process, TrustService, read_audit_lines,
-    require_notary,
+    NotaryClient, NotaryServer, NotarySigner, Pki, TrustService, read_audit_lines, require_notary,
 };
 
 const USAGE: &str = "\
@@ -54,10 +50,6 @@ file per staged target).";
 /// The two collections.
 const SIGIL_GUN: &str = "bench.example/sigil";
 const NOTARY_GUN: &str = "bench.example/notary";
-/// Longest any one command may run before it is killed (by its pid) and the bench fails.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
-/// How long sigild may take to serve its socket.
-const SIGILD_START: Duration = Duration::from_secs(20);
 
 #[derive(Debug)]
 struct Options {
@@ -165,82 +157,6 @@ fn locate_binaries(o: &Options) -> Result<(PathBuf, PathBuf), BoxError> {
         }
     }
     Ok((sigild, sigil))
-}
-
-/// Runs `cmd` to completion, output captured, and returns it with its wall time (spawn to
-/// exit). The wait blocks in a helper thread rather than polling, so the time is not rounded
-/// up to a poll interval; after [`COMMAND_TIMEOUT`] the child is killed by its pid.
-fn timed(cmd: &mut Command) -> Result<(Output, Duration), BoxError> {
-    let started = Instant::now();
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(format!("spawning {cmd:?}: {e}")))?;
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let output = child.wait_with_output();
-        let elapsed = started.elapsed();
-        let _ = tx.send(output.map(|o| (o, elapsed)));
-    });
-    match rx.recv_timeout(COMMAND_TIMEOUT) {
-        Ok(result) => Ok(result?),
-        Err(_) => {
-            if let Ok(pid) = i32::try_from(pid) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            Err(fail(format!(
-                "{cmd:?} still ran after {COMMAND_TIMEOUT:?}; killed pid {pid}"
-            )))
-        }
-    }
-}
-
-/// [`timed`], failing with the command's output unless it succeeded; returns the time.
-fn timed_ok(what: &str, cmd: &mut Command) -> Result<Duration, BoxError> {
-    let (output, elapsed) = timed(cmd)?;
-    if !output.status.success() {
-        return Err(fail(format!(
-            "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )));
-    }
-    Ok(elapsed)
-}
-
-/// The release `sigild --dev DIR` on a fresh token, serving its Unix socket.
-fn start_sigild(binary: &Path, dev: &DevDir) -> Result<Process, BoxError> {
-    let mut cmd = Command::new(binary);
-    cmd.arg("--dev")
-        .arg(dev.path())
-        .env_remove("SOFTHSM2_CONF")
-        .env_remove("SIGIL_CONFIG")
-        .env_remove("SIGIL_LOG");
-    let mut process = Process::spawn("sigild", &mut cmd, &dev.logs().join("sigild.log"));
-    let started = Instant::now();
-    loop {
-        if let Some(status) = process.exited() {
-            return Err(fail(format!(
-                "sigild exited ({status}) before serving:\n{}",
-                process.log()
-            )));
-        }
-        if std::os::unix::net::UnixStream::connect(dev.socket()).is_ok() {
-            return Ok(process);
-        }
-        if started.elapsed() > SIGILD_START {
-            return Err(fail(format!(
-                "sigild did not serve {} within {SIGILD_START:?}:\n{}",
-                dev.socket().display(),
-                process.log()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// `sigil` with its own HOME and trust dir, talking to one server and one sigild.

@@ -4,7 +4,7 @@
 //! for a client that reads timestamp first: root, targets and delegated roles, snapshot, and
 //! `timestamp.json` last (its rename is the moment the new state becomes visible).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::SystemTime;
 
 use super::layout::{read_limited, write_atomic};
@@ -12,7 +12,7 @@ use super::signing::{KeySet, add_signatures, missing};
 use super::{Repository, load_published, next_version, unsigned};
 use crate::error::{Error, Result};
 use crate::schema::tuf1::{self, MetaFile, Tuf1, meta_name};
-use crate::schema::{Expires, RoleType, Signed};
+use crate::schema::{Expires, Metadata, RoleType, Signed};
 use crate::sign::Signer;
 
 /// What a publish wrote, in the order written.
@@ -35,6 +35,10 @@ impl Repository {
         if self.staged.is_empty() {
             return Ok(PublishReport::default());
         }
+        let mut unmet = Vec::new();
+        if self.staged.root.is_some() {
+            unmet.extend(self.missing_signatures("root")?);
+        }
         let names: Vec<String> = self.staged.targets.keys().cloned().collect();
         for name in &names {
             let sets = self.key_sets(name)?;
@@ -44,12 +48,11 @@ impl Repository {
                 if role.signatures.is_empty() {
                     role.signed.expires = expires;
                 }
-                add_signatures(name, role, &sets, signers).await?;
+                // One canonical form for signing and for the threshold check.
+                let message = role.canonical_signed()?;
+                add_signatures(name, role, &message, &sets, signers).await?;
+                unmet.extend(missing(name, role, &message, &sets)?);
             }
-        }
-        let mut unmet = Vec::new();
-        for name in self.staged.names() {
-            unmet.extend(self.missing_signatures(&name)?);
         }
         if !unmet.is_empty() {
             return Err(Error::Unsigned(unmet));
@@ -76,10 +79,11 @@ impl Repository {
         if let Some(root) = &self.staged.root {
             files.push(("root".into(), root.signed.version, root.to_vec()?));
         }
-        for name in self.role_tree()? {
+        let tree = self.role_tree()?;
+        for name in &tree {
             let (version, bytes) = match (
-                self.staged.targets.get(&name),
-                self.published.targets.get(&name),
+                self.staged.targets.get(name),
+                self.published.targets.get(name),
             ) {
                 (Some(staged), _) => {
                     let bytes = staged.to_vec()?;
@@ -89,14 +93,14 @@ impl Repository {
                 (None, Some(published)) => (published.version(), published.bytes().to_vec()),
                 (None, None) => {
                     return Err(Error::NoSuchRole {
-                        role: name,
+                        role: name.clone(),
                         reason: "delegated but has no metadata".into(),
                     });
                 }
             };
             snapshot_body
                 .meta
-                .insert(meta_name(&name), MetaFile::with_bytes(version, &bytes));
+                .insert(meta_name(name), MetaFile::with_bytes(version, &bytes));
         }
         let snapshot = self.sign_new("snapshot", snapshot_body, signers).await?;
         let snapshot_bytes = snapshot.to_vec()?;
@@ -108,7 +112,11 @@ impl Repository {
                 false,
             )
             .await?;
-        files.push(("snapshot".into(), snapshot.signed.version, snapshot_bytes));
+        files.push((
+            "snapshot".into(),
+            snapshot.signed.version,
+            snapshot_bytes.clone(),
+        ));
 
         let mut report = PublishReport::default();
         for (name, version, bytes) in &files {
@@ -125,13 +133,42 @@ impl Repository {
             write_atomic(&path, bytes)?;
             report.written.push((name.clone(), *version));
         }
-        write_atomic(&self.layout.timestamp(), &timestamp.to_vec()?)?;
+        let timestamp_bytes = timestamp.to_vec()?;
+        write_atomic(&self.layout.timestamp(), &timestamp_bytes)?;
         report
             .written
             .push(("timestamp".into(), timestamp.signed.version));
-        self.staged = Default::default();
+        // What clients now fetch, from the documents and bytes just written: reading them back
+        // would parse the targets roles again (a third of a 10,000-target publish).
+        let staged = std::mem::take(&mut self.staged);
+        let mut written: BTreeMap<String, Vec<u8>> = files
+            .into_iter()
+            .map(|(name, _, bytes)| (name, bytes))
+            .collect();
+        let mut take = |name: &str| written.remove(name).unwrap_or_default();
+        if let Some(root) = staged.root {
+            self.published.root = Some(Metadata::from_written("root", take("root"), root));
+        }
+        let mut old = std::mem::take(&mut self.published.targets);
+        let mut staged_targets = staged.targets;
+        for name in tree {
+            let current = match staged_targets.remove(&name) {
+                Some(signed) => Metadata::from_written(&name, take(&name), signed),
+                None => old.remove(&name).ok_or_else(|| Error::NoSuchRole {
+                    role: name.clone(),
+                    reason: "delegated but has no metadata".into(),
+                })?,
+            };
+            self.published.targets.insert(name, current);
+        }
+        self.published.snapshot =
+            Some(Metadata::from_written("snapshot", snapshot_bytes, snapshot));
+        self.published.timestamp = Some(Metadata::from_written(
+            "timestamp",
+            timestamp_bytes,
+            timestamp,
+        ));
         self.save()?;
-        self.published = load_published(&self.layout)?;
         Ok(report)
     }
 
@@ -262,8 +299,9 @@ async fn sign_with<T: crate::schema::RoleBody<Dialect = Tuf1>>(
     signers: &[&dyn Signer],
 ) -> Result<Signed<T>> {
     let mut signed = unsigned(body);
-    add_signatures(role, &mut signed, sets, signers).await?;
-    let unmet = missing(role, &signed, sets)?;
+    let message = signed.canonical_signed()?;
+    add_signatures(role, &mut signed, &message, sets, signers).await?;
+    let unmet = missing(role, &signed, &message, sets)?;
     if !unmet.is_empty() {
         return Err(Error::Unsigned(unmet));
     }

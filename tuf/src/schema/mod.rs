@@ -365,6 +365,16 @@ impl<T: RoleBody> Metadata<T> {
         })
     }
 
+    /// A document and the bytes [`Signed::to_vec`] made of it (a file just written), kept
+    /// without serialising or parsing again.
+    pub(crate) fn from_written(role: &str, bytes: Vec<u8>, signed: Signed<T>) -> Self {
+        Self {
+            role: role.to_owned(),
+            bytes,
+            signed,
+        }
+    }
+
     /// Serialises a signed document.
     pub fn from_signed(role: &str, signed: Signed<T>) -> Result<Self> {
         Ok(Self {

@@ -489,3 +489,4 @@ fn re_delegating_with_new_keys_re_signs_the_delegated_role() {
 }
 
 mod hostile;
+mod published_state;
