@@ -25,6 +25,9 @@ use cli::{Cli, Command};
 use error::{Error, exit};
 
 fn main() -> ExitCode {
+    // One TLS provider for the process (ring), whatever else a build links: rustls refuses to
+    // pick one when two are compiled in (a test build unifies features across the workspace).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return usage_error(&err),

@@ -53,6 +53,10 @@ fn main() -> ExitCode {
         eprintln!("sigild: error: cannot make the process non-dumpable (PR_SET_DUMPABLE): {e}");
         return ExitCode::FAILURE;
     }
+    // The notary-signer endpoint's TLS is ring's, whatever else a build links: rustls refuses
+    // to pick a provider when two are compiled in (a test build unifies features across the
+    // workspace), so name it once for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     init_tracing(args.verbose);
     match run(&args) {

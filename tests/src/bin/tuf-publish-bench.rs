@@ -48,11 +48,6 @@ Repositories, the SoftHSM token and the manifest go in a fresh directory under $
 (default /tmp): the file system there is part of what is measured (both sides fsync every
 metadata file they write).";
 
-/// The python-tuf venv of the e2e tests (tests/tests/tuf_repo.rs): same name, same packages.
-const VENV: &str = "tuf-venv";
-const VENV_PACKAGES: &[&str] = &["tuf==7.0.0", "securesystemslib[crypto]"];
-const VENV_CHECK: &str = "import tuf.api.metadata, tuf.ngclient, cryptography";
-
 #[derive(Debug)]
 struct Options {
     targets: usize,
@@ -330,7 +325,7 @@ fn run(o: &Options) -> Result<(), BoxError> {
             )
         }
     };
-    let python = sigil_e2e::python::venv(VENV, VENV_PACKAGES, VENV_CHECK);
+    let python = sigil_e2e::python::tuf_venv();
     let load_before = bench::loadavg();
     let dev = DevDir::new();
     let sigild = start_sigild(&sigild_exe, &dev)?;
