@@ -16,8 +16,8 @@ use sigil_tuf::verify::is_skippable;
 use sigil_tuf::verify::verify_signatures;
 use sigil_tuf::x509::Certificate;
 use sigil_tuf::{
-    CollectionEditor, CollectionKeys, FileMeta, Metadata, PriorVersions, RoleType, RootTrust,
-    SignedCollection, Signer, Updater, VerifiedCollection,
+    CollectionEditor, FileMeta, Metadata, PriorVersions, RoleType, RootTrust, SignedCollection,
+    Signer, Updater, VerifiedCollection,
 };
 use tracing::{debug, warn};
 
@@ -349,20 +349,7 @@ impl Repo {
         };
         let root = Metadata::<Root>::from_bytes("root", bytes)
             .map_err(|e| Error::tuf(format!("the unpublished root of {}", self.gun), e))?;
-        let keys = |role| {
-            root.body()
-                .role_keys(role)
-                .into_iter()
-                .map(|(_, k)| k.clone())
-                .collect::<Vec<_>>()
-        };
-        let keys = CollectionKeys {
-            root: keys(RoleType::Root),
-            targets: keys(RoleType::Targets),
-            snapshot: keys(RoleType::Snapshot),
-            timestamp: keys(RoleType::Timestamp),
-        };
-        CollectionEditor::create(&self.gun, &keys, now)
+        CollectionEditor::create_over_signed_root(&self.gun, &root, now)
             .map_err(|e| Error::tuf(format!("the unpublished root of {}", self.gun), e))
     }
 
@@ -471,8 +458,8 @@ fn cached_signature_ok(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sigil_tuf::TufKey;
     use sigil_tuf::sign::testing::{MemorySigner, block_on};
+    use sigil_tuf::{CollectionKeys, TufKey};
 
     /// A cached file the root's keys signed raises the rollback floor; the same file with one
     /// byte changed (or signed by a stranger) does not, so a corrupt cache cannot lock the

@@ -4,7 +4,8 @@
 //!
 //! Properties checked for any input:
 //! - no panic;
-//! - what is accepted as metadata has a version in 1..=2^63-1 and is strict JSON;
+//! - what is accepted as metadata has a version in 1..=2^63-1 and is strict JSON (with the
+//!   raw control characters canonical JSON keeps, escaped);
 //! - canonical means canonical: the accepted bytes with a space appended are refused;
 //! - the verdict is the same when asked twice.
 

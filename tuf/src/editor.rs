@@ -116,6 +116,8 @@ pub struct CollectionEditor {
     /// Current bytes of roles that are not re-signed (for snapshot meta).
     files: BTreeMap<String, Vec<u8>>,
     removed: BTreeSet<String>,
+    /// A root already signed (by `sigil init`), sent as it is with the first publish.
+    signed_root: Option<Vec<u8>>,
 }
 
 fn check_root_keys(gun: &str, keys: &[TufKey], now: SystemTime) -> Result<()> {
@@ -175,7 +177,37 @@ impl CollectionEditor {
             snapshot_dirty: false,
             files: BTreeMap::new(),
             removed: BTreeSet::new(),
+            signed_root: None,
         })
+    }
+
+    /// The first publish of a collection whose root `init` already signed (`root`, the cached
+    /// file): root goes out as it is, targets and snapshot get their version 1 now. Signing
+    /// root again would make a second, different root v1, which a signer with version floors
+    /// (sigild's `sign-metadata`) refuses.
+    pub fn create_over_signed_root(
+        gun: &str,
+        root: &Metadata<Root>,
+        now: SystemTime,
+    ) -> Result<Self> {
+        let keys = |role| {
+            root.body()
+                .role_keys(role)
+                .into_iter()
+                .map(|(_, k)| k.clone())
+                .collect::<Vec<_>>()
+        };
+        let keys = CollectionKeys {
+            root: keys(RoleType::Root),
+            targets: keys(RoleType::Targets),
+            snapshot: keys(RoleType::Snapshot),
+            timestamp: keys(RoleType::Timestamp),
+        };
+        let mut editor = Self::create(gun, &keys, now)?;
+        editor.root = root.body().clone();
+        editor.root_dirty = false;
+        editor.signed_root = Some(root.bytes().to_vec());
+        Ok(editor)
     }
 
     /// Edits of a verified collection (`add`, `remove`, `delegation ...`, `key rotate`).
@@ -222,6 +254,7 @@ impl CollectionEditor {
             snapshot_dirty: false,
             files,
             removed: BTreeSet::new(),
+            signed_root: None,
         }
     }
 
@@ -576,6 +609,29 @@ impl CollectionEditor {
             || self.targets.values().any(|s| s.dirty)
     }
 
+    /// Signs only the next root (`sigil init` without publishing: targets and snapshot are
+    /// signed once, when they are first published, so that a signer that keeps version
+    /// floors — sigild's `sign-metadata` — never sees two different version 1s). Returns the
+    /// root file.
+    pub async fn sign_root(self, signers: &[&dyn Signer]) -> Result<Vec<u8>> {
+        let Self {
+            now,
+            mut root,
+            previous_root,
+            ..
+        } = self;
+        require(
+            "root",
+            &owned(root.role_keys(RoleType::Root)),
+            root.role(RoleType::Root).map_or(0, |r| r.threshold),
+            signers,
+        )?;
+        if let Some((keys, threshold)) = &previous_root {
+            require("root (previous keys)", keys, *threshold, signers)?;
+        }
+        sign_next_root(&mut root, previous_root.as_ref(), now, signers).await
+    }
+
     /// Signs every changed role with the signers at hand and returns the publishable
     /// collection. Fails, before signing anything, when a changed role (or a changed root's
     /// previous keys) cannot reach its threshold.
@@ -591,8 +647,14 @@ impl CollectionEditor {
             snapshot_dirty,
             mut files,
             removed,
+            signed_root,
         } = self;
         let mut updates: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let first_publish = signed_root.is_some();
+        if let Some(bytes) = signed_root {
+            files.insert("root".into(), bytes.clone());
+            updates.insert("root".into(), bytes);
+        }
 
         // Check every threshold first so a missing token fails fast, not half-way.
         let dirty_targets: Vec<String> = targets
@@ -640,9 +702,12 @@ impl CollectionEditor {
         // silent hand-over.
         let snapshot_keys = owned(root.role_keys(RoleType::Snapshot));
         let snapshot_threshold = root.role(RoleType::Snapshot).map_or(0, |r| r.threshold);
-        let sign_snapshot =
-            (!plans.is_empty() || root_dirty || snapshot_dirty || !removed.is_empty())
-                && !match_signers(&refs(&snapshot_keys), signers).is_empty();
+        let sign_snapshot = (!plans.is_empty()
+            || root_dirty
+            || first_publish
+            || snapshot_dirty
+            || !removed.is_empty())
+            && !match_signers(&refs(&snapshot_keys), signers).is_empty();
         if sign_snapshot {
             require("snapshot", &snapshot_keys, snapshot_threshold, signers)?;
         }
@@ -663,25 +728,7 @@ impl CollectionEditor {
         }
 
         if root_dirty {
-            root.version += 1;
-            root.expires = Expires::after(now, notary::ROOT_EXPIRY)?;
-            root.validate()?;
-            let mut keys = owned(root.role_keys(RoleType::Root));
-            if let Some((old, _)) = &previous_root {
-                for (id, k) in old {
-                    if !keys.iter().any(|(i, _)| i == id) {
-                        keys.push((id.clone(), k.clone()));
-                    }
-                }
-            }
-            let message = cjson::to_vec(&root)?;
-            let matched = match_signers(&refs(&keys), signers);
-            let signatures = sign_message("root", &message, &matched).await?;
-            let signed = Signed {
-                signed: root.clone(),
-                signatures,
-            };
-            let bytes = signed.to_vec()?;
+            let bytes = sign_next_root(&mut root, previous_root.as_ref(), now, signers).await?;
             files.insert("root".into(), bytes.clone());
             updates.insert("root".into(), bytes);
         }
@@ -786,6 +833,35 @@ impl SignedCollection {
     pub fn removed(&self) -> &BTreeSet<String> {
         &self.removed
     }
+}
+
+/// Bumps `root` to its next version and expiry and signs it with its keys and, after a
+/// rotation, the previous root's keys; returns the file.
+async fn sign_next_root(
+    root: &mut Root,
+    previous_root: Option<&(Vec<(String, TufKey)>, u64)>,
+    now: SystemTime,
+    signers: &[&dyn Signer],
+) -> Result<Vec<u8>> {
+    root.version += 1;
+    root.expires = Expires::after(now, notary::ROOT_EXPIRY)?;
+    root.validate()?;
+    let mut keys = owned(root.role_keys(RoleType::Root));
+    if let Some((old, _)) = previous_root {
+        for (id, k) in old {
+            if !keys.iter().any(|(i, _)| i == id) {
+                keys.push((id.clone(), k.clone()));
+            }
+        }
+    }
+    let message = cjson::to_vec(&*root)?;
+    let matched = match_signers(&refs(&keys), signers);
+    let signatures = sign_message("root", &message, &matched).await?;
+    Signed {
+        signed: root.clone(),
+        signatures,
+    }
+    .to_vec()
 }
 
 /// What notary-server does after a publish: a timestamp over `snapshot` (its exact bytes),

@@ -60,7 +60,11 @@ pub fn inspect_signable(message: &[u8]) -> Result<Signable> {
 
 /// Reads `message` as the canonical `signed` object of one metadata file.
 pub fn inspect(message: &[u8]) -> Result<Inspected> {
-    let value = cjson::parse_strict(message).map_err(|e| not_metadata(format!("{e}")))?;
+    // Canonical JSON keeps control characters raw (a PEM key's newlines, as OLPC and Go both
+    // write them), which no JSON reader takes: escape them to read, and compare the canonical
+    // form (raw again) with the message below.
+    let readable = cjson::escape_control_characters(message.to_vec());
+    let value = cjson::parse_strict(&readable).map_err(|e| not_metadata(format!("{e}")))?;
     let kind = value
         .as_object()
         .ok_or_else(|| not_metadata("not a JSON object".into()))?
@@ -176,6 +180,27 @@ mod tests {
             ("notary", RoleType::Targets, 4)
         );
         assert_eq!(facts.target_paths, vec!["releases/a".to_owned()]);
+    }
+
+    #[test]
+    fn raw_control_characters_of_canonical_json_are_read() {
+        let value = serde_json::json!({
+            "_type": "root",
+            "spec_version": "1.0.31",
+            "version": 1,
+            "expires": "2030-01-01T00:00:00Z",
+            "consistent_snapshot": true,
+            "keys": {"ab": {"keytype": "ecdsa", "scheme": "ecdsa-sha2-nistp256",
+                "keyval": {"public": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"}}},
+            "roles": {}
+        });
+        let bytes = tuf1::Tuf1::canonical(&value).expect("canonical");
+        assert!(
+            bytes.contains(&b'\n'),
+            "canonical JSON keeps the newline raw"
+        );
+        let facts = inspect(&bytes).expect("a root with a PEM key");
+        assert_eq!((facts.kind, facts.version), (RoleType::Root, 1));
     }
 
     #[test]

@@ -224,15 +224,14 @@ impl InitArgs {
         };
         let editor = sigil_tuf::CollectionEditor::create(gun, &keys, SystemTime::now())
             .map_err(|e| Error::tuf(format!("creating {gun}"), e))?;
-        let signed = repo
-            .sign(editor, &[root.clone(), targets.clone(), snapshot.clone()])
-            .await?;
-        let root_file = signed
-            .files()
-            .get("root")
-            .ok_or_else(|| Error::Internal("signing produced no root".into()))?;
+        // Only root is signed now; targets and snapshot v1 are signed once, by the publish
+        // (a signer with version floors would refuse a second, different v1).
+        let root_file = editor
+            .sign_root(&[&root as &dyn sigil_tuf::Signer])
+            .await
+            .map_err(|e| Error::tuf(format!("signing the root of {gun}"), e))?;
         repo.trust.clear_metadata(gun)?;
-        repo.trust.write(gun, "root", root_file)?;
+        repo.trust.write(gun, "root", &root_file)?;
         eprintln!(
             "root key {} (certificate key id {}), targets key {}, snapshot key {} on the token; \
              timestamp key {} on the server",
