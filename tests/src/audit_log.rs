@@ -9,8 +9,11 @@ use super::*;
 pub struct AuditRecord {
     /// RFC 3339 time.
     pub time: String,
-    /// Hex SHA-256 of the previous line (the hash chain).
-    pub prev: String,
+    /// Hex SHA-256 of the previous line (the hash chain); absent only in the log of a sigild
+    /// from before the chain, which benchmarks run for comparison (`sigil audit verify` and
+    /// `tests/audit_chain.rs` check the chain itself).
+    #[serde(default)]
+    pub prev: Option<String>,
     /// `sign`, `generate`, `delete`, or `public` (refused GetPublicKey calls only).
     pub op: String,
     /// Caller uid.

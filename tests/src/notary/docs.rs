@@ -151,8 +151,10 @@ impl SignedDoc {
 pub struct AuditLine {
     /// RFC 3339 time.
     pub time: String,
-    /// Hex SHA-256 of the previous line (the hash chain).
-    pub prev: String,
+    /// Hex SHA-256 of the previous line (the hash chain); absent only in the log of a sigild
+    /// from before the chain, which benchmarks run for comparison.
+    #[serde(default)]
+    pub prev: Option<String>,
     /// `sign`, `generate`, `delete` or `public`.
     pub op: String,
     /// The TLS client's certificate identity (notary-signer endpoint).
