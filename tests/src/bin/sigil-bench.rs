@@ -82,6 +82,8 @@ usage: sigil-bench [options]
                         runtime, the lightest on a small machine (default 1)
   --only MODE           run only `in-process`, or only `sigild` (its `sign-metadata` rows too:
                         a 1 KiB canonical timestamp signed by a metadata-only caller)
+  --no-metadata         leave out the sign-metadata rows (and their policy: for a sigild from
+                        before sign-metadata, to compare the blind rows)
   --rpc-only            also measure Keys/GetPublicKey through sigild (`rpc-only`): the
                         request path without token, worker hand-off or audit line
   --repeat K            K rounds of everything, alternating; report the median round of
@@ -100,6 +102,7 @@ struct Options {
     client_threads: usize,
     only: Option<Mode>,
     rpc_only: bool,
+    no_metadata: bool,
     repeat: usize,
     sigild: Option<PathBuf>,
     pause: Duration,
@@ -218,6 +221,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
         client_threads: 1,
         only: None,
         rpc_only: false,
+        no_metadata: false,
         repeat: 1,
         sigild: None,
         pause: Duration::ZERO,
@@ -242,6 +246,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
                 });
             }
             "--rpc-only" => o.rpc_only = true,
+            "--no-metadata" => o.no_metadata = true,
             "--repeat" => {
                 o.repeat = flags.positive(flag)?;
             }
@@ -266,7 +271,9 @@ fn run(o: &Options) -> Result<(), BoxError> {
     let sigild = locate_sigild(o.sigild.as_deref())?;
     let dir = tempfile::Builder::new().prefix("sigil-bench.").tempdir()?;
     let dir_path = dir.path().to_owned();
-    metadata_policy(&sigild, &dir_path)?;
+    if !o.no_metadata {
+        metadata_policy(&sigild, &dir_path)?;
+    }
     let daemon = Daemon::start(&sigild, &dir_path)?;
     eprintln!(
         "sigil-bench: sigild pid {} serving {} ({})",
@@ -302,7 +309,10 @@ fn run(o: &Options) -> Result<(), BoxError> {
                 all.push(r);
             }
             if o.only != Some(Mode::InProcess) {
-                let mut modes = vec![Mode::Sigild, Mode::SignMetadata];
+                let mut modes = vec![Mode::Sigild];
+                if !o.no_metadata {
+                    modes.push(Mode::SignMetadata);
+                }
                 if o.rpc_only {
                     modes.push(Mode::RpcOnly);
                 }
