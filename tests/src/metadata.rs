@@ -7,18 +7,12 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 use sigil_tuf::schema::dialect::Dialect as _;
 
-/// `expires` `lifetime` from now, as both dialects accept it (`YYYY-MM-DDTHH:MM:SSZ`).
+/// `expires` `lifetime` from now, as both dialects accept it (`YYYY-MM-DDTHH:MM:SSZ`, as TUF
+/// 1.0 writes it).
 pub fn expires_in(lifetime: Duration) -> String {
-    let t = time::OffsetDateTime::from(SystemTime::now() + lifetime);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    sigil_tuf::schema::tuf1::Tuf1::format_time(time::OffsetDateTime::from(
+        SystemTime::now() + lifetime,
+    ))
 }
 
 /// A Notary body of `kind` (`Root`, `Targets`, `Snapshot`, `Timestamp`) at `version`, expiring

@@ -8,60 +8,17 @@
 //! signature, naming the missing keys. The verdicts come from ngclient and the files, not from
 //! sigil's own output.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use sigil_e2e::notary::free_port;
+use sigil_e2e::tuf_lab::HttpServer;
 use sigil_e2e::{Daemon, DevDir, sha256_hex};
 use sigil_proto::sigil_v1 as pb;
 use sigil_tuf::PublicKey;
 use sigil_tuf::schema::tuf1::Key;
 
 const GUN: &str = "tuf.example/repo";
-
-/// `python -m http.server` serving a directory on 127.0.0.1, stopped by its pid on drop.
-struct HttpServer {
-    child: Child,
-    port: u16,
-}
-
-impl HttpServer {
-    fn start(python: &Path, dir: &Path) -> Self {
-        let port = free_port();
-        let child = Command::new(python)
-            .args(["-m", "http.server", "--bind", "127.0.0.1"])
-            .arg(port.to_string())
-            .arg("--directory")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting python -m http.server");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "http.server did not listen on 127.0.0.1:{port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, port }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{path}", self.port)
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Env {
     dev: DevDir,
