@@ -7,6 +7,7 @@
 #                      sigil vs. the notary client, 10,000 targets into a TUF 1.0 repository
 #                      with sigil tuf vs. python-tuf, and sigild on the virtual YubiKey vs.
 #                      the yubikey crate in-process (release builds)
+#   make man           man pages for sigil (section 1) and sigild (8) into target/man/
 #   make test-vyubikey only the YubiKey suites on the virtual YubiKey (root)
 #   make fuzz          coverage-guided fuzzing with AFL++ (cargo-afl, stable Rust), each
 #                      target for FUZZ_SECONDS (default 60), see fuzz/run.sh
@@ -30,10 +31,10 @@ banner = @printf '\n==> %s\n' '$(1)'
 # parallel on its own.
 .NOTPARALLEL:
 
-.PHONY: help deps build demo test bench fuzz test-vyubikey test-yubikey yubikey-serial fmt fmt-check clippy clean
+.PHONY: help deps build demo test bench fuzz man test-vyubikey test-yubikey yubikey-serial fmt fmt-check clippy clean
 
 help:
-	@echo 'targets: demo test bench fuzz build deps fmt clippy clean test-vyubikey test-yubikey'
+	@echo 'targets: demo test bench fuzz build man deps fmt clippy clean test-vyubikey test-yubikey'
 
 deps:
 	$(call banner,checking dependencies (scripts/deps.sh))
@@ -117,6 +118,19 @@ yubikey-serial:
 	    "    when asked, do NOT touch it when asked not to, unplug and plug it back in." \
 	    "Attach only this YubiKey. Ctrl-C now to stop; starting in 5 s." >&2
 	@sleep 5
+
+# Generated from the clap definitions the binaries parse with, so they never drift from them.
+# Installed as the README's "Running sigild in production" shows (man1/, man8/).
+MAN_DIR := target/man
+
+man:
+	$(call banner,cargo build -p sigil-cli -p sigil-daemon --bins)
+	$(CARGO) build -p sigil-cli -p sigil-daemon --bins
+	$(call banner,man pages into $(MAN_DIR)/man1 and $(MAN_DIR)/man8)
+	rm -rf $(MAN_DIR)
+	target/debug/sigil manpages $(MAN_DIR)/man1
+	target/debug/sigild --generate-man $(MAN_DIR)/man8
+	@ls $(MAN_DIR)/man1 $(MAN_DIR)/man8 | tr '\n' ' '; echo
 
 fmt:
 	$(call banner,cargo fmt --all)

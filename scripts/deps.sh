@@ -59,6 +59,18 @@ requirements+=(
     "python3-venv      file:/usr/lib/python3.11/ensurepip/__init__.py"
 )
 
+# `sigil completions` loaded into each shell, and the man pages rendered
+# (tests/tests/completions_man.rs); ssh-agent and ssh-keygen signing through
+# the PKCS#11 module (tests/tests/pkcs11_module.rs).
+requirements+=(
+    "zsh               cmd:zsh"
+    "fish              cmd:fish"
+    "groff-base        cmd:groff"
+    "man-db            cmd:man"
+    "openssh-client    cmd:ssh-agent"
+    "openssh-client    cmd:ssh-keygen"
+)
+
 present() {
     local what=$1
     case $what in

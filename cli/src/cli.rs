@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::cmd::{audit, collection, delegation, key, sign, token, tuf, verify};
+use crate::cmd::{audit, collection, delegation, docs, key, sign, token, tuf, verify};
 use crate::error::EXIT_CODES_HELP;
 
 /// Default socket of a system-wide sigild.
@@ -106,6 +106,8 @@ pub(crate) enum Command {
     /// Make and maintain TUF 1.0 repositories (static files any web server serves).
     #[command(subcommand)]
     Tuf(tuf::Command),
+    Completions(docs::CompletionsArgs),
+    Manpages(docs::ManpagesArgs),
 }
 
 #[cfg(test)]

@@ -88,6 +88,8 @@ fn run(cli: &Cli) -> Result<(), Error> {
             Command::Delegation(command) => command.run(&cli.global).await,
             Command::Audit(command) => command.run(&cli.global).await,
             Command::Tuf(command) => command.run(&cli.global).await,
+            Command::Completions(args) => args.run().await,
+            Command::Manpages(args) => args.run().await,
         }
     })
 }

@@ -43,6 +43,9 @@ struct Args {
     /// More logging (-v debug, -vv trace). PINs are never logged at any level.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Write the sigild(8) man page into DIR and exit (for packaging; `make man` runs it).
+    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
+    generate_man: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +71,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// sigild's page goes in section 8 (system daemons), generated from the same clap definition
+/// that parses its flags. The help's closing text (configuration, signals) becomes its own
+/// section instead of clap_mangen's "EXTRA", and SEE ALSO points at the client.
+fn write_man_page(dir: &std::path::Path) -> std::io::Result<PathBuf> {
+    use clap::CommandFactory as _;
+    use clap_mangen::roff::{Roff, roman};
+    std::fs::create_dir_all(dir)?;
+    let cmd = Args::command();
+    let closing = cmd.get_after_help().map(|text| text.to_string());
+    let man = clap_mangen::Man::new(cmd.after_help(None::<&str>)).section("8");
+    let path = dir.join(man.get_filename());
+    let mut page = Vec::new();
+    man.render(&mut page)?;
+    let mut roff = Roff::new();
+    if let Some(closing) = closing {
+        roff.control("SH", ["CONFIGURATION AND SIGNALS"])
+            .text([roman(closing.replace('\n', " "))]);
+    }
+    roff.control("SH", ["SEE ALSO"]).text([roman(
+        "sigil(1); sigild.toml.example for every setting; the README's \"Running sigild in \
+         production\".",
+    )]);
+    page.extend_from_slice(roff.to_roff().as_bytes());
+    std::fs::write(&path, page)?;
+    Ok(path)
+}
+
 fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "info",
@@ -84,6 +114,11 @@ fn init_tracing(verbose: u8) {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(dir) = &args.generate_man {
+        let page = write_man_page(dir)?;
+        println!("man page written to {}", page.display());
+        return Ok(());
+    }
     // Dev set-up may re-execute the process, so it runs before any thread exists.
     let config_path = match &args.dev {
         Some(dir) => dev::prepare(dir)?,

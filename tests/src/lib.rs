@@ -80,7 +80,8 @@ const PKCS11_SPY_CANDIDATES: [&str; 4] = [
     "/usr/lib/pkcs11-spy.so",
 ];
 
-fn on_path(command: &str) -> bool {
+/// Whether `command` is an executable file in a directory of `$PATH`.
+pub fn on_path(command: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| {
         std::env::split_paths(&paths).any(|dir| {
             fs::metadata(dir.join(command)).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)

@@ -3,6 +3,7 @@
 pub(crate) mod audit;
 pub(crate) mod collection;
 pub(crate) mod delegation;
+pub(crate) mod docs;
 pub(crate) mod key;
 pub(crate) mod sign;
 pub(crate) mod token;
