@@ -1,5 +1,6 @@
 //! `libsigil_pkcs11.so` driven by the real tools people sign with: OpenSC's pkcs11-tool,
-//! OpenSSL's pkcs11 engine and python-tuf with securesystemslib's HSMSigner, against a real
+//! OpenSSL's pkcs11 engine, python-tuf with securesystemslib's HSMSigner and OpenSSH's agent
+//! and ssh-keygen, against a real
 //! sigild on a SoftHSM token. Every signature is checked by an independent verifier
 //! (OpenSSL, python-tuf) and found in sigild's audit log with the caller's uid; a second uid
 //! sees only what sigild's policy grants it.
@@ -61,6 +62,16 @@ signed = Metadata.from_file("root.json")
 signed.verify_delegate("root", signed)
 print("root.json verified with key", public_key.keyid)
 "#;
+
+/// OpenSSH: ssh-agent loads the module (allowed by `-P`), ssh-add asks for a PIN the module
+/// ignores, and `ssh-keygen -Y sign` signs a file with the agent's key; `-Y verify` checks it.
+const SSH_AGENT: &str = r#"eval "$(ssh-agent -s -P "$MODULE")" > /dev/null
+trap 'ssh-agent -k > /dev/null' EXIT
+SSH_ASKPASS=/bin/true SSH_ASKPASS_REQUIRE=force ssh-add -s "$MODULE"
+ssh-keygen -D "$MODULE" > sigil_key.pub
+ssh-keygen -Y sign -f sigil_key.pub -n file release.tar
+echo "release@example.com $(cat sigil_key.pub)" > allowed_signers
+ssh-keygen -Y verify -f allowed_signers -I release@example.com -n file -s release.tar.sig < release.tar"#;
 
 /// `target/debug/libsigil_pkcs11.so`, built once per test process (`cargo build --workspace
 /// --bins` does not build cdylibs).
@@ -211,6 +222,41 @@ async fn openssl_signs_through_the_pkcs11_engine() {
     assert_eq!(
         signs_by(&audit, &key.key_id, nix::unistd::getuid().as_raw()),
         2,
+        "{audit:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_agent_signs_and_ssh_keygen_verifies() {
+    for tool in ["ssh-agent", "ssh-add", "ssh-keygen"] {
+        assert!(
+            sigil_e2e::on_path(tool),
+            "{tool} missing: run `make deps` or `apt-get install -y openssh-client`"
+        );
+    }
+    let dir = DevDir::new();
+    let daemon = dir.start();
+    let key = app_key(&daemon).await;
+    let socket = daemon.socket().display().to_string();
+    let env = [("SIGIL_SOCKET", socket.as_str())];
+    let work = workdir(&dir);
+
+    let out = run(&work, &env, SSH_AGENT);
+    assert!(
+        out.contains("Good \"file\" signature for release@example.com with ECDSA key"),
+        "{out}"
+    );
+    let public = std::fs::read_to_string(work.join("sigil_key.pub")).expect("sigil_key.pub");
+    assert!(
+        public.starts_with("ecdsa-sha2-nistp256 ")
+            && public.trim_end().ends_with(" targets:example.com/app"),
+        "{public}"
+    );
+    // The agent's PKCS#11 helper signed through sigild, as this uid, with that key.
+    let audit = read_audit(daemon.audit_log());
+    assert_eq!(
+        signs_by(&audit, &key.key_id, nix::unistd::getuid().as_raw()),
+        1,
         "{audit:#?}"
     );
 }
@@ -392,6 +438,7 @@ fn readme_shows_the_commands_the_tests_run() {
         OPENSSL_ENGINE,
         PYTHON_TUF,
         SIGN_ROOT_PY,
+        SSH_AGENT,
     ] {
         assert!(readme.contains(command), "README.md lacks:\n{command}");
     }
