@@ -123,6 +123,22 @@ impl Floors {
         floors.get(key_id).map(|f| f.version)
     }
 
+    /// The verdict that needs no disk: `Some(Ok(()))` for the floor's own bytes again,
+    /// `Some(Err(..))` for an older version or other bytes of the floor's version, `None` when
+    /// the version is above the floor (only [`Self::admit`] may raise it). Never blocks, so
+    /// the async runtime asks this first and goes to a blocking thread only to raise a floor.
+    pub fn check(
+        &self,
+        key_id: &str,
+        gun: &str,
+        role: &str,
+        version: u64,
+        sha256: &[u8; 32],
+    ) -> Option<Result<(), Refusal>> {
+        let floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+        decide(floors.get(key_id), gun, role, version, sha256)
+    }
+
     /// Admits `version` with content hash `sha256` for the key `key_id` (of `gun` and `role`,
     /// named in messages and the file): the same bytes as the floor pass as they are; a higher
     /// version raises the floor and writes it before returning. Blocks on the disk: call it
@@ -138,24 +154,8 @@ impl Floors {
         let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
         let key = key_id.to_owned();
         let previous = floors.get(&key).cloned();
-        match &previous {
-            Some(f) if f.version == version && f.sha256 == sha256 => return Ok(()),
-            Some(f) if f.version == version => {
-                return Err(Refusal::OtherContent {
-                    version,
-                    gun: gun.to_owned(),
-                    role: role.to_owned(),
-                });
-            }
-            Some(f) if f.version > version => {
-                return Err(Refusal::NotAbove {
-                    version,
-                    floor: f.version,
-                    gun: gun.to_owned(),
-                    role: role.to_owned(),
-                });
-            }
-            _ => {}
+        if let Some(verdict) = decide(previous.as_ref(), gun, role, version, &sha256) {
+            return verdict;
         }
         floors.insert(
             key.clone(),
@@ -195,6 +195,32 @@ impl Floors {
     }
 }
 
+/// What a request of `version` with `sha256` gets against the key's `floor`, when that can
+/// be decided without raising it (see [`Floors::check`]).
+fn decide(
+    floor: Option<&Floor>,
+    gun: &str,
+    role: &str,
+    version: u64,
+    sha256: &[u8; 32],
+) -> Option<Result<(), Refusal>> {
+    match floor {
+        Some(f) if f.version == version && f.sha256 == *sha256 => Some(Ok(())),
+        Some(f) if f.version == version => Some(Err(Refusal::OtherContent {
+            version,
+            gun: gun.to_owned(),
+            role: role.to_owned(),
+        })),
+        Some(f) if f.version > version => Some(Err(Refusal::NotAbove {
+            version,
+            floor: f.version,
+            gun: gun.to_owned(),
+            role: role.to_owned(),
+        })),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +242,22 @@ mod tests {
         assert!(err.to_string().contains("not above version 5"), "{err}");
         admit("k2", 1, [4; 32]).expect("a new key starts fresh");
         admit("k1", 9, [6; 32]).expect("higher");
+        // The disk-free check agrees, and leaves a higher version to admit().
+        assert!(matches!(
+            floors.check("k1", "g", "timestamp", 9, &[6; 32]),
+            Some(Ok(()))
+        ));
+        assert!(matches!(
+            floors.check("k1", "g", "timestamp", 9, &[7; 32]),
+            Some(Err(Refusal::OtherContent { .. }))
+        ));
+        assert!(matches!(
+            floors.check("k1", "g", "timestamp", 3, &[6; 32]),
+            Some(Err(Refusal::NotAbove { floor: 9, .. }))
+        ));
+        assert!(floors.check("k1", "g", "timestamp", 10, &[6; 32]).is_none());
+        assert!(floors.check("k3", "g", "timestamp", 1, &[6; 32]).is_none());
+        assert_eq!(floors.floor("k1"), Some(9), "check never raises");
         drop(floors);
         let again = Floors::open(dir.path()).expect("reopen");
         assert_eq!(again.floor("k1"), Some(9));

@@ -82,18 +82,20 @@ impl MetadataGuard {
     }
 
     /// Checks `message` for `key` as described above and raises the version floor; `seen`
-    /// receives what the metadata says, for the audit line, as soon as it is known.
+    /// receives what the metadata says, for the audit line, as soon as it is known. Returns
+    /// the message's SHA-256 when the floor needed it, so the sign path does not hash the
+    /// same bytes again.
     pub(super) async fn admit(
         &self,
         key: &KeyEntry,
         message: &[u8],
         seen: &mut Option<MetadataFacts>,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<[u8; 32]>, Error> {
         let facts = match inspect_signable(message).map_err(|e| denied(e.to_string()))? {
             Signable::Metadata(facts) => facts,
             Signable::RootCertificate(cert) => {
                 *seen = Some(certificate_facts(&cert));
-                return self.admit_root_certificate(key, &cert);
+                return self.admit_root_certificate(key, &cert).map(|()| None);
             }
         };
         *seen = Some(audit_facts(&facts));
@@ -137,19 +139,28 @@ impl MetadataGuard {
             denied("sigild has no [server] state_dir to keep version floors in".into())
         })?;
         let sha256: [u8; 32] = Sha256::digest(message).into();
-        let (key_id, gun, role, version) =
-            (key.key_id.clone(), gun.clone(), role.clone(), facts.version);
-        let admitted = tokio::task::spawn_blocking(move || {
-            floors.admit(&key_id, &gun, &role, version, sha256)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("version floor task: {e}")))?;
-        admitted.map_err(|refusal| match refusal {
-            Refusal::Unwritable(e) => Error::Unavailable(format!(
-                "cannot record the version floor, nothing signed: {e}"
-            )),
-            other => denied(other.to_string()),
-        })
+        // The same bytes again, or a refusal, need no disk: only raising the floor (written
+        // and synced before the token signs) leaves the I/O thread.
+        let admitted = match floors.check(&key.key_id, gun, role, facts.version, &sha256) {
+            Some(verdict) => verdict,
+            None => {
+                let (key_id, gun, role, version) =
+                    (key.key_id.clone(), gun.clone(), role.clone(), facts.version);
+                tokio::task::spawn_blocking(move || {
+                    floors.admit(&key_id, &gun, &role, version, sha256)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("version floor task: {e}")))?
+            }
+        };
+        admitted
+            .map(|()| Some(sha256))
+            .map_err(|refusal| match refusal {
+                Refusal::Unwritable(e) => Error::Unavailable(format!(
+                    "cannot record the version floor, nothing signed: {e}"
+                )),
+                other => denied(other.to_string()),
+            })
     }
 }
 

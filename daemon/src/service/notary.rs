@@ -232,10 +232,11 @@ impl SigningService {
         scope: &mut super::audit_event::Scope<'_>,
     ) -> Result<Signature, Error> {
         scope.key(&key);
+        let mut known = None;
         if let Payload::Message(content) = &payload {
-            self.admit_metadata(&key, content, scope).await?;
+            known = self.admit_metadata(&key, content, scope).await?;
         }
-        self.sign_with(key, payload, SignatureEncoding::Raw, scope)
+        self.sign_with(key, payload, known, SignatureEncoding::Raw, scope)
             .await
     }
 

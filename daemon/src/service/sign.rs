@@ -51,6 +51,7 @@ impl SigningService {
         let (key, ops) = self
             .authorise_any(caller, key_id, &[Op::Sign, Op::SignMetadata])
             .await?;
+        let mut known = None;
         if !ops.contains(Op::Sign) {
             // Only sign-metadata: sigild reads what it signs (DESIGN §9).
             scope.key(&key);
@@ -60,19 +61,20 @@ impl SigningService {
                         .into(),
                 ));
             };
-            self.admit_metadata(&key, message, scope).await?;
+            known = self.admit_metadata(&key, message, scope).await?;
         }
-        self.sign_with(key, payload, encoding, scope).await
+        self.sign_with(key, payload, known, encoding, scope).await
     }
 
     /// The sign-metadata checks ([`super::metadata`]), recording what the metadata says in the
-    /// audit scope whatever the verdict.
+    /// audit scope whatever the verdict. Returns the message's SHA-256 if the checks computed
+    /// it, for [`Self::sign_with`].
     pub(super) async fn admit_metadata(
         &self,
         key: &KeyEntry,
         message: &[u8],
         scope: &mut Scope<'_>,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<[u8; 32]>, Error> {
         let mut seen = None;
         let verdict = self.guard.admit(key, message, &mut seen).await;
         if let Some(facts) = seen {
@@ -87,19 +89,23 @@ impl SigningService {
     }
 
     /// The signing core shared by every front door: hash as the algorithm needs, sign on the
-    /// token, encode. The scope receives the key and the digest the audit line records.
+    /// token, encode. `known_sha256` is the SHA-256 of a `Message` payload when the caller has
+    /// already computed it from those very bytes (the sign-metadata checks do). The scope
+    /// receives the key and the digest the audit line records.
     pub(super) async fn sign_with(
         &self,
         key: Arc<KeyEntry>,
         payload: Payload,
+        known_sha256: Option<[u8; 32]>,
         encoding: SignatureEncoding,
         scope: &mut Scope<'_>,
     ) -> Result<Signature, Error> {
         scope.key(&key);
         let algorithm = key.algorithm();
+        let sha256 = |m: &[u8]| known_sha256.unwrap_or_else(|| Sha256::digest(m).into());
         let (input, digest) = match (algorithm.signs_digest(), payload) {
             (true, Payload::Message(m)) => {
-                let d: [u8; 32] = Sha256::digest(&m).into();
+                let d = sha256(&m);
                 (SignInput::Digest(d), d)
             }
             (true, Payload::Digest(d)) => {
@@ -109,7 +115,7 @@ impl SigningService {
                 (SignInput::Digest(d), d)
             }
             (false, Payload::Message(m)) => {
-                let d: [u8; 32] = Sha256::digest(&m).into();
+                let d = sha256(&m);
                 (SignInput::Message(m), d)
             }
             (false, Payload::Digest(_)) => {

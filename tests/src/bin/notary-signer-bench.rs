@@ -39,6 +39,11 @@ usage: notary-signer-bench [options]
                         median run is reported                     (default 3)
   --client-threads N    tokio worker threads for the clients; 1 = current-thread runtime,
                         the lightest on a small machine            (default 1)
+  --load-generator PATH drive each run with this external notary-signer load generator
+                        instead of the built-in clients: a program taking signer-load's
+                        flags (--addr --ca --cert --key --concurrency --duration --json
+                        --watch-pid ...) and printing its JSON line; it makes its own key
+                        per run and verifies sampled signatures (BENCHMARKS.md)
   --sigild PATH         the daemon (default: `cargo build --release -p sigil-daemon`, then
                         target/release/sigild)
   --json                print the results as JSON instead of a table
@@ -55,6 +60,7 @@ struct Options {
     load: Load,
     rounds: usize,
     client_threads: usize,
+    load_generator: Option<PathBuf>,
     sigild: Option<PathBuf>,
     json: bool,
 }
@@ -84,6 +90,9 @@ struct Ratio {
     throughput_b_over_a: f64,
     /// p50 latency b/a (≤ 1.0: sigild answers at least as fast).
     p50_b_over_a: f64,
+    /// Stability: the slowest run's throughput over the median run's, for (a) and (b).
+    a_min_over_median: f64,
+    b_min_over_median: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -114,6 +123,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
         load: Load::default(),
         rounds: 3,
         client_threads: 1,
+        load_generator: None,
         sigild: None,
         json: false,
     };
@@ -130,6 +140,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
                 o.client_threads = flags.positive(flag)?;
             }
             "--sigild" => o.sigild = Some(PathBuf::from(flags.value(flag)?)),
+            "--load-generator" => o.load_generator = Some(PathBuf::from(flags.value(flag)?)),
             "--json" => o.json = true,
             other => return Err(fail(format!("unknown argument {other:?}"))),
         }
@@ -179,6 +190,13 @@ impl Sigild {
         }
         let port = free_port();
         let config = write_sigild_config(dev, port, pki, &[SERVER_CLIENT_CN]);
+        // An external load generator signs a fixed timestamp that expires in 2036: the
+        // operator's [[metadata]] rule for the bench GUN admits it (the default is 14 days).
+        let mut text = sigil_e2e::read_text(&config);
+        text.push_str(&format!(
+            "\n[[metadata]]\nrole = \"{ROLE}\"\ngun = \"{GUN}\"\nmax_expires = \"4000d\"\n"
+        ));
+        sigil_e2e::write_file(&config, text, 0o600);
         let mut cmd = Command::new(binary);
         cmd.arg("--config")
             .arg(&config)
@@ -290,6 +308,114 @@ async fn measure(
     clients: usize,
     o: &Options,
 ) -> Result<RunResult, BoxError> {
+    let result = match &o.load_generator {
+        Some(program) => external_run(program, target, pki, clients, o)?,
+        None => built_in_run(target, pki, content, clients, o).await?,
+    };
+    eprintln!(
+        "notary-signer-bench: {:<13} {:>3} clients: {:>7.0}/s  p50 {:>7.0} µs  p99 {:>7.0} µs  \
+         server CPU/sig {} µs, others {}%",
+        result.target,
+        result.clients,
+        result.per_second,
+        result.p50_us,
+        result.p99_us,
+        cell(result.server_cpu_us_per_sig),
+        cell(result.others_cpu_pct)
+    );
+    Ok(result)
+}
+
+/// One run of the external load generator against `target` (`--load-generator`): its own
+/// CreateKey, warm-up and verification of sampled signatures; its JSON line is the result.
+/// The server's CPU is the generator's own reading over the measured phase (`--watch-pid`).
+fn external_run(
+    program: &Path,
+    target: Target<'_>,
+    pki: &Pki,
+    clients: usize,
+    o: &Options,
+) -> Result<RunResult, BoxError> {
+    let client = pki.client();
+    let before = Cpu::now(target.pid);
+    let out = Command::new(program)
+        .arg("--addr")
+        .arg(format!("127.0.0.1:{}", target.port))
+        .arg("--ca")
+        .arg(pki.ca())
+        .arg("--cert")
+        .arg(&client.cert)
+        .arg("--key")
+        .arg(&client.key)
+        .args(["--server-name", "127.0.0.1", "--connections", "1", "--json"])
+        .args(["--concurrency", &clients.to_string()])
+        .args(["--duration", &o.load.duration.as_secs_f64().to_string()])
+        .args([
+            "--warmup",
+            &(o.load.warmup.as_millis().max(1) * 2).to_string(),
+        ])
+        .args(["--watch-pid", &target.pid.to_string()])
+        .args(["--gun", GUN, "--label", target.name])
+        .stdin(Stdio::null())
+        .output()?;
+    let after = Cpu::now(target.pid);
+    if !out.status.success() {
+        return Err(fail(format!(
+            "{} against {} failed ({}):\n{}",
+            program.display(),
+            target.name,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| fail(format!("{}: not one JSON line: {e}", program.display())))?;
+    let number = |path: &[&str]| {
+        path.iter()
+            .try_fold(&line, |v, k| v.get(k))
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| {
+                fail(format!(
+                    "{}: no {} in {line}",
+                    program.display(),
+                    path.join(".")
+                ))
+            })
+    };
+    let (ok, errors) = (number(&["ok"])?, number(&["errors"])?);
+    if errors > 0.0 || number(&["verify_failed"])? > 0.0 {
+        return Err(fail(format!(
+            "{}: errors or failed verifications: {line}",
+            target.name
+        )));
+    }
+    Ok(RunResult {
+        target: target.name,
+        clients,
+        signatures: ok as u64,
+        seconds: number(&["elapsed_s"])?,
+        per_second: number(&["sigs_per_s"])?,
+        p50_us: number(&["lat_us", "p50"])?,
+        p99_us: number(&["lat_us", "p99"])?,
+        server_cpu_us_per_sig: Some(number(&["server_cpu_s"])? * 1e6 / ok),
+        // The generator's own CPU counts as "others" here: it is not the bench process.
+        others_cpu_pct: bench::others_cpu_pct(
+            (before.machine, after.machine),
+            &[(before.server, after.server)],
+            after.at - before.at,
+        ),
+    })
+}
+
+/// One run of the built-in clients: `clients` connections from this process, each signing
+/// `content` in a loop.
+async fn built_in_run(
+    target: Target<'_>,
+    pki: &Pki,
+    content: &[u8],
+    clients: usize,
+    o: &Options,
+) -> Result<RunResult, BoxError> {
     let mut apis = Vec::with_capacity(clients);
     for _ in 0..clients {
         apis.push(connect_signer(target.port, &pki.ca(), Some(&pki.client())).await?);
@@ -341,18 +467,15 @@ async fn measure(
         server_cpu_us_per_sig: bench::per_operation_us(before.server, after.server, total),
         others_cpu_pct,
     };
-    eprintln!(
-        "notary-signer-bench: {:<13} {:>3} clients: {:>7.0}/s  p50 {:>7.0} µs  p99 {:>7.0} µs  \
-         server CPU/sig {} µs, others {}%",
-        result.target,
-        result.clients,
-        result.per_second,
-        result.p50_us,
-        result.p99_us,
-        cell(result.server_cpu_us_per_sig),
-        cell(result.others_cpu_pct)
-    );
     Ok(result)
+}
+
+/// The lowest throughput among `runs` of `target` at `clients`.
+fn slowest(runs: &[RunResult], target: &str, clients: usize) -> f64 {
+    runs.iter()
+        .filter(|r| r.target == target && r.clients == clients)
+        .map(|r| r.per_second)
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// The run with the median throughput among `runs` of `target` at `clients`.
@@ -451,6 +574,8 @@ fn run(o: &Options) -> Result<(), BoxError> {
                 clients: n,
                 throughput_b_over_a: b.per_second / a.per_second,
                 p50_b_over_a: b.p50_us / a.p50_us,
+                a_min_over_median: slowest(&all_runs, a.target, n) / a.per_second,
+                b_min_over_median: slowest(&all_runs, b.target, n) / b.per_second,
             })
         })
         .collect();
@@ -495,9 +620,9 @@ fn print_table(report: &Report) {
         "(a) notary-signer 0.7.0, memory storage, software key    (b) sigild, SoftHSM token key\n"
     );
     println!(
-        "| clients | (a) sig/s | (a) p50 µs | (a) p99 µs | (a) CPU µs/sig | (b) sig/s | (b) p50 µs | (b) p99 µs | (b) CPU µs/sig | b/a throughput | b/a p50 | others' CPU % (a, b) |"
+        "| clients | (a) sig/s | (a) p50 µs | (a) p99 µs | (a) CPU µs/sig | (b) sig/s | (b) p50 µs | (b) p99 µs | (b) CPU µs/sig | b/a throughput | b/a p50 | slowest/median (a, b) | others' CPU % (a, b) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for ratio in &report.ratios {
         let find = |t: &str| {
             report
@@ -507,7 +632,7 @@ fn print_table(report: &Report) {
         };
         if let (Some(a), Some(b)) = (find("notary-signer"), find("sigild")) {
             println!(
-                "| {} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {}, {} |",
+                "| {} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2}, {:.2} | {}, {} |",
                 ratio.clients,
                 a.per_second,
                 a.p50_us,
@@ -519,6 +644,8 @@ fn print_table(report: &Report) {
                 cell(b.server_cpu_us_per_sig),
                 ratio.throughput_b_over_a,
                 ratio.p50_b_over_a,
+                ratio.a_min_over_median,
+                ratio.b_min_over_median,
                 cell(a.others_cpu_pct),
                 cell(b.others_cpu_pct)
             );
