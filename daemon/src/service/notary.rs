@@ -190,10 +190,14 @@ impl SigningService {
     }
 
     /// notary-signer GetKeyInfo: only keys created through that endpoint exist for it.
+    /// A key found is counted here; one not found is audited (and counted) by the caller.
     pub fn notary_key(&self, notary_id: &str) -> Result<Arc<KeyEntry>, Error> {
-        self.keyring
+        let key = self
+            .keyring
             .get_notary(notary_id)
-            .ok_or_else(|| Error::KeyNotFound(shown(notary_id).into_owned()))
+            .ok_or_else(|| Error::KeyNotFound(shown(notary_id).into_owned()))?;
+        self.count_unaudited("public");
+        Ok(key)
     }
 
     /// notary-signer Sign: SHA-256 of `content` (ECDSA, raw r||s) or Ed25519 over it, audited
