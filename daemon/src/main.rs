@@ -105,6 +105,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             println!("configuration OK: {}", config_path.display());
             return Ok(());
         }
+        // Before the API socket, so that a metrics address already taken stops sigild before
+        // it serves; stops (and removes its socket) when dropped, as the daemon returns.
+        let _metrics = metrics::start(&service, config.metrics.as_ref())?;
         let from_systemd = activated.is_some();
         let listener = match activated {
             Some(socket) => {
@@ -117,8 +120,6 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             None => rpc::bind(&config.server)?,
         };
         tracing::info!(socket = %config.server.socket.display(), "serving");
-        // Stops (and removes its socket) when dropped, as the daemon returns.
-        let _metrics = metrics::start(&service, config.metrics.as_ref())?;
         let reloader = tokio::spawn(reload_on_sighup(
             Arc::clone(&service),
             config_path.clone(),

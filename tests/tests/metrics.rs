@@ -1,0 +1,541 @@
+//! Prometheus metrics (issue 13 item 3), scraped from a running sigild with a real HTTP/1
+//! client: exact counts of signatures, refusals and reloads, bounded labels that never carry a
+//! key id or GUN, a Unix-socket listener with its mode, metrics off by default, and bad or
+//! taken `listen` values refused at start.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use nix::sys::signal::Signal;
+use sigil_e2e::notary::free_port;
+use sigil_e2e::{DEV_BACKEND, DevDir, Rpc, Stranger, client_exe, read_audit};
+use sigil_proto::sigil_v1 as pb;
+use tonic::Code;
+
+const GUN: &str = "example.com/metrics-gun";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What a scrape answered.
+struct Scrape {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+/// One request over a fresh connection (TCP or Unix), as a scraper makes it.
+async fn request<S>(stream: S, method: &str, path: &str) -> Scrape
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/1 handshake");
+    tokio::spawn(connection);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("HTTP request");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().expect("ascii content-type").to_owned())
+        .unwrap_or_default();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("response body")
+        .to_bytes();
+    Scrape {
+        status,
+        content_type,
+        body: String::from_utf8(body.to_vec()).expect("UTF-8 exposition"),
+    }
+}
+
+async fn over_tcp(port: u16, method: &str, path: &str) -> Scrape {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the metrics port");
+    request(stream, method, path).await
+}
+
+/// `GET /metrics` over TCP, checked for status, content type and the OpenMetrics end marker.
+async fn scrape(port: u16) -> Samples {
+    let got = over_tcp(port, "GET", "/metrics").await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.content_type, OPENMETRICS);
+    Samples::parse(&got.body)
+}
+
+/// The samples of an exposition: (name, labels) → value.
+struct Samples {
+    text: String,
+    values: BTreeMap<(String, BTreeMap<String, String>), f64>,
+}
+
+impl Samples {
+    /// Parses the OpenMetrics text strictly enough for these tests: every line is a comment or
+    /// `name{k="v",...} value`, and the text ends with `# EOF`.
+    fn parse(text: &str) -> Self {
+        assert!(text.ends_with("# EOF\n"), "no EOF marker:\n{text}");
+        let mut values = BTreeMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("not a sample: {line}"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value: {line}"));
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let inner = rest
+                        .strip_suffix('}')
+                        .unwrap_or_else(|| panic!("bad labels: {line}"));
+                    let labels = inner
+                        .split(',')
+                        .map(|pair| {
+                            let (k, v) = pair
+                                .split_once('=')
+                                .unwrap_or_else(|| panic!("bad label: {line}"));
+                            let v = v
+                                .strip_prefix('"')
+                                .and_then(|v| v.strip_suffix('"'))
+                                .unwrap_or_else(|| panic!("unquoted label: {line}"));
+                            (k.to_owned(), v.to_owned())
+                        })
+                        .collect();
+                    (name, labels)
+                }
+                None => (series, BTreeMap::new()),
+            };
+            let old = values.insert((name.to_owned(), labels), value);
+            assert!(old.is_none(), "sample twice: {line}");
+        }
+        Self {
+            text: text.to_owned(),
+            values,
+        }
+    }
+
+    /// The value of `name{labels}`, exactly those labels; 0 when the series does not exist
+    /// (a counter that never moved).
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.values
+            .get(&(name.to_owned(), labels))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// Whether `name{labels}` is exposed at all.
+    fn has(&self, name: &str, labels: &[(&str, &str)]) -> bool {
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.values.contains_key(&(name.to_owned(), labels))
+    }
+
+    /// Every label name used.
+    fn label_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .values
+            .keys()
+            .flat_map(|(_, labels)| labels.keys().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// Parses the exposition with the Prometheus project's own OpenMetrics parser (PyPI
+/// `prometheus-client`), which refuses anything off the format, and checks it reads the same
+/// samples as [`Samples::parse`].
+fn check_with_python_parser(samples: &Samples) {
+    use std::io::Write as _;
+    let python = sigil_e2e::python::venv(
+        "prometheus-venv",
+        &["prometheus-client==0.21.1"],
+        "import prometheus_client.openmetrics.parser",
+    );
+    let script = "import sys, json\n\
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+        out = [[s.name, s.labels, s.value] for f in text_string_to_metric_families(sys.stdin.read()) for s in f.samples]\n\
+        print(json.dumps(out))\n";
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(samples.text.as_bytes())
+        .expect("write the exposition");
+    let out = child.wait_with_output().expect("python");
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused the exposition:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        samples.text
+    );
+    let parsed: Vec<(String, BTreeMap<String, String>, f64)> =
+        serde_json::from_slice(&out.stdout).expect("parser output");
+    assert_eq!(parsed.len(), samples.values.len(), "{}", samples.text);
+    for (name, labels, value) in parsed {
+        assert_eq!(
+            samples.values.get(&(name.clone(), labels.clone())),
+            Some(&value),
+            "{name} {labels:?}"
+        );
+    }
+}
+
+fn uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+/// Our uid may sign with targets keys of [`GUN`], and only read snapshot keys.
+fn policy() -> String {
+    format!(
+        "[[policy]]\nname = \"release\"\nuids = [{uid}]\n\
+         keys = [{{ gun = \"{GUN}\", role = \"targets\" }}]\n\
+         allow = [\"sign\", \"public\", \"list\", \"generate\"]\n\n\
+         [[policy]]\nname = \"look-only\"\nuids = [{uid}]\n\
+         keys = [{{ gun = \"{GUN}\", role = \"snapshot\" }}]\n\
+         allow = [\"public\", \"list\", \"generate\"]\n",
+        uid = uid()
+    )
+}
+
+/// The inodes of the TCP sockets listening in `pid`'s network namespace that `pid` holds.
+fn listening_tcp_sockets(pid: u32) -> Vec<String> {
+    let held: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("listing the daemon's fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let mut listening = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // st 0A is LISTEN; field 9 is the inode.
+            if fields.get(3) == Some(&"0A")
+                && let Some(inode) = fields.get(9)
+                && held.iter().any(|h| h == inode)
+            {
+                listening.push((*inode).to_owned());
+            }
+        }
+    }
+    listening
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_counts_signatures_refusals_and_reloads_exactly_without_key_ids_or_guns() {
+    const SIGNED: usize = 5;
+    const DENIED: usize = 3;
+    const UNSEEN: usize = 2;
+    let dir = DevDir::new();
+    dir.init();
+    let port = free_port();
+    let builder = dir.config().without_owner_rule().append(&format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+        policy()
+    ));
+    let config = builder.write("metrics.toml");
+    let mut daemon = dir.sigild_config(&config).spawn();
+    daemon.wait_for_log("serving metrics", 1);
+    assert_eq!(
+        listening_tcp_sockets(daemon.pid()).len(),
+        1,
+        "the metrics port is the daemon's one TCP listener"
+    );
+
+    let mut client = daemon.client().await;
+    let signer = client
+        .generate("targets", GUN, pb::Algorithm::EcdsaP256)
+        .await;
+    let looker = client
+        .generate("snapshot", GUN, pb::Algorithm::EcdsaP256)
+        .await;
+    for i in 0..SIGNED {
+        client
+            .sign_message(
+                &signer.key_id,
+                format!("release {i}").as_bytes(),
+                pb::SignatureEncoding::Raw,
+            )
+            .await
+            .expect("an allowed signature");
+    }
+    for _ in 0..DENIED {
+        let refused = client
+            .sign_message(&looker.key_id, b"no", pb::SignatureEncoding::Raw)
+            .await
+            .expect_err("the policy only lets us read snapshot keys");
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    }
+    // Another uid, which no rule names, does not even see the key.
+    let stranger = Stranger::new(client_exe!());
+    for _ in 0..UNSEEN {
+        let outcome = stranger.run(
+            daemon.socket(),
+            &Rpc::Sign {
+                key_id: signer.key_id.clone(),
+                message_hex: hex::encode(b"not yours"),
+            },
+        );
+        assert_eq!(outcome.code(), Code::NotFound, "{outcome:?}");
+    }
+    assert_eq!(client.list().await.len(), 2);
+
+    let samples = scrape(port).await;
+    let n = |v: usize| v as f64;
+    let requests =
+        |op, outcome| samples.get("sigil_requests_total", &[("op", op), ("outcome", outcome)]);
+    assert_eq!(requests("sign", "ok"), n(SIGNED), "{}", samples.text);
+    assert_eq!(requests("sign", "denied"), n(DENIED), "{}", samples.text);
+    assert_eq!(requests("sign", "not_found"), n(UNSEEN), "{}", samples.text);
+    assert_eq!(requests("generate", "ok"), 2.0, "{}", samples.text);
+    assert_eq!(requests("list", "ok"), 1.0, "{}", samples.text);
+    let signatures = |role, outcome| {
+        samples.get(
+            "sigil_signatures_total",
+            &[
+                ("op", "sign"),
+                ("backend", DEV_BACKEND),
+                ("role", role),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(signatures("targets", "ok"), n(SIGNED), "{}", samples.text);
+    assert_eq!(
+        signatures("snapshot", "denied"),
+        n(DENIED),
+        "{}",
+        samples.text
+    );
+    assert_eq!(
+        signatures("targets", "not_found"),
+        n(UNSEEN),
+        "{}",
+        samples.text
+    );
+    assert_eq!(signatures("snapshot", "ok"), 0.0, "{}", samples.text);
+    let backend = [("backend", DEV_BACKEND)];
+    assert_eq!(
+        samples.get("sigil_sign_duration_seconds_count", &backend),
+        n(SIGNED),
+        "{}",
+        samples.text
+    );
+    assert_eq!(
+        samples.get(
+            "sigil_sign_duration_seconds_bucket",
+            &[("le", "+Inf"), ("backend", DEV_BACKEND)]
+        ),
+        n(SIGNED),
+        "{}",
+        samples.text
+    );
+    assert!(samples.get("sigil_sign_duration_seconds_sum", &backend) > 0.0);
+    assert_eq!(samples.get("sigil_token_present", &backend), 1.0);
+    assert!(samples.has("sigil_audit_write_failures_total", &[]));
+    assert_eq!(samples.get("sigil_audit_write_failures_total", &[]), 0.0);
+    // The metrics agree with the audit log, line for line.
+    let audit = read_audit(daemon.audit_log());
+    let lines = |outcome: &str| {
+        audit
+            .iter()
+            .filter(|r| r.op == "sign" && r.outcome == outcome)
+            .count()
+    };
+    assert_eq!(
+        (lines("ok"), lines("denied"), lines("not_found")),
+        (SIGNED, DENIED, UNSEEN)
+    );
+    // Bounded labels only: nothing a caller chose, no key id, no GUN.
+    assert_eq!(
+        samples.label_names(),
+        ["backend", "le", "op", "outcome", "role"]
+    );
+    for secret in [
+        signer.key_id.as_str(),
+        looker.key_id.as_str(),
+        GUN,
+        "metrics-gun",
+    ] {
+        assert!(
+            !samples.text.contains(secret),
+            "{secret} in the exposition:\n{}",
+            samples.text
+        );
+    }
+    check_with_python_parser(&samples);
+    // Only GET /metrics.
+    let elsewhere = over_tcp(port, "GET", "/").await;
+    assert_eq!(elsewhere.status, 404);
+    let posted = over_tcp(port, "POST", "/metrics").await;
+    assert_eq!(posted.status, 405);
+
+    // SIGHUP with a good file: one ok reload; with a broken one: one error, still serving.
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_for_log("policy reloaded", 1);
+    let samples = scrape(port).await;
+    let reloads = |outcome| samples.get("sigil_policy_reloads_total", &[("outcome", outcome)]);
+    assert_eq!(
+        (reloads("ok"), reloads("error")),
+        (1.0, 0.0),
+        "{}",
+        samples.text
+    );
+    std::fs::write(&config, "[server\nbroken = ").expect("break the config");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_for_log("keeping the old configuration", 1);
+    client
+        .sign_message(&signer.key_id, b"after", pb::SignatureEncoding::Raw)
+        .await
+        .expect("still signing after a bad reload");
+    let samples = scrape(port).await;
+    let reloads = |outcome| samples.get("sigil_policy_reloads_total", &[("outcome", outcome)]);
+    assert_eq!(
+        (reloads("ok"), reloads("error")),
+        (1.0, 1.0),
+        "{}",
+        samples.text
+    );
+    assert_eq!(
+        samples.get("sigil_requests_total", &[("op", "sign"), ("outcome", "ok")]),
+        n(SIGNED + 1)
+    );
+    assert!(daemon.is_running());
+    assert!(daemon.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_listener_replaces_only_a_stale_socket_is_0660_and_is_scraped() {
+    let dir = DevDir::new();
+    dir.init();
+    let socket = dir.path().join("metrics.sock");
+    // A stale socket (its listener is gone) is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("stale socket"));
+    let config = dir
+        .config()
+        .append(&format!("[metrics]\nlisten = \"{}\"\n", socket.display()))
+        .write("metrics-unix.toml");
+    let daemon = dir.sigild_config(&config).spawn();
+    daemon.wait_for_log("serving metrics", 1);
+    let meta = std::fs::symlink_metadata(&socket).expect("metrics socket");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert!(
+        listening_tcp_sockets(daemon.pid()).is_empty(),
+        "a Unix-socket listener opens no TCP port"
+    );
+    let stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .expect("connect to the metrics socket");
+    let got = request(stream, "GET", "/metrics").await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.content_type, OPENMETRICS);
+    let samples = Samples::parse(&got.body);
+    assert_eq!(
+        samples.get("sigil_token_present", &[("backend", DEV_BACKEND)]),
+        1.0
+    );
+    assert!(daemon.stop().success());
+    assert!(!socket.exists(), "the metrics socket is removed on exit");
+
+    // A file that is not a socket is never removed.
+    std::fs::write(&socket, "keep me").expect("a regular file");
+    let refused = dir.sigild_config(&config).run_to_exit();
+    let line = refused.error_line();
+    assert!(
+        line.contains(&socket.display().to_string()) && line.contains("not a socket"),
+        "{line}"
+    );
+    assert_eq!(std::fs::read_to_string(&socket).expect("kept"), "keep me");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_off_by_default() {
+    let dir = DevDir::new();
+    let daemon = dir.start();
+    let key = daemon
+        .client()
+        .await
+        .generate("targets", GUN, pb::Algorithm::EcdsaP256)
+        .await;
+    daemon
+        .client()
+        .await
+        .sign_message(&key.key_id, b"m", pb::SignatureEncoding::Raw)
+        .await
+        .expect("sign");
+    assert!(
+        listening_tcp_sockets(daemon.pid()).is_empty(),
+        "sigild without [metrics] listens on TCP"
+    );
+    assert!(
+        !daemon.stderr().contains("serving metrics"),
+        "{}",
+        daemon.stderr()
+    );
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn bad_or_taken_listen_values_stop_sigild_at_start_naming_them() {
+    let dir = DevDir::new();
+    dir.init();
+    let refused = |listen: &str| {
+        let config = dir
+            .config()
+            .append(&format!("[metrics]\nlisten = \"{listen}\"\n"))
+            .write("bad-metrics.toml");
+        let done = dir.sigild_config(&config).run_to_exit();
+        done.error_line().to_owned()
+    };
+    let line = refused("run/metrics.sock");
+    assert!(
+        line.contains("metrics.listen \"run/metrics.sock\"") && line.contains("must be absolute"),
+        "{line}"
+    );
+    let line = refused("localhost:9464");
+    assert!(line.contains("metrics.listen \"localhost:9464\""), "{line}");
+    // An address that is taken: the error names it, and the API socket never served.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let line = refused(&addr);
+    assert!(
+        line.contains(&format!("cannot serve metrics on {addr}")),
+        "{line}"
+    );
+    assert!(!dir.socket().exists(), "the API socket was bound");
+}
