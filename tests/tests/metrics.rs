@@ -5,14 +5,17 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use nix::sys::signal::Signal;
 use sigil_e2e::notary::free_port;
+use sigil_e2e::tmpfs::{TmpfsMount, fill};
 use sigil_e2e::{DEV_BACKEND, DevDir, Rpc, Stranger, client_exe, read_audit};
 use sigil_proto::sigil_v1 as pb;
+use tokio::io::AsyncReadExt as _;
 use tonic::Code;
 
 const GUN: &str = "example.com/metrics-gun";
@@ -435,6 +438,142 @@ async fn a_scrape_counts_signatures_refusals_and_reloads_exactly_without_key_ids
         n(SIGNED + 1)
     );
     assert!(daemon.is_running());
+    assert!(daemon.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lines_that_cannot_be_written_are_counted_as_failures_of_their_calls() {
+    const REFUSED: usize = 4;
+    let dir = DevDir::new();
+    dir.init();
+    let audit_dir = dir.root().join("audit-fs");
+    let _mount = TmpfsMount::mount(&audit_dir, "1m");
+    let port = free_port();
+    let config = dir
+        .config()
+        .audit_log(&audit_dir.join("audit.jsonl"))
+        .append(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"))
+        .write("metrics-audit.toml");
+    let daemon = dir.sigild_config(&config).spawn();
+    let mut client = daemon.client().await;
+    let key = client
+        .generate("targets", GUN, pb::Algorithm::EcdsaP256)
+        .await;
+    let filler = audit_dir.join("filler");
+    fill(&filler);
+    // The audit file's last page may still hold a line or two: sign until the disk refuses.
+    let mut signed = 0;
+    let mut refused = 0;
+    while refused < REFUSED {
+        match client
+            .sign_message(&key.key_id, b"m", pb::SignatureEncoding::Raw)
+            .await
+        {
+            Ok(_) => {
+                assert_eq!(refused, 0, "a signature after an audit refusal");
+                signed += 1;
+                assert!(signed < 100, "the full audit disk never refused a line");
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    let samples = scrape(port).await;
+    assert_eq!(
+        samples.get("sigil_audit_write_failures_total", &[]),
+        REFUSED as f64,
+        "{}",
+        samples.text
+    );
+    let requests = |outcome| {
+        samples.get(
+            "sigil_requests_total",
+            &[("op", "sign"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(
+        (requests("ok"), requests("error")),
+        (signed as f64, REFUSED as f64)
+    );
+    assert_eq!(
+        samples.get(
+            "sigil_signatures_total",
+            &[
+                ("op", "sign"),
+                ("backend", DEV_BACKEND),
+                ("role", "targets"),
+                ("outcome", "error"),
+            ],
+        ),
+        REFUSED as f64
+    );
+    assert_eq!(
+        samples.get(
+            "sigil_sign_duration_seconds_count",
+            &[("backend", DEV_BACKEND)]
+        ),
+        signed as f64
+    );
+    std::fs::remove_file(&filler).expect("free the audit disk");
+    client
+        .sign_message(&key.key_id, b"m", pb::SignatureEncoding::Raw)
+        .await
+        .expect("signing again once the line can be written");
+    let samples = scrape(port).await;
+    assert_eq!(
+        samples.get("sigil_requests_total", &[("op", "sign"), ("outcome", "ok")]),
+        (signed + 1) as f64
+    );
+    assert!(daemon.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_hold_the_endpoint_past_the_head_deadline() {
+    /// sigild's bounds: connections served at once, and the time to send a request head.
+    const SLOTS: usize = 16;
+    const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+    let dir = DevDir::new();
+    dir.init();
+    let port = free_port();
+    let config = dir
+        .config()
+        .append(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"))
+        .write("metrics-idle.toml");
+    let daemon = dir.sigild_config(&config).spawn();
+    daemon.wait_for_log("serving metrics", 1);
+    let started = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..SLOTS {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect"),
+        );
+    }
+    // Every slot is taken by a connection that says nothing: a scrape waits unanswered...
+    let waiting = tokio::spawn(over_tcp(port, "GET", "/metrics"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "more than {SLOTS} connections served at once"
+    );
+    // ...until the head deadline closes the idle ones, and it is served.
+    let got = waiting.await.expect("scrape task");
+    assert_eq!(got.status, 200);
+    let waited = started.elapsed();
+    assert!(
+        waited >= HEAD_DEADLINE - Duration::from_millis(500) && waited < 3 * HEAD_DEADLINE,
+        "served after {waited:?}"
+    );
+    for mut stream in idle {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest))
+            .await
+            .expect("an idle connection left open past the head deadline")
+            .expect("read");
+    }
     assert!(daemon.stop().success());
 }
 
