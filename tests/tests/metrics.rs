@@ -11,9 +11,12 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use nix::sys::signal::Signal;
-use sigil_e2e::notary::free_port;
+use sigil_e2e::metadata;
+use sigil_e2e::notary::{
+    Pki, SERVER_CLIENT_CN, connect_signer, free_port, sigild_notary_toml, wait_mtls,
+};
 use sigil_e2e::tmpfs::{TmpfsMount, fill};
-use sigil_e2e::{DEV_BACKEND, DevDir, Rpc, Stranger, client_exe, read_audit};
+use sigil_e2e::{DAEMON_TIMEOUT, DEV_BACKEND, DevDir, Rpc, Stranger, client_exe, read_audit};
 use sigil_proto::sigil_v1 as pb;
 use tokio::io::AsyncReadExt as _;
 use tonic::Code;
@@ -438,6 +441,85 @@ async fn a_scrape_counts_signatures_refusals_and_reloads_exactly_without_key_ids
         n(SIGNED + 1)
     );
     assert!(daemon.is_running());
+    assert!(daemon.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notary_signer_endpoints_calls_are_counted_like_the_sockets() {
+    const SIGNED: usize = 3;
+    let dir = DevDir::new();
+    dir.init();
+    let pki = Pki::new(&dir.root().join("pki"), "metrics");
+    let (port, metrics_port) = (free_port(), free_port());
+    let config = dir
+        .config()
+        .append(&sigild_notary_toml(
+            port,
+            &pki,
+            DEV_BACKEND,
+            &[SERVER_CLIENT_CN],
+        ))
+        .append(&format!(
+            "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
+        ))
+        .write("metrics-notary.toml");
+    let mut daemon = dir.sigild_config(&config).spawn();
+    let stderr = daemon.stderr_path().to_owned();
+    wait_mtls(
+        port,
+        &pki.ca(),
+        &pki.client(),
+        DAEMON_TIMEOUT,
+        || daemon.is_running(),
+        || std::fs::read_to_string(&stderr).unwrap_or_default(),
+    );
+    let mut api = connect_signer(port, &pki.ca(), Some(&pki.client()))
+        .await
+        .expect("connect to the notary-signer endpoint");
+    let created = api
+        .create_key("ecdsa", "timestamp", GUN)
+        .await
+        .expect("CreateKey");
+    let id = created.key_info.and_then(|k| k.key_id).expect("key id").id;
+    api.key_info(&id).await.expect("GetKeyInfo");
+    let content = metadata::notary("Timestamp", 1, Duration::from_secs(86_400), &[]);
+    for _ in 0..SIGNED {
+        api.sign(&id, &content).await.expect("Sign");
+    }
+    let unknown = api
+        .sign(&"0".repeat(64), &content)
+        .await
+        .expect_err("no such key");
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+
+    let samples = scrape(metrics_port).await;
+    let requests =
+        |op, outcome| samples.get("sigil_requests_total", &[("op", op), ("outcome", outcome)]);
+    assert_eq!(requests("generate", "ok"), 1.0, "{}", samples.text);
+    assert_eq!(requests("public", "ok"), 1.0, "{}", samples.text);
+    assert_eq!(requests("sign", "ok"), SIGNED as f64, "{}", samples.text);
+    assert_eq!(requests("sign", "not_found"), 1.0, "{}", samples.text);
+    assert_eq!(
+        samples.get(
+            "sigil_signatures_total",
+            &[
+                ("op", "sign"),
+                ("backend", DEV_BACKEND),
+                ("role", "timestamp"),
+                ("outcome", "ok"),
+            ],
+        ),
+        SIGNED as f64,
+        "{}",
+        samples.text
+    );
+    for secret in [id.as_str(), GUN, SERVER_CLIENT_CN] {
+        assert!(
+            !samples.text.contains(secret),
+            "{secret}:\n{}",
+            samples.text
+        );
+    }
     assert!(daemon.stop().success());
 }
 

@@ -190,12 +190,16 @@ impl SigningService {
     }
 
     /// notary-signer GetKeyInfo: only keys created through that endpoint exist for it.
-    /// A key found is counted here; one not found is audited (and counted) by the caller.
     pub fn notary_key(&self, notary_id: &str) -> Result<Arc<KeyEntry>, Error> {
-        let key = self
-            .keyring
+        self.keyring
             .get_notary(notary_id)
-            .ok_or_else(|| Error::KeyNotFound(shown(notary_id).into_owned()))?;
+            .ok_or_else(|| Error::KeyNotFound(shown(notary_id).into_owned()))
+    }
+
+    /// notary-signer GetKeyInfo: [`Self::notary_key`], counting a key found as a `public` call
+    /// (one not found is audited, and counted, by the caller through [`Self::refuse`]).
+    pub fn notary_key_info(&self, notary_id: &str) -> Result<Arc<KeyEntry>, Error> {
+        let key = self.notary_key(notary_id)?;
         self.count_unaudited("public");
         Ok(key)
     }
