@@ -29,13 +29,12 @@ pub fn bind(server: &ServerConfig) -> Result<UnixListener, Error> {
 /// [`bind`] for any socket sigild owns (the API socket, the metrics socket): the same checks,
 /// with `mode` and `group` set on the socket itself.
 pub fn bind_socket(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener, Error> {
-    let path = &path.to_path_buf();
     let io = |what| {
-        let path = path.clone();
+        let path = path.to_owned();
         move |source| Error::Socket { path, what, source }
     };
     let refuse = |reason: String| Error::Refused {
-        path: path.clone(),
+        path: path.to_owned(),
         reason,
     };
     let name = path
