@@ -9,6 +9,7 @@ pub mod config;
 pub mod dev;
 pub mod floors;
 pub mod keyring;
+pub mod metrics;
 pub mod policy;
 pub mod rpc;
 pub mod runtime;

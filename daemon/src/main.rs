@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::Parser;
 use sigil_daemon::config::Config;
 use sigil_daemon::policy::Policy;
-use sigil_daemon::{dev, rpc, runtime, startup};
+use sigil_daemon::{dev, metrics, rpc, runtime, startup};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// How long in-flight requests get to finish after SIGTERM before remaining connections close.
@@ -140,6 +140,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             println!("configuration OK: {}", config_path.display());
             return Ok(());
         }
+        // Before the API socket, so that a metrics address already taken stops sigild before
+        // it serves; stops (and removes its socket) when dropped, as the daemon returns.
+        let _metrics = metrics::start(&service, config.metrics.as_ref())?;
         let from_systemd = activated.is_some();
         let listener = match activated {
             Some(socket) => {
@@ -292,6 +295,7 @@ async fn reload_on_sighup(
             Ok(config) => config,
             Err(e) => {
                 tracing::error!(error = %e, "policy not reloaded, tokens not reopened: keeping the old configuration");
+                service.policy_not_reloaded();
                 continue;
             }
         };
@@ -300,7 +304,10 @@ async fn reload_on_sighup(
                 tracing::info!(rules = ?policy.rule_names(), "policy reloaded");
                 service.replace_policy(policy);
             }
-            Err(e) => tracing::error!(error = %e, "policy not reloaded; keeping the old one"),
+            Err(e) => {
+                tracing::error!(error = %e, "policy not reloaded; keeping the old one");
+                service.policy_not_reloaded();
+            }
         }
         match service.replace_metadata_rules(&config) {
             Ok(()) => tracing::info!(rules = config.metadata.len(), "[[metadata]] rules reloaded"),
@@ -339,6 +346,7 @@ fn needs_restart(running: &Config, reloaded: &Config) -> Vec<&'static str> {
     check(a.socket_mode != b.socket_mode, "server.socket_mode");
     check(a.audit_log != b.audit_log, "server.audit_log");
     check(a.state_dir != b.state_dir, "server.state_dir");
+    check(running.metrics != reloaded.metrics, "[metrics]");
     check(
         a.max_message_bytes != b.max_message_bytes,
         "server.max_message_bytes",

@@ -9,6 +9,7 @@ use crate::backend::yubikey::ManagementKey;
 use crate::backend::{self, Backend, pkcs11::Pkcs11Backend, yubikey::YubikeyBackend};
 use crate::config::ManagementKeySetting;
 use crate::config::{self, BackendConfig, Config};
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::secret::{self, read_pin_file};
 use crate::service::{self, MetadataGuard, SigningService};
@@ -141,14 +142,20 @@ pub async fn build(config: &Config) -> Result<SigningService, Error> {
     };
     let guard = MetadataGuard::new(config, state_dir).map_err(Error::Metadata)?;
     let backends = open_backends(config)?;
-    Ok(SigningService::new(
+    let service = SigningService::new(
         backends,
         policy,
         audit,
         service::Limits::from_config(config),
     )
     .await?
-    .with_metadata_guard(guard))
+    .with_metadata_guard(guard);
+    Ok(match &config.metrics {
+        Some(_) => service.with_metrics(Arc::new(Metrics::new(
+            config.backends.iter().map(BackendConfig::name),
+        ))),
+        None => service,
+    })
 }
 
 /// SIGHUP: each backend's PIN read again from its file, so that a corrected PIN file takes

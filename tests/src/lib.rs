@@ -17,6 +17,8 @@
 //!   binary running as uid/gid 65534, reported as JSON.
 //! - [`TokenReport`]: what the `token-inspect` helper binary reads directly from the token.
 //! - [`AuditRecord`] / [`read_audit`]: the audit log, parsed strictly.
+//! - [`tmpfs`]: a small tmpfs for an audit log, and filling it (a full disk).
+//! - [`scrape`]: HTTP/1 scrapes of sigild's metrics endpoint and their samples.
 //!
 //! Tests must not change their own environment (edition 2024 makes `set_var` unsafe, and unsafe
 //! code is forbidden), so every child gets its environment on its `Command`.
@@ -29,7 +31,9 @@ mod dev_dir;
 pub mod metadata;
 pub mod notary;
 pub mod python;
+pub mod scrape;
 mod stranger;
+pub mod tmpfs;
 mod token_report;
 pub mod tuf_lab;
 pub mod yubikey;

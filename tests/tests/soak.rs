@@ -11,13 +11,12 @@
 //! Needs root (a tmpfs is mounted for the audit log), as the e2e suite does in CI.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sigil_e2e::notary::ParkedToken;
+use sigil_e2e::tmpfs::{TmpfsMount, fill};
 use sigil_e2e::{DevDir, parse_public, read_audit, sha256};
 use sigil_proto::sigil_v1 as pb;
 use tonic::Code;
@@ -27,61 +26,9 @@ const ATTEMPTS_PER_CLIENT: usize = 10_000;
 /// The whole run, faults included; a debug build signs several thousand a second.
 const DEADLINE: Duration = Duration::from_secs(600);
 /// Size of the audit log's filesystem: room for every line of the run (~300 bytes each).
-const AUDIT_FS: &str = "size=96m";
+const AUDIT_FS: &str = "96m";
 /// How long a client waits after a refusal before its next attempt.
 const BACKOFF: Duration = Duration::from_millis(3);
-
-/// A tmpfs mounted for the test, unmounted (lazily, so a straggling open file cannot keep it)
-/// when dropped.
-struct TmpfsMount(PathBuf);
-
-impl TmpfsMount {
-    fn mount(at: &Path) -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "the soak test mounts a tmpfs for the audit log: run the e2e suite as root (CI does)"
-        );
-        std::fs::create_dir_all(at).expect("creating the mount point");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", AUDIT_FS, "sigil-soak"])
-            .arg(at)
-            .status()
-            .expect("running mount (util-linux)");
-        assert!(status.success(), "mount -t tmpfs failed: {status}");
-        Self(at.to_owned())
-    }
-}
-
-impl Drop for TmpfsMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Fills the filesystem of `path` with one file until it is full; returns how much it wrote.
-fn fill(path: &Path) -> u64 {
-    use std::io::Write as _;
-    let mut file = std::fs::File::create(path).expect("creating the filler");
-    let block = vec![0u8; 64 * 1024];
-    let mut written = 0u64;
-    loop {
-        match file.write(&block) {
-            Ok(0) => break,
-            Ok(n) => written += n as u64,
-            Err(e) if e.raw_os_error() == Some(libc_enospc()) => break,
-            Err(e) => panic!("filling {}: {e}", path.display()),
-        }
-    }
-    // The last partial page may still take a few bytes; write them one at a time.
-    while file.write(&[0]).is_ok_and(|n| n == 1) {
-        written += 1;
-    }
-    written
-}
-
-fn libc_enospc() -> i32 {
-    nix::errno::Errno::ENOSPC as i32
-}
 
 /// Counters the clients share with the fault driver.
 #[derive(Default)]
@@ -97,7 +44,7 @@ async fn sixteen_clients_through_a_pulled_token_and_a_full_audit_disk() {
     let dir = Arc::new(DevDir::new());
     dir.init();
     let audit_dir = dir.root().join("audit-fs");
-    let mount = TmpfsMount::mount(&audit_dir);
+    let mount = TmpfsMount::mount(&audit_dir, AUDIT_FS);
     let audit_log = audit_dir.join("audit.jsonl");
     let config = dir.config().audit_log(&audit_log).write("soak.toml");
     let mut daemon = dir.sigild_config(&config).spawn();

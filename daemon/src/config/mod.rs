@@ -9,6 +9,7 @@ use serde::Deserialize;
 mod backend;
 pub mod limits;
 mod metadata;
+mod metrics;
 mod notary;
 mod policy;
 mod server;
@@ -17,6 +18,7 @@ mod tests;
 
 pub use backend::*;
 pub use metadata::*;
+pub use metrics::*;
 pub use notary::*;
 pub use policy::*;
 pub use server::*;
@@ -71,6 +73,8 @@ pub struct Config {
     /// Bounds on what `sign-metadata` (and the notary-signer endpoint) signs.
     #[serde(default, rename = "metadata")]
     pub metadata: Vec<MetadataRule>,
+    /// Prometheus metrics; off without the table.
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl Config {
@@ -102,6 +106,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), Error> {
         self.server.socket_mode_bits()?;
+        if let Some(metrics) = &self.metrics {
+            metrics.endpoint()?;
+        }
         if self.server.max_message_bytes == 0 {
             return Err(Error::Invalid(
                 "server.max_message_bytes must be greater than 0".into(),

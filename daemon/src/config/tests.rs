@@ -368,3 +368,35 @@ fn sign_metadata_and_the_notary_endpoint_need_a_state_dir_and_metadata_rules_par
     let c = parse(&text).expect("sign-metadata with a state dir");
     assert_eq!(c.policies[0].allow, vec![Op::SignMetadata]);
 }
+
+#[test]
+fn metrics_are_off_by_default_and_listen_is_an_address_or_an_absolute_socket_path() {
+    assert_eq!(parse(MINIMAL).expect("parse").metrics, None);
+    let with = |table: &str| parse(&format!("{MINIMAL}\n[metrics]\n{table}\n"));
+    let tcp = with("listen = \"127.0.0.1:9464\"").expect("tcp");
+    assert_eq!(
+        tcp.metrics.expect("metrics").endpoint().expect("endpoint"),
+        MetricsListen::Tcp("127.0.0.1:9464".parse().expect("addr"))
+    );
+    let unix =
+        with("listen = \"/run/sigil/metrics.sock\"\nsocket_group = \"prometheus\"").expect("unix");
+    assert_eq!(
+        unix.metrics.expect("metrics").endpoint().expect("endpoint"),
+        MetricsListen::Unix("/run/sigil/metrics.sock".into())
+    );
+    for (table, needle) in [
+        ("listen = \"localhost\"", "metrics.listen \"localhost\""),
+        ("listen = \"run/metrics.sock\"", "must be absolute"),
+        ("listen = \"/run/sigil/\"", "names a directory"),
+        ("listen = \"127.0.0.1:99999\"", "metrics.listen"),
+        (
+            "listen = \"[::1]:9464\"\nsocket_group = \"x\"",
+            "metrics.socket_group",
+        ),
+        ("listen = \"127.0.0.1:9464\"\nport = 1", "port"),
+        ("", "listen"),
+    ] {
+        let err = with(table).expect_err(table).to_string();
+        assert!(err.contains(needle), "{table}: {err}");
+    }
+}

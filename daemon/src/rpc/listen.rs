@@ -19,13 +19,22 @@ use crate::config::ServerConfig;
 /// never a live daemon), then sets mode and group on the socket itself, never through a
 /// symbolic link planted in its place.
 pub fn bind(server: &ServerConfig) -> Result<UnixListener, Error> {
-    let path = &server.socket;
+    let mode = server.socket_mode_bits().map_err(|e| Error::Refused {
+        path: server.socket.clone(),
+        reason: e.to_string(),
+    })?;
+    bind_socket(&server.socket, mode, server.socket_group.as_deref())
+}
+
+/// [`bind`] for any socket sigild owns (the API socket, the metrics socket): the same checks,
+/// with `mode` and `group` set on the socket itself.
+pub fn bind_socket(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener, Error> {
     let io = |what| {
-        let path = path.clone();
+        let path = path.to_owned();
         move |source| Error::Socket { path, what, source }
     };
     let refuse = |reason: String| Error::Refused {
-        path: path.clone(),
+        path: path.to_owned(),
         reason,
     };
     let name = path
@@ -64,10 +73,7 @@ pub fn bind(server: &ServerConfig) -> Result<UnixListener, Error> {
         Err(e) => return Err(io("checking it")(e)),
     }
     let listener = UnixListener::bind(path).map_err(io("binding"))?;
-    let mode = server
-        .socket_mode_bits()
-        .map_err(|e| refuse(e.to_string()))?;
-    let gid = match &server.socket_group {
+    let gid = match group {
         Some(group) => Some(
             nix::unistd::Group::from_name(group)
                 .ok()

@@ -64,7 +64,7 @@ use sigil_proto::sigil_v1::tokens_server::TokensServer;
 use tokio::net::UnixListener;
 use tokio_stream::StreamExt as _;
 
-pub use listen::{adopt, bind};
+pub use listen::{adopt, bind, bind_socket};
 
 use crate::config::ServerConfig;
 use crate::service::SigningService;

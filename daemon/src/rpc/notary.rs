@@ -230,7 +230,7 @@ impl KeyManagement for NotarySignerApi {
         let id = requested_id(Some(request.into_inner()))?;
         // Lookups that find nothing are audited, as refused GetPublicKey calls are on the
         // socket; successful ones (one before every signature) are not.
-        let key = self.service.notary_key(&id).map_err(|e| {
+        let key = self.service.notary_key_info(&id).map_err(|e| {
             self.service
                 .refuse("public", Who::TlsClient(&client), &id, None, e)
         })?;

@@ -13,6 +13,7 @@ use super::{Error, SigningService};
 use crate::audit::{AuditLog, Event, MetadataFacts, Who};
 use crate::backend::Algorithm;
 use crate::keyring::KeyEntry;
+use crate::metrics::KeyLabels;
 
 /// Longest `reason` written; a longer one is cut and says how long it was.
 const MAX_REASON: usize = 1024;
@@ -156,7 +157,32 @@ impl SigningService {
             suppressed: None,
             metadata: scope.metadata.as_ref(),
         };
-        self.audit.record(&event).map_err(|e| audit_failed(&e))
+        let written = self.audit.record(&event).map_err(|e| audit_failed(&e));
+        if let Some(metrics) = &self.metrics {
+            if written.is_err() {
+                metrics.audit_write_failed();
+            }
+            // A call whose line could not be written failed: it counts as the error it became.
+            let outcome = if written.is_ok() {
+                event.outcome
+            } else {
+                "error"
+            };
+            let key = key.map(|k| KeyLabels {
+                backend: &k.backend_name,
+                role: &k.meta.role,
+            });
+            metrics.call(scope.op, outcome, key, scope.started.elapsed());
+        }
+        written
+    }
+
+    /// Counts a successful call that writes no audit line (ListKeys, a public key read): the
+    /// metrics cover every call, the audit log every one that uses or probes for a key.
+    pub(super) fn count_unaudited(&self, op: &'static str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.call(op, "ok", None, std::time::Duration::ZERO);
+        }
     }
 
     /// Audits a call refused before it reached the service (while decoding, or a TLS client

@@ -15,6 +15,7 @@ use crate::policy::{Caller, KeyView};
 impl SigningService {
     /// Keys the caller may list, filtered.
     pub async fn list_keys(&self, caller: &Caller, filter: &KeyFilter) -> Vec<Arc<KeyEntry>> {
+        self.count_unaudited("list");
         let policy = self.policy();
         let groups = self.groups(&policy, caller).await;
         self.keyring
@@ -38,6 +39,7 @@ impl SigningService {
         if result.is_err() {
             return self.finish(&self.with_key(scope, key_id), result);
         }
+        self.count_unaudited("public");
         result
     }
 

@@ -13,6 +13,7 @@ use crate::audit::{AuditLog, RefusalLimit};
 use crate::backend::{self, Algorithm, Backend, KeyOwner};
 use crate::config::{Config, Op};
 use crate::keyring::{KeyEntry, KeyRing};
+use crate::metrics::Metrics;
 use crate::policy::{Caller, GroupCache, KeyFacts, KeyView, Ops, Policy};
 
 mod audit_event;
@@ -181,6 +182,7 @@ pub struct SigningService {
     max_message_bytes: usize,
     notary: notary::Creation,
     guard: MetadataGuard,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for SigningService {
@@ -224,6 +226,7 @@ impl SigningService {
             max_message_bytes: limits.max_message_bytes,
             notary: notary::Creation::new(limits.notary),
             guard: MetadataGuard::default(),
+            metrics: None,
         })
     }
 
@@ -232,6 +235,26 @@ impl SigningService {
     pub fn with_metadata_guard(mut self, guard: MetadataGuard) -> Self {
         self.guard = guard;
         self
+    }
+
+    /// Counts every call into `metrics` (`[metrics]`); without it nothing is counted.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The metrics calls are counted into, when `[metrics]` is set.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
+    /// Each backend's name and whether its token answered its last call (the health task
+    /// probes every backend twice a second), for the `token_present` gauge.
+    pub fn tokens_present(&self) -> Vec<(&str, bool)> {
+        self.backends
+            .iter()
+            .map(|b| (b.name(), b.healthy()))
+            .collect()
     }
 
     /// Number of keys held.
@@ -253,9 +276,19 @@ impl SigningService {
         all
     }
 
-    /// Replaces the policy (SIGHUP).
+    /// Replaces the policy (SIGHUP), counting a successful reload.
     pub fn replace_policy(&self, policy: Policy) {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        if let Some(metrics) = &self.metrics {
+            metrics.policy_reload(true);
+        }
+    }
+
+    /// Counts a SIGHUP reload that kept the old policy (the file or its policy was bad).
+    pub fn policy_not_reloaded(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.policy_reload(false);
+        }
     }
 
     /// SIGHUP: the `[[metadata]]` rules of a reloaded configuration.

@@ -196,6 +196,14 @@ impl SigningService {
             .ok_or_else(|| Error::KeyNotFound(shown(notary_id).into_owned()))
     }
 
+    /// notary-signer GetKeyInfo: [`Self::notary_key`], counting a key found as a `public` call
+    /// (one not found is audited, and counted, by the caller through [`Self::refuse`]).
+    pub fn notary_key_info(&self, notary_id: &str) -> Result<Arc<KeyEntry>, Error> {
+        let key = self.notary_key(notary_id)?;
+        self.count_unaudited("public");
+        Ok(key)
+    }
+
     /// notary-signer Sign: SHA-256 of `content` (ECDSA, raw r||s) or Ed25519 over it, audited
     /// with the client certificate's identity as the caller.
     pub async fn notary_sign(
