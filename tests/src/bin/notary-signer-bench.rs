@@ -46,6 +46,7 @@ usage: notary-signer-bench [options]
                         per run and verifies sampled signatures (BENCHMARKS.md)
   --sigild PATH         the daemon (default: `cargo build --release -p sigil-daemon`, then
                         target/release/sigild)
+  --metrics             run sigild with [metrics] on (never scraped): what counting costs
   --json                print the results as JSON instead of a table
   -h, --help            this text";
 
@@ -61,6 +62,7 @@ struct Options {
     rounds: usize,
     client_threads: usize,
     load_generator: Option<PathBuf>,
+    metrics: bool,
     sigild: Option<PathBuf>,
     json: bool,
 }
@@ -124,6 +126,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
         rounds: 3,
         client_threads: 1,
         load_generator: None,
+        metrics: false,
         sigild: None,
         json: false,
     };
@@ -142,6 +145,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, BoxError> {
             "--sigild" => o.sigild = Some(PathBuf::from(flags.value(flag)?)),
             "--load-generator" => o.load_generator = Some(PathBuf::from(flags.value(flag)?)),
             "--json" => o.json = true,
+            "--metrics" => o.metrics = true,
             other => return Err(fail(format!("unknown argument {other:?}"))),
         }
     }
@@ -171,7 +175,7 @@ struct Sigild {
 }
 
 impl Sigild {
-    fn start(binary: &Path, dev: &DevDir, pki: &Pki) -> Result<Self, BoxError> {
+    fn start(binary: &Path, dev: &DevDir, pki: &Pki, metrics: bool) -> Result<Self, BoxError> {
         let check = Command::new(binary)
             .arg("--dev")
             .arg(dev.path())
@@ -196,6 +200,13 @@ impl Sigild {
         text.push_str(&format!(
             "\n[[metadata]]\nrole = \"{ROLE}\"\ngun = \"{GUN}\"\nmax_expires = \"4000d\"\n"
         ));
+        if metrics {
+            // Counted but never scraped: what counting costs the sign path.
+            text.push_str(&format!(
+                "\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
+                free_port()
+            ));
+        }
         sigil_e2e::write_file(&config, text, 0o600);
         let mut cmd = Command::new(binary);
         cmd.arg("--config")
@@ -495,7 +506,7 @@ fn run(o: &Options) -> Result<(), BoxError> {
     let dev = DevDir::new();
     let pki = Pki::new(&dev.root().join("pki"), "notary-signer-bench");
     let notary_signer = NotarySigner::start(&dev.root().join("notary-signer"), &pki);
-    let sigild = Sigild::start(&binary, &dev, &pki)?;
+    let sigild = Sigild::start(&binary, &dev, &pki, o.metrics)?;
     eprintln!(
         "notary-signer-bench: (a) notary-signer pid {} on 127.0.0.1:{}, (b) sigild pid {} on \
          127.0.0.1:{} ({})",
