@@ -28,6 +28,14 @@ use sigil_e2e::notary::{
     write_sigild_config,
 };
 
+#[path = "notary_signer_bench/external.rs"]
+mod external;
+#[path = "notary_signer_bench/report.rs"]
+mod report;
+
+use external::external_run;
+use report::{median, print_table, slowest};
+
 const USAGE: &str = "\
 notary-signer-bench: proto.Signer/Sign through sigild (SoftHSM) vs. the real notary-signer
 
@@ -337,87 +345,6 @@ async fn measure(
     Ok(result)
 }
 
-/// One run of the external load generator against `target` (`--load-generator`): its own
-/// CreateKey, warm-up and verification of sampled signatures; its JSON line is the result.
-/// The server's CPU is the generator's own reading over the measured phase (`--watch-pid`).
-fn external_run(
-    program: &Path,
-    target: Target<'_>,
-    pki: &Pki,
-    clients: usize,
-    o: &Options,
-) -> Result<RunResult, BoxError> {
-    let client = pki.client();
-    let before = Cpu::now(target.pid);
-    let out = Command::new(program)
-        .arg("--addr")
-        .arg(format!("127.0.0.1:{}", target.port))
-        .arg("--ca")
-        .arg(pki.ca())
-        .arg("--cert")
-        .arg(&client.cert)
-        .arg("--key")
-        .arg(&client.key)
-        .args(["--server-name", "127.0.0.1", "--connections", "1", "--json"])
-        .args(["--concurrency", &clients.to_string()])
-        .args(["--duration", &o.load.duration.as_secs_f64().to_string()])
-        .args([
-            "--warmup",
-            &(o.load.warmup.as_millis().max(1) * 2).to_string(),
-        ])
-        .args(["--watch-pid", &target.pid.to_string()])
-        .args(["--gun", GUN, "--label", target.name])
-        .stdin(Stdio::null())
-        .output()?;
-    let after = Cpu::now(target.pid);
-    if !out.status.success() {
-        return Err(fail(format!(
-            "{} against {} failed ({}):\n{}",
-            program.display(),
-            target.name,
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
-    let line: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| fail(format!("{}: not one JSON line: {e}", program.display())))?;
-    let number = |path: &[&str]| {
-        path.iter()
-            .try_fold(&line, |v, k| v.get(k))
-            .and_then(serde_json::Value::as_f64)
-            .ok_or_else(|| {
-                fail(format!(
-                    "{}: no {} in {line}",
-                    program.display(),
-                    path.join(".")
-                ))
-            })
-    };
-    let (ok, errors) = (number(&["ok"])?, number(&["errors"])?);
-    if errors > 0.0 || number(&["verify_failed"])? > 0.0 {
-        return Err(fail(format!(
-            "{}: errors or failed verifications: {line}",
-            target.name
-        )));
-    }
-    Ok(RunResult {
-        target: target.name,
-        clients,
-        signatures: ok as u64,
-        seconds: number(&["elapsed_s"])?,
-        per_second: number(&["sigs_per_s"])?,
-        p50_us: number(&["lat_us", "p50"])?,
-        p99_us: number(&["lat_us", "p99"])?,
-        server_cpu_us_per_sig: Some(number(&["server_cpu_s"])? * 1e6 / ok),
-        // The generator's own CPU counts as "others" here: it is not the bench process.
-        others_cpu_pct: bench::others_cpu_pct(
-            (before.machine, after.machine),
-            &[(before.server, after.server)],
-            after.at - before.at,
-        ),
-    })
-}
-
 /// One run of the built-in clients: `clients` connections from this process, each signing
 /// `content` in a loop.
 async fn built_in_run(
@@ -479,24 +406,6 @@ async fn built_in_run(
         others_cpu_pct,
     };
     Ok(result)
-}
-
-/// The lowest throughput among `runs` of `target` at `clients`.
-fn slowest(runs: &[RunResult], target: &str, clients: usize) -> f64 {
-    runs.iter()
-        .filter(|r| r.target == target && r.clients == clients)
-        .map(|r| r.per_second)
-        .fold(f64::INFINITY, f64::min)
-}
-
-/// The run with the median throughput among `runs` of `target` at `clients`.
-fn median(runs: &[RunResult], target: &str, clients: usize) -> Option<RunResult> {
-    let mut these: Vec<&RunResult> = runs
-        .iter()
-        .filter(|r| r.target == target && r.clients == clients)
-        .collect();
-    these.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
-    these.get(these.len() / 2).map(|r| (*r).clone())
 }
 
 fn run(o: &Options) -> Result<(), BoxError> {
@@ -612,58 +521,4 @@ fn run(o: &Options) -> Result<(), BoxError> {
         print_table(&report);
     }
     Ok(())
-}
-
-fn print_table(report: &Report) {
-    println!(
-        "proto.Signer/Sign, ECDSA P-256, {} B canonical timestamp, mutual TLS on 127.0.0.1, \
-         one connection per client; median of {} alternating runs of {:.1} s (after {:.1} s \
-         warm-up) per cell; {} CPUs, load {} before, {} after",
-        report.payload_bytes,
-        report.rounds,
-        report.duration_s,
-        report.warmup_s,
-        report.nproc,
-        report.loadavg_before,
-        report.loadavg_after
-    );
-    println!(
-        "(a) notary-signer 0.7.0, memory storage, software key    (b) sigild, SoftHSM token key\n"
-    );
-    println!(
-        "| clients | (a) sig/s | (a) p50 µs | (a) p99 µs | (a) CPU µs/sig | (b) sig/s | (b) p50 µs | (b) p99 µs | (b) CPU µs/sig | b/a throughput | b/a p50 | slowest/median (a, b) | others' CPU % (a, b) |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for ratio in &report.ratios {
-        let find = |t: &str| {
-            report
-                .runs
-                .iter()
-                .find(|r| r.clients == ratio.clients && r.target == t)
-        };
-        if let (Some(a), Some(b)) = (find("notary-signer"), find("sigild")) {
-            println!(
-                "| {} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2}, {:.2} | {}, {} |",
-                ratio.clients,
-                a.per_second,
-                a.p50_us,
-                a.p99_us,
-                cell(a.server_cpu_us_per_sig),
-                b.per_second,
-                b.p50_us,
-                b.p99_us,
-                cell(b.server_cpu_us_per_sig),
-                ratio.throughput_b_over_a,
-                ratio.p50_b_over_a,
-                ratio.a_min_over_median,
-                ratio.b_min_over_median,
-                cell(a.others_cpu_pct),
-                cell(b.others_cpu_pct)
-            );
-        }
-    }
-    println!(
-        "\nsigild audit log: {} sign lines (every signature audited)",
-        report.sigild_audit_lines
-    );
 }
