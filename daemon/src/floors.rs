@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, TryLockError};
 
 use serde::{Deserialize, Serialize};
 
@@ -125,8 +125,9 @@ impl Floors {
 
     /// The verdict that needs no disk: `Some(Ok(()))` for the floor's own bytes again,
     /// `Some(Err(..))` for an older version or other bytes of the floor's version, `None` when
-    /// the version is above the floor (only [`Self::admit`] may raise it). Never blocks, so
-    /// the async runtime asks this first and goes to a blocking thread only to raise a floor.
+    /// the version is above the floor (only [`Self::admit`] may raise it) or when a raise is
+    /// in progress. Never blocks — a raise holds the lock across its fsync — so the async
+    /// runtime asks this first and goes to a blocking thread only for [`Self::admit`].
     pub fn check(
         &self,
         key_id: &str,
@@ -135,7 +136,11 @@ impl Floors {
         version: u64,
         sha256: &[u8; 32],
     ) -> Option<Result<(), Refusal>> {
-        let floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+        let floors = match self.floors.try_lock() {
+            Ok(floors) => floors,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
         decide(floors.get(key_id), gun, role, version, sha256)
     }
 
@@ -258,6 +263,10 @@ mod tests {
         assert!(floors.check("k1", "g", "timestamp", 10, &[6; 32]).is_none());
         assert!(floors.check("k3", "g", "timestamp", 1, &[6; 32]).is_none());
         assert_eq!(floors.floor("k1"), Some(9), "check never raises");
+        // While a raise holds the lock (across its fsync), check does not wait for it.
+        let raising = floors.floors.lock().expect("lock");
+        assert!(floors.check("k1", "g", "timestamp", 9, &[6; 32]).is_none());
+        drop(raising);
         drop(floors);
         let again = Floors::open(dir.path()).expect("reopen");
         assert_eq!(again.floor("k1"), Some(9));
