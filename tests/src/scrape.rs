@@ -200,8 +200,9 @@ pub fn check_with_python_parser(samples: &Samples) {
     assert_eq!(parsed.len(), samples.values.len(), "{}", samples.text);
     for (name, labels, value) in parsed {
         let ours = samples.values.get(&(name.clone(), labels.clone()));
-        // Two parsers may round a long decimal (a histogram's `_sum`) to neighbouring floats:
-        // equal within a few ulps, not necessarily bit for bit.
+        // The Python side's values come back as JSON, and serde_json (without its
+        // `float_roundtrip` feature) may read a long decimal such as a histogram's `_sum` to
+        // the neighbouring float: equal within an ulp or two, not bit for bit.
         assert!(
             ours.is_some_and(|ours| (ours - value).abs() <= 1e-12 * ours.abs().max(1.0)),
             "{name} {labels:?}: ours {ours:?}, the Python parser's {value}"
