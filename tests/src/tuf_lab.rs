@@ -250,6 +250,13 @@ impl Sigil {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `sigil key generate --role ROLE --gun GUN`: the new key's id.
+    pub fn generate_key(&self, role: &str, gun: &str) -> String {
+        self.ok(&["key", "generate", "--role", role, "--gun", gun])
+            .trim()
+            .to_owned()
+    }
+
     /// Runs with `--json` and expects success; returns the parsed stdout.
     pub fn json(&self, args: &[&str]) -> Value {
         let out = self.ok(&[&["--json"], args].concat());

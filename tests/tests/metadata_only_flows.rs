@@ -28,17 +28,7 @@ fn notary_and_tuf1_flows_work_for_a_caller_that_may_only_sign_metadata() {
     // Notary: the root key signs its own certificate and root, then targets and snapshot.
     ci.ok(&["init", GUN, "-p"]);
     ci.ok(&["add", GUN, "app.tar", &env.file("app.tar", b"app\n"), "-p"]);
-    let releases = ci
-        .ok(&[
-            "key",
-            "generate",
-            "--role",
-            "targets/releases",
-            "--gun",
-            GUN,
-        ])
-        .trim()
-        .to_owned();
+    let releases = ci.generate_key("targets/releases", GUN);
     ci.ok(&[
         "delegation",
         "add",
@@ -75,11 +65,7 @@ fn notary_and_tuf1_flows_work_for_a_caller_that_may_only_sign_metadata() {
     );
 
     // TUF 1.0: keys on the token, a repository made, published and timestamped.
-    let key = |role: &str| {
-        ci.ok(&["key", "generate", "--role", role, "--gun", REPO_GUN])
-            .trim()
-            .to_owned()
-    };
+    let key = |role: &str| ci.generate_key(role, REPO_GUN);
     let (root, targets, snapshot, timestamp) = (
         key("root"),
         key("targets"),

@@ -46,17 +46,7 @@ fn a_notary_collection_moves_to_tuf1_with_the_same_targets_keys_and_tag_digests(
         &sha256_hex(&manifest),
         "-p",
     ]);
-    let releases_key = admin
-        .ok(&[
-            "key",
-            "generate",
-            "--role",
-            "targets/releases",
-            "--gun",
-            GUN,
-        ])
-        .trim()
-        .to_owned();
+    let releases_key = admin.generate_key("targets/releases", GUN);
     admin.ok(&[
         "delegation",
         "add",

@@ -29,17 +29,7 @@ fn a_releases_key_allowed_to_a_ci_uid_signs_that_role_in_both_dialects_and_nothi
     let admin = env.admin();
     admin.ok(&["init", GUN]);
     admin.ok(&["add", GUN, "base", &env.file("base", b"base\n"), "-p"]);
-    let releases_key = admin
-        .ok(&[
-            "key",
-            "generate",
-            "--role",
-            "targets/releases",
-            "--gun",
-            GUN,
-        ])
-        .trim()
-        .to_owned();
+    let releases_key = admin.generate_key("targets/releases", GUN);
     admin.ok(&[
         "delegation",
         "add",
@@ -89,19 +79,7 @@ fn a_releases_key_allowed_to_a_ci_uid_signs_that_role_in_both_dialects_and_nothi
     // With snapshot and timestamp keys named instead of generated.
     let online: Vec<String> = ["snapshot", "timestamp"]
         .iter()
-        .map(|role| {
-            admin
-                .ok(&[
-                    "key",
-                    "generate",
-                    "--role",
-                    role,
-                    "--gun",
-                    "tuf.example/online",
-                ])
-                .trim()
-                .to_owned()
-        })
+        .map(|role| admin.generate_key(role, "tuf.example/online"))
         .collect();
     admin.ok(&[
         "tuf",

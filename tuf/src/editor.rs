@@ -620,15 +620,7 @@ impl CollectionEditor {
             previous_root,
             ..
         } = self;
-        require(
-            "root",
-            &owned(root.role_keys(RoleType::Root)),
-            root.role(RoleType::Root).map_or(0, |r| r.threshold),
-            signers,
-        )?;
-        if let Some((keys, threshold)) = &previous_root {
-            require("root (previous keys)", keys, *threshold, signers)?;
-        }
+        require_root(&root, previous_root.as_ref(), signers)?;
         sign_next_root(&mut root, previous_root.as_ref(), now, signers).await
     }
 
@@ -687,15 +679,7 @@ impl CollectionEditor {
             let mut probe = root.clone();
             probe.version += 1;
             probe.validate()?;
-            require(
-                "root",
-                &owned(root.role_keys(RoleType::Root)),
-                root.role(RoleType::Root).map_or(0, |r| r.threshold),
-                signers,
-            )?;
-            if let Some((keys, threshold)) = &previous_root {
-                require("root (previous keys)", keys, *threshold, signers)?;
-            }
+            require_root(&root, previous_root.as_ref(), signers)?;
         }
         // Snapshot: re-signed when anything it lists changed and we hold its key. No signer
         // at all for it means the server holds it; some but too few is an error, not a
@@ -792,6 +776,25 @@ fn require(
             available,
             threshold,
         });
+    }
+    Ok(())
+}
+
+/// A root signature needs the new root's threshold and, after a rotation, the previous
+/// root's too.
+fn require_root(
+    root: &Root,
+    previous_root: Option<&(Vec<(String, TufKey)>, u64)>,
+    signers: &[&dyn Signer],
+) -> Result<()> {
+    require(
+        "root",
+        &owned(root.role_keys(RoleType::Root)),
+        root.role(RoleType::Root).map_or(0, |r| r.threshold),
+        signers,
+    )?;
+    if let Some((keys, threshold)) = previous_root {
+        require("root (previous keys)", keys, *threshold, signers)?;
     }
     Ok(())
 }
