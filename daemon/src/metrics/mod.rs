@@ -10,6 +10,7 @@
 
 mod serve;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -48,14 +49,14 @@ struct RequestLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SignatureLabels {
     op: &'static str,
-    backend: String,
+    backend: Arc<str>,
     role: &'static str,
     outcome: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct BackendLabels {
-    backend: String,
+    backend: Arc<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -83,6 +84,9 @@ pub struct Metrics {
     tokens: Family<BackendLabels, Gauge>,
     audit_failures: Counter,
     reloads: Family<OutcomeLabels, Counter>,
+    /// The configured backends' names, made once: a signature's labels share them instead of
+    /// copying the name for every call.
+    backends: Vec<Arc<str>>,
 }
 
 impl Metrics {
@@ -115,10 +119,11 @@ impl Metrics {
             "1 while the backend's token answers, else 0",
             tokens.clone(),
         );
-        for backend in backends {
+        let backends: Vec<Arc<str>> = backends.into_iter().map(Arc::from).collect();
+        for backend in &backends {
             tokens
                 .get_or_create(&BackendLabels {
-                    backend: backend.to_owned(),
+                    backend: Arc::clone(backend),
                 })
                 .set(0);
         }
@@ -142,7 +147,16 @@ impl Metrics {
             tokens,
             audit_failures,
             reloads,
+            backends,
         }
+    }
+
+    /// The shared name of a configured backend (a copy for one that is not configured).
+    fn backend(&self, name: &str) -> Arc<str> {
+        self.backends
+            .iter()
+            .find(|b| ***b == *name)
+            .map_or_else(|| Arc::from(name), Arc::clone)
     }
 
     /// Counts one finished call: its request, and for `sign` calls that reached a key its
@@ -160,19 +174,18 @@ impl Metrics {
         let Some(key) = key.filter(|_| op == "sign") else {
             return;
         };
+        let backend = self.backend(key.backend);
         self.signatures
             .get_or_create(&SignatureLabels {
                 op,
-                backend: key.backend.to_owned(),
+                backend: Arc::clone(&backend),
                 role: role_label(key.role),
                 outcome,
             })
             .inc();
         if outcome == "ok" {
             self.sign_seconds
-                .get_or_create(&BackendLabels {
-                    backend: key.backend.to_owned(),
-                })
+                .get_or_create(&BackendLabels { backend })
                 .observe(elapsed.as_secs_f64());
         }
     }
@@ -196,7 +209,7 @@ impl Metrics {
         for (backend, up) in present {
             self.tokens
                 .get_or_create(&BackendLabels {
-                    backend: backend.to_owned(),
+                    backend: self.backend(backend),
                 })
                 .set(i64::from(up));
         }
