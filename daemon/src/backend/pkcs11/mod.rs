@@ -1,16 +1,14 @@
 //! PKCS#11 backend through cryptoki. A cryptoki `Session` is `Send` but not `Sync`, so each
 //! worker thread owns one session, opened once and logged in once (login state is per
-//! application), and takes jobs from a shared queue. Token calls block, so they never run on
-//! the async reactor: callers await a oneshot reply instead.
+//! application), and takes jobs from a shared queue; callers await a oneshot reply.
 //!
 //! A hand-off to a worker costs two thread wake-ups (tens of µs each on a VM), more than a
 //! fast token takes to sign (SoftHSM: ~45 µs). So while signatures come one at a time, a sign
 //! whose token call has been measured to be short runs on the caller's thread (the daemon's
 //! one I/O thread, [`crate::runtime`]), with a session from a small pool
-//! ([`Shared::sign_inline`]). Under load — other signatures in flight, or the I/O thread
-//! finding requests waiting each time it finishes one — the workers sign instead, so the I/O
-//! thread reads and answers while the token signs; slow tokens (network HSMs, RSA on a smart
-//! card) always go through the workers, so the I/O thread is never blocked for long.
+//! ([`Shared::sign_inline`]). Under load the workers sign instead, so the I/O thread reads and
+//! answers while the token signs ([`inline_rule`] decides); slow tokens (network HSMs, RSA on a
+//! smart card) always go through the workers, so the I/O thread is never blocked for long.
 //!
 //! Tokens disappear (unplugged, or a module that lost its store). The health probe then resets
 //! the module (`C_Finalize`, `C_Initialize`, login, re-scan) while no job runs, so the daemon
@@ -22,6 +20,7 @@
 //! ring needs to be rebuilt from the token at start-up.
 
 mod decode;
+mod inline_rule;
 mod scan;
 mod session;
 mod template;
@@ -41,10 +40,9 @@ use cryptoki::slot::Slot;
 use super::workers::{Reply, Workers};
 use super::{Algorithm, BackendKey, BoxFuture, Error, KeyLocator, KeyMeta, KeyOwner, SignInput};
 use crate::config::{Pkcs11Config, TokenSelector};
-use crate::runtime;
 use crate::secret::Pin;
+use inline_rule::{InFlight, InlineRule};
 pub(crate) use scan::parse_label;
-use session::fold_concurrency;
 use worker::worker;
 
 /// DER OID of prime256v1 (NIST P-256), as `CKA_EC_PARAMS` wants it.
@@ -62,15 +60,6 @@ pub(super) const RSA_BITS: u64 = 3072;
 /// Token calls measured to take less than this on average run on the caller's thread: about
 /// what a hand-off to a worker and back costs, and short enough not to stall the runtime.
 pub(super) const INLINE_BELOW: Duration = Duration::from_micros(250);
-/// Inline signing while fewer than this many other signatures (in 1/256ths, averaged) are in
-/// flight when one starts: one caller at a time, give or take an overlap.
-pub(super) const INLINE_CONCURRENCY: u64 = 128;
-/// Inline signing while fewer than this share (in 1/256ths, averaged) of signatures found the
-/// I/O thread saturated: one such signature (weight 1/8 = 32) hands the next dozen or so to
-/// the workers, so the I/O thread keeps reading while the token signs. Measured on the
-/// notary-signer endpoint: a looser limit let 4 clients settle on inline signing, which
-/// serialises I/O and token on one thread (BENCHMARKS.md).
-pub(super) const INLINE_SATURATION: u64 = 8;
 
 pub(super) enum Job {
     Probe(Reply<()>),
@@ -93,6 +82,8 @@ pub(super) enum Job {
         algorithm: Algorithm,
         input: SignInput,
         reply: Reply<Vec<u8>>,
+        /// Counted out before the reply is sent, or when the job is dropped unrun.
+        in_flight: InFlight,
     },
 }
 
@@ -126,17 +117,9 @@ pub(super) struct Shared {
     /// Jobs hold it for reading; a reset holds it for writing, so it never races a job.
     pub(super) token: RwLock<Token>,
     /// Signatures in progress on this token, inline or queued.
-    pub(super) signs_in_flight: AtomicUsize,
-    /// Moving average of `signs_in_flight` seen by each new signature, in 1/256ths: inline
-    /// signing pays off for one caller at a time, while under concurrent load the workers
-    /// overlap token calls with the runtime's I/O. Averaged so the mode does not flap.
-    pub(super) concurrency: AtomicU64,
-    /// [`runtime::parks`] when the last signature started.
-    pub(super) last_parks: AtomicU64,
-    /// Moving average, in 1/256ths, of signatures that found the I/O thread had not gone idle
-    /// since the previous one. One I/O thread never overlaps its own inline signatures, so
-    /// `concurrency` stays 0 however many callers queue behind it; this sees them.
-    pub(super) saturation: AtomicU64,
+    pub(super) signs_in_flight: Arc<AtomicUsize>,
+    /// Whether a signature may run on the caller's thread, given `signs_in_flight`.
+    inline_rule: InlineRule,
     /// Sessions for signing on the caller's thread; at most `inline_max` exist.
     pub(super) inline: Mutex<InlinePool>,
     pub(super) inline_max: usize,
@@ -226,10 +209,8 @@ impl Pkcs11Backend {
                 handles: RwLock::new(HashMap::new()),
                 keeper: None,
             }),
-            signs_in_flight: AtomicUsize::new(0),
-            concurrency: AtomicU64::new(0),
-            last_parks: AtomicU64::new(0),
-            saturation: AtomicU64::new(0),
+            signs_in_flight: Arc::default(),
+            inline_rule: InlineRule::default(),
             inline: Mutex::new(InlinePool::default()),
             inline_max: workers,
             sign_nanos: std::array::from_fn(|_| AtomicU64::new(u64::MAX)),
@@ -340,27 +321,19 @@ impl super::Backend for Pkcs11Backend {
             return Box::pin(async { Err(Error::KeyNotFound) });
         };
         let shared = &self.shared;
-        let others = shared.signs_in_flight.fetch_add(1, Ordering::AcqRel);
-        let concurrency = fold_concurrency(shared.concurrency.load(Ordering::Relaxed), others);
-        shared.concurrency.store(concurrency, Ordering::Relaxed);
-        let parks = runtime::parks();
-        let busy = shared.last_parks.swap(parks, Ordering::Relaxed) == parks;
-        let saturation =
-            fold_concurrency(shared.saturation.load(Ordering::Relaxed), usize::from(busy));
-        shared.saturation.store(saturation, Ordering::Relaxed);
-        if concurrency < INLINE_CONCURRENCY && saturation < INLINE_SATURATION {
-            let inline = shared.sign_inline(&id, algorithm, &input);
-            if let Some(result) = inline {
-                shared.signs_in_flight.fetch_sub(1, Ordering::AcqRel);
-                return Box::pin(std::future::ready(result));
-            }
+        let (in_flight, others) = InFlight::enter(&shared.signs_in_flight);
+        if shared.inline_rule.admits(others)
+            && let Some(result) = shared.sign_inline(&id, algorithm, &input)
+        {
+            drop(in_flight);
+            return Box::pin(std::future::ready(result));
         }
-        // Still counted in flight: the worker that runs the job counts it out.
         self.workers.submit(|reply| Job::Sign {
             id,
             algorithm,
             input,
             reply,
+            in_flight,
         })
     }
 }

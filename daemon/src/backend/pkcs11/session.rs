@@ -233,13 +233,6 @@ pub(super) fn fold_average(average: u64, took: u64) -> u64 {
     }
 }
 
-/// Folds a count (other signatures in flight; 1 for "the I/O thread was saturated") into a
-/// moving average in 1/256ths; new samples weigh 1/8.
-pub(super) fn fold_concurrency(average: u64, others: usize) -> u64 {
-    let sample = u64::try_from(others).unwrap_or(u64::MAX / 512).min(1 << 16) * 256;
-    average - average / 8 + sample / 8
-}
-
 /// Whether an average sign time (ns) is short enough to sign on the caller's thread; an
 /// unmeasured token is not.
 pub(super) fn fast_enough(average: u64) -> bool {
@@ -257,46 +250,7 @@ pub(super) fn algorithm_index(algorithm: Algorithm) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{INLINE_CONCURRENCY, INLINE_SATURATION};
     use super::*;
-
-    #[test]
-    fn concurrency_is_averaged_so_one_overlap_does_not_end_inline_signing() {
-        // One caller at a time: nothing else in flight, the average stays at 0.
-        let alone = (0..50).fold(0, |avg, _| fold_concurrency(avg, 0));
-        assert!(alone < INLINE_CONCURRENCY);
-        // A single overlap moves it by 1/8 only.
-        assert!(fold_concurrency(alone, 1) < INLINE_CONCURRENCY);
-        // Four callers: usually 1-3 others in flight, well past the limit, and it stays there.
-        let busy = (0..50).fold(alone, |avg, i| fold_concurrency(avg, 1 + i % 3));
-        assert!(busy >= INLINE_CONCURRENCY);
-        assert!(
-            fold_concurrency(busy, 0) >= INLINE_CONCURRENCY,
-            "no flapping on one gap"
-        );
-        // Back to one caller: inline again after a few signatures.
-        let quiet = (0..20).fold(busy, |avg, _| fold_concurrency(avg, 0));
-        assert!(quiet < INLINE_CONCURRENCY);
-        // A huge count cannot overflow.
-        assert!(fold_concurrency(u64::MAX / 2, usize::MAX) > 0);
-    }
-
-    #[test]
-    fn one_saturated_signature_hands_the_next_ones_to_the_workers() {
-        // One caller: the I/O thread goes idle before every signature.
-        let idle = (0..50).fold(0, |avg, _| fold_concurrency(avg, 0));
-        assert!(idle < INLINE_SATURATION);
-        // The first signature that finds requests waiting stops inline signing...
-        let hit = fold_concurrency(idle, 1);
-        assert!(hit >= INLINE_SATURATION);
-        // ...for a while, not just for the next one.
-        let after = |n| (0..n).fold(hit, |avg, _| fold_concurrency(avg, 0));
-        assert!(after(8) >= INLINE_SATURATION);
-        assert!(after(30) < INLINE_SATURATION, "idle again: inline again");
-        // Under load half the signatures still follow an idle moment: that is saturated.
-        let load = (0..100).fold(idle, |avg, i| fold_concurrency(avg, i % 2));
-        assert!(load >= INLINE_SATURATION);
-    }
 
     #[test]
     fn only_a_measured_fast_token_signs_inline() {

@@ -1,6 +1,6 @@
 //! The worker threads: each owns a session and runs queued jobs in order.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
@@ -15,15 +15,6 @@ use super::scan::scan;
 use super::session::WorkerSession;
 use super::template::generate;
 use super::{Job, Shared, Token, breaks_session, classify};
-
-/// Counts a queued signature out of [`Shared::signs_in_flight`] when its job is done.
-pub(super) struct SignDone<'a>(&'a AtomicUsize);
-
-impl Drop for SignDone<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// One worker: owns its session, reopens it when the token comes back, runs jobs in order.
 pub(super) fn worker(
@@ -43,7 +34,6 @@ pub(super) fn worker(
             }
             job => job,
         };
-        let _sign = matches!(job, Job::Sign { .. }).then(|| SignDone(&shared.signs_in_flight));
         let token = shared.read_token();
         let s = match shared.session_for(&token, &mut session) {
             Ok(s) => s,
@@ -85,9 +75,11 @@ pub(super) fn run(shared: &Shared, token: &Token, session: &Session, job: Job) -
             algorithm,
             input,
             reply,
+            in_flight,
         } => {
             let result = handles(&id)
                 .and_then(|(private, _)| shared.timed_sign(session, private, algorithm, &input));
+            drop(in_flight);
             answer(reply, result)
         }
         Job::Scan(reply) => answer(reply, scan(session, token, name, &shared.existing)),
@@ -124,7 +116,12 @@ impl Job {
             Job::Probe(r) | Job::Delete { reply: r, .. } => drop(r.send(Err(err))),
             Job::Scan(r) | Job::Reopen { reply: r, .. } => drop(r.send(Err(err))),
             Job::Generate { reply, .. } => drop(reply.send(Err(err))),
-            Job::Sign { reply, .. } => drop(reply.send(Err(err))),
+            Job::Sign {
+                reply, in_flight, ..
+            } => {
+                drop(in_flight);
+                drop(reply.send(Err(err)));
+            }
         }
     }
 }
