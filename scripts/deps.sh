@@ -39,7 +39,7 @@ requirements+=(
     "python3-venv      py:ensurepip"
 )
 
-# The virtual YubiKey (vyubikey, tests/tests/yubikey.rs): pcscd with vpcd,
+# The virtual YubiKey (vyubikey, tests/tests/yubikey/): pcscd with vpcd,
 # libclang to build vyubikey, Yubico's tools to check it, nsenter/unshare.
 requirements+=(
     "pcscd             cmd:pcscd"

@@ -11,7 +11,7 @@
 //! - a signature queued for a key that is deleted while it waits, or whose slot gets another key
 //!   behind sigild's back, is not made / not returned.
 //!
-//! Needs root and the virtual YubiKey's packages, like `tests/tests/yubikey.rs`.
+//! Needs root and the virtual YubiKey's packages, like `tests/tests/yubikey/`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -19,7 +19,7 @@
 //! log shows the root signatures made on the `yubikey` backend. With the touch control off,
 //! the same key refuses to sign: the touch policy is the card's, not a flag.
 //!
-//! Needs root and what `tests/yubikey.rs` and the notary tests need (`scripts/deps.sh`).
+//! Needs root and what `tests/yubikey/` and the notary tests need (`scripts/deps.sh`).
 
 use std::collections::BTreeMap;
 use std::fs;
