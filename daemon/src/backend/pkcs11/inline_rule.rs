@@ -41,6 +41,8 @@ impl Drop for InFlight {
 
 #[derive(Default)]
 pub(super) struct InlineRule {
+    /// Signatures in progress on this token, inline or queued.
+    in_flight: Arc<AtomicUsize>,
     /// Signatures decided so far.
     signs: AtomicU64,
     /// Inline signing stays off until `signs` reaches this.
@@ -48,9 +50,15 @@ pub(super) struct InlineRule {
 }
 
 impl InlineRule {
+    /// Counts a new signature in flight and decides it: `true` allows inline signing.
+    pub(super) fn enter(&self) -> (InFlight, bool) {
+        let (in_flight, others) = InFlight::enter(&self.in_flight);
+        (in_flight, self.admits(others))
+    }
+
     /// Decides one signature that found `others` signatures in flight: `true` allows inline
     /// signing (if the token is fast and a session is free).
-    pub(super) fn admits(&self, others: usize) -> bool {
+    fn admits(&self, others: usize) -> bool {
         let n = self.signs.fetch_add(1, Ordering::Relaxed);
         if others > 0 {
             self.handoff_until
@@ -184,7 +192,7 @@ mod tests {
     fn a_huge_count_cannot_overflow() {
         let rule = InlineRule {
             signs: AtomicU64::new(u64::MAX - 1),
-            handoff_until: AtomicU64::new(0),
+            ..InlineRule::default()
         };
         assert!(!rule.admits(3));
         assert_eq!(rule.handoff_until.load(Ordering::Relaxed), u64::MAX);

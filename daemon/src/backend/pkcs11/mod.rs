@@ -27,7 +27,7 @@ mod template;
 mod worker;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -116,9 +116,7 @@ pub(super) struct Shared {
     pub(super) pin_refused: AtomicBool,
     /// Jobs hold it for reading; a reset holds it for writing, so it never races a job.
     pub(super) token: RwLock<Token>,
-    /// Signatures in progress on this token, inline or queued.
-    pub(super) signs_in_flight: Arc<AtomicUsize>,
-    /// Whether a signature may run on the caller's thread, given `signs_in_flight`.
+    /// Signatures in flight, and whether a new one may run on the caller's thread.
     inline_rule: InlineRule,
     /// Sessions for signing on the caller's thread; at most `inline_max` exist.
     pub(super) inline: Mutex<InlinePool>,
@@ -209,7 +207,6 @@ impl Pkcs11Backend {
                 handles: RwLock::new(HashMap::new()),
                 keeper: None,
             }),
-            signs_in_flight: Arc::default(),
             inline_rule: InlineRule::default(),
             inline: Mutex::new(InlinePool::default()),
             inline_max: workers,
@@ -321,10 +318,8 @@ impl super::Backend for Pkcs11Backend {
             return Box::pin(async { Err(Error::KeyNotFound) });
         };
         let shared = &self.shared;
-        let (in_flight, others) = InFlight::enter(&shared.signs_in_flight);
-        if shared.inline_rule.admits(others)
-            && let Some(result) = shared.sign_inline(&id, algorithm, &input)
-        {
+        let (in_flight, inline) = shared.inline_rule.enter();
+        if inline && let Some(result) = shared.sign_inline(&id, algorithm, &input) {
             drop(in_flight);
             return Box::pin(std::future::ready(result));
         }
